@@ -1,0 +1,42 @@
+"""Study and tune multi-layer perceptrons on MNIST the scikit-learn way.
+
+Importing the package is quick: TensorFlow is loaded only when the estimator
+or the pipeline is first used.
+
+>>> import mnist_mlp
+>>> mnist_mlp.__version__
+'0.1.0'
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it, imported on first access (PEP 562)
+# so that ``import mnist_mlp`` and the data loaders do not pay for TensorFlow.
+_EXPORTS = {
+    "MLPClassifier": "mnist_mlp.estimator",
+    "make_pipeline": "mnist_mlp.pipeline",
+    "ImageFlattener": "mnist_mlp.preprocessing",
+    "FixedRangeScaler": "mnist_mlp.preprocessing",
+    "load_mnist": "mnist_mlp.data",
+    "load_fashion_mnist": "mnist_mlp.data",
+    "load_embedded_mnist": "mnist_mlp.data",
+    "load_idx_dataset": "mnist_mlp.data",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mnist_mlp' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,503 @@
+"""``MLPClassifier``: the study's Keras MLP as a true scikit-learn classifier."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils import ClassifierTags
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_array, column_or_1d
+
+from mnist_mlp._tensorflow import keras
+
+from scikeras._utils import route_params, unflatten_params  # noqa: E402  (after keras)
+from scikeras.utils.transformers import ClassifierLabelEncoder, TargetReshaper  # noqa: E402
+from scikeras.wrappers import KerasClassifier  # noqa: E402
+from sklearn.pipeline import make_pipeline as _sk_make_pipeline  # noqa: E402
+from sklearn.preprocessing import OneHotEncoder  # noqa: E402
+
+__all__ = ["MLPClassifier"]
+
+#: Optimizers accepted by name, mapped to their Keras classes.
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "rmsprop": keras.optimizers.RMSprop,
+    "sgd": keras.optimizers.SGD,
+    "adagrad": keras.optimizers.Adagrad,
+    "adadelta": keras.optimizers.Adadelta,
+    "adamax": keras.optimizers.Adamax,
+    "nadam": keras.optimizers.Nadam,
+}
+
+# scikit-learn's MLPClassifier names, accepted as aliases of Keras's.
+_ACTIVATION_ALIASES = {"identity": "linear", "logistic": "sigmoid"}
+
+# Prefixes scikeras routes to Keras objects (``optimizer__rho=0.99``).
+_ROUTING_PREFIXES = frozenset(KerasClassifier._routing_prefixes | {"callbacks"})
+
+
+class _SoftmaxLabelEncoder(ClassifierLabelEncoder):
+    """One-hot targets for every class count, binary included.
+
+    scikeras encodes binary targets as one ordinal column (for a sigmoid
+    output); our network always ends in a softmax over ``n_classes_`` units.
+    """
+
+    def fit(self, y):
+        super().fit(y)
+        if self._target_type == "binary":
+            self._final_encoder = _sk_make_pipeline(
+                TargetReshaper(),
+                OneHotEncoder(
+                    sparse_output=False,
+                    dtype=np.dtype(keras.backend.floatx()),
+                    categories=self.categories,
+                ),
+            ).fit(y)
+            self._target_type = "multiclass"
+        return self
+
+
+class MLPClassifier(KerasClassifier):
+    """Multi-layer perceptron classifier backed by Keras, scikit-learn compatible.
+
+    The defaults are the study's default network: 784 inputs -> Dense 128,
+    ReLU -> Dense 256, ReLU -> Dense 10, softmax; categorical cross-entropy;
+    Adam with learning rate 0.001; batch size 256; 100 epochs; the last 20 %
+    of the training data held out for validation, without shuffling.
+    Labels are plain class labels (ints or strings), never one-hot.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(128, 256)
+        Units of each hidden layer, input side first. At least one layer.
+    activation : str, default="relu"
+        Activation of the hidden layers: any Keras activation name
+        (``"relu"``, ``"tanh"``, ``"sigmoid"``, ``"elu"``, ...);
+        scikit-learn's ``"identity"`` and ``"logistic"`` are accepted too.
+    optimizer : str or keras.optimizers.Optimizer (class or instance), default="adam"
+        ``"adam"``, ``"rmsprop"``, ``"sgd"`` (or another name in
+        ``mnist_mlp.estimator.OPTIMIZERS``), a Keras optimizer class, or a
+        configured instance (copied afresh for every fit). Its own settings
+        are routed the scikeras way: ``optimizer__rho=0.99``,
+        ``optimizer__momentum=0.9``.
+    learning_rate_init : float, default=0.001
+        Learning rate given to an optimizer named by string or class.
+        ``optimizer__learning_rate`` or an optimizer instance overrides it.
+    kernel_initializer : str or keras.initializers.Initializer, default="glorot_uniform"
+        Weight initialisation of the hidden AND output layers, as in the
+        study: a Keras name (``"he_normal"``) or an initializer such as
+        ``keras.initializers.RandomNormal(mean=10.0)``. Biases start at zero.
+    penalty : {"l1", "l2"} or None, default=None
+        Weight penalty on the hidden layers' kernels (not the output layer).
+    alpha : float, default=1e-4
+        Strength of ``penalty``: ``alpha * sum(w**2)`` (l2) or
+        ``alpha * sum(|w|)`` (l1) is added to the loss, Keras's convention
+        (scikit-learn's MLP divides by the sample count instead). Ignored
+        when ``penalty`` is None.
+    dropout : float, default=0.0
+        Dropout rate after each hidden layer; 0 means no dropout layer.
+    batch_size : int, default=256
+        Samples per optimizer step: 1 is online training, the whole
+        training set (or more) is full-batch training.
+    epochs : int, default=100
+        Passes over the training data.
+    validation_split : float, default=0.2
+        Fraction of the training data held out, taken from the END of the
+        data as Keras does, to report ``val_loss`` and ``val_accuracy`` each
+        epoch. 0 disables validation.
+    shuffle : bool, default=False
+        Shuffle the training data before each epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, dropout and shuffling. The same value on
+        the same data gives identical weights and predictions on CPU.
+    verbose : int, default=0
+        Keras's verbosity during fit and predict.
+    callbacks : list of keras.callbacks.Callback or None, default=None
+        Extra Keras callbacks for fit.
+    warm_start : bool, default=False
+        Continue from the fitted weights on the next ``fit``.
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes in the loss.
+    **kwargs
+        Routed parameters: ``optimizer__*``, ``fit__*``, ``predict__*``,
+        ``compile__*``, ``callbacks__*`` (see scikeras). Anything else is an
+        error at fit time.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels seen in fit.
+    n_classes_ : int
+        Number of classes.
+    n_features_in_ : int
+        Number of features seen in fit.
+    model_ : keras.Model
+        The fitted Keras model.
+    history_ : dict of str to list of float
+        Per-epoch ``loss``, ``accuracy`` and, with validation,
+        ``val_loss`` and ``val_accuracy``.
+    coefs_ : list of ndarray
+        Kernel of each Dense layer (hidden ones, then output) after training.
+    intercepts_ : list of ndarray
+        Bias of each Dense layer after training.
+    initial_coefs_ : list of ndarray
+        Kernel of each Dense layer before training (for weight violin plots).
+    initial_intercepts_ : list of ndarray
+        Bias of each Dense layer before training.
+    fit_time_ : float
+        Seconds spent training in the last call to ``fit``.
+    n_weight_updates_ : int
+        Optimizer steps taken: ``ceil(n_train / batch_size) * epochs`` for
+        one fit, where ``n_train`` excludes the validation data.
+    n_iter_ : int
+        Epochs run.
+
+    See Also
+    --------
+    mnist_mlp.make_pipeline : flatten -> scale -> MLPClassifier for images.
+    sklearn.neural_network.MLPClassifier : the NumPy implementation whose
+        parameter names this class mirrors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mnist_mlp import MLPClassifier
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.rand(60, 4).astype("float32")
+    >>> y = (X[:, 0] > 0.5).astype(int)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(8,), epochs=2, random_state=0).fit(X, y)
+    >>> clf.predict(X[:3]).shape, clf.n_iter_, clf.n_weight_updates_
+    ((3,), 2, 2)
+    """
+
+    _parameter_constraints = {
+        "hidden_layer_sizes": [Interval(Integral, 1, None, closed="left"), "array-like"],
+        "activation": [str, callable],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "penalty": [StrOptions({"l1", "l2"}), None],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "validation_split": [Interval(Real, 0, 1, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    # scikeras reads these; they are fixed by what this network is, not tunable.
+    model = None
+    build_fn = None
+    loss = "categorical_crossentropy"
+    metrics = ("accuracy",)
+    validation_batch_size = None
+    run_eagerly = False
+
+    def __init__(
+        self,
+        *,
+        hidden_layer_sizes=(128, 256),
+        activation="relu",
+        optimizer="adam",
+        learning_rate_init=0.001,
+        kernel_initializer="glorot_uniform",
+        penalty=None,
+        alpha=1e-4,
+        dropout=0.0,
+        batch_size=256,
+        epochs=100,
+        validation_split=0.2,
+        shuffle=False,
+        random_state=None,
+        verbose=0,
+        callbacks=None,
+        warm_start=False,
+        class_weight=None,
+        **kwargs,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.optimizer = optimizer
+        self.learning_rate_init = learning_rate_init
+        self.kernel_initializer = kernel_initializer
+        self.penalty = penalty
+        self.alpha = alpha
+        self.dropout = dropout
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.validation_split = validation_split
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+        self.warm_start = warm_start
+        self.class_weight = class_weight
+        vars(self).update(kwargs)
+
+    # -- scikit-learn protocol -------------------------------------------------
+
+    __repr__ = BaseEstimator.__repr__
+
+    def _get_param_names(self):
+        """Constructor parameters plus any routed ``prefix__name`` parameters."""
+        own = [
+            name
+            for name, p in inspect.signature(type(self).__init__).parameters.items()
+            if name != "self" and p.kind != p.VAR_KEYWORD
+        ]
+        routed = [k for k in vars(self) if "__" in k and not k.startswith("_") and not k.endswith("_")]
+        return sorted(own + routed)
+
+    def __sklearn_tags__(self):
+        # scikeras 0.13 lists BaseEstimator before ClassifierMixin in its MRO
+        # and only declares the pre-1.6 ``_more_tags``, so scikit-learn >= 1.6
+        # sees no estimator type: is_classifier() is False and cv=k is not
+        # stratified. Declare the classifier tags ourselves.
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags(multi_class=True, multi_label=False)
+        tags.target_tags.required = True
+        tags.target_tags.single_output = True
+        tags.target_tags.multi_output = False
+        tags.input_tags.two_d_array = True
+        tags.input_tags.allow_nan = False
+        return tags
+
+    # -- validation ------------------------------------------------------------
+
+    def _hidden_layer_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+        if not sizes or not all(
+            isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes
+        ):
+            raise ValueError(
+                "The 'hidden_layer_sizes' parameter of MLPClassifier must be a positive "
+                f"int or a non-empty sequence of positive ints. Got {self.hidden_layer_sizes!r}."
+            )
+        return [int(s) for s in sizes]
+
+    def _activation(self):
+        name = _ACTIVATION_ALIASES.get(self.activation, self.activation)
+        try:
+            keras.activations.get(name)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"The 'activation' parameter of MLPClassifier must be a Keras activation; "
+                f"got {self.activation!r} ({exc})"
+            ) from None
+        return name
+
+    def _routed(self, prefix):
+        return route_params(self.get_params(deep=False), destination=prefix, pass_filter=set())
+
+    def _make_optimizer(self):
+        """A fresh optimizer for one fit, with ``learning_rate_init`` and routed settings."""
+        opt, routed = self.optimizer, self._routed("optimizer")
+        if isinstance(opt, str):
+            if opt.lower() not in OPTIMIZERS:
+                raise ValueError(
+                    f"The 'optimizer' parameter of MLPClassifier must be one of "
+                    f"{sorted(OPTIMIZERS)}, a Keras optimizer class or instance. Got {opt!r}."
+                )
+            opt = OPTIMIZERS[opt.lower()]
+        if isinstance(opt, keras.optimizers.Optimizer):
+            if routed:
+                raise ValueError(
+                    f"optimizer__ parameters {sorted(routed)} cannot be combined with an "
+                    "optimizer instance; set them on the instance or pass its class"
+                )
+            return type(opt).from_config(opt.get_config())
+        if not (isinstance(opt, type) and issubclass(opt, keras.optimizers.Optimizer)):
+            raise ValueError(
+                "The 'optimizer' parameter of MLPClassifier must be a name, a Keras "
+                f"optimizer class or instance. Got {opt!r}."
+            )
+        routed.setdefault("learning_rate", self.learning_rate_init)
+        try:
+            return unflatten_params(items=opt, params=routed)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"optimizer__ parameters {routed} rejected by {opt.__name__}: {exc}") from None
+
+    def _make_initializer(self):
+        """A new kernel initializer for one layer."""
+        init = self.kernel_initializer
+        if isinstance(init, keras.initializers.Initializer):
+            # A fresh copy per layer: an unseeded copy draws its seed inside
+            # scikeras's seeded build, so random_state governs it.
+            return type(init).from_config(init.get_config())
+        try:
+            return keras.initializers.get(init)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"The 'kernel_initializer' parameter of MLPClassifier must be a Keras "
+                f"initializer or its name; got {init!r} ({exc})"
+            ) from None
+
+    def _validate_hyperparameters(self):
+        """Check every parameter before any data is touched or a model built."""
+        self._validate_params()
+        unknown = [
+            k for k in vars(self)
+            if "__" in k and not k.startswith("_") and k.split("__", 1)[0] not in _ROUTING_PREFIXES
+        ]
+        if unknown:
+            raise ValueError(f"Unknown parameters for MLPClassifier: {sorted(unknown)}")
+        self._hidden_layer_sizes()
+        self._activation()
+        self._make_initializer()
+        self._make_optimizer()
+
+    def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
+        if X is not None:
+            # Keras computes in float32: convert once here so a model fitted on
+            # one float dtype predicts on another.
+            X = check_array(X, dtype=np.float32, ensure_2d=True, allow_nd=True)
+            if X.ndim > 2:
+                raise ValueError(
+                    f"MLPClassifier expects 2D X (n_samples, n_features); got shape "
+                    f"{X.shape}. Flatten images first: mnist_mlp.make_pipeline() or "
+                    "mnist_mlp.ImageFlattener."
+                )
+            if not reset and X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but MLPClassifier is expecting "
+                    f"{self.n_features_in_} features as input."
+                )
+        return super()._validate_data(X, y, reset=reset, y_numeric=y_numeric)
+
+    @property
+    def target_encoder(self):
+        """Label encoder: class labels <-> one-hot rows for the softmax output."""
+        categories = "auto" if self.classes_ is None else [self.classes_]
+        return _SoftmaxLabelEncoder(loss=self.loss, categories=categories)
+
+    def _validate_sample_weight(self, X, y, sample_weight):
+        # scikeras drops zero-weight samples; what is left must still hold 2 classes.
+        X, y, sample_weight = super()._validate_sample_weight(X, y, sample_weight)
+        if len(np.unique(y)) < 2:
+            raise ValueError(
+                "MLPClassifier needs at least 2 classes with non-zero sample_weight; got 1 class"
+            )
+        return X, y, sample_weight
+
+    # -- model -----------------------------------------------------------------
+
+    def _get_compile_kwargs(self):
+        kwargs = self._routed("compile")  # compile__jit_compile=True and the like
+        kwargs.update(
+            optimizer=self._make_optimizer(),
+            loss=self.loss,
+            metrics=list(self.metrics),
+            run_eagerly=self.run_eagerly,
+        )
+        return kwargs
+
+    def _keras_build_fn(self, compile_kwargs):
+        penalty = {"l1": keras.regularizers.L1, "l2": keras.regularizers.L2}.get(self.penalty)
+        activation = self._activation()
+        layers = [keras.Input(shape=(self.n_features_in_,), name="pixels")]
+        for i, units in enumerate(self._hidden_layer_sizes(), start=1):
+            layers.append(
+                keras.layers.Dense(
+                    units,
+                    activation=activation,
+                    kernel_initializer=self._make_initializer(),
+                    kernel_regularizer=penalty(self.alpha) if penalty else None,
+                    name=f"hidden_{i}",
+                )
+            )
+            if self.dropout > 0:
+                layers.append(keras.layers.Dropout(self.dropout, name=f"dropout_{i}"))
+        layers.append(
+            keras.layers.Dense(
+                self.n_classes_,
+                activation="softmax",
+                kernel_initializer=self._make_initializer(),
+                name="output",
+            )
+        )
+        model = keras.Sequential(layers, name="mlp")
+        model.compile(**compile_kwargs)
+        return model
+
+    def _dense_weights(self):
+        dense = [layer for layer in self.model_.layers if isinstance(layer, keras.layers.Dense)]
+        coefs = [np.array(layer.kernel.numpy()) for layer in dense]
+        intercepts = [np.array(layer.bias.numpy()) for layer in dense]
+        return coefs, intercepts
+
+    # -- fitting ---------------------------------------------------------------
+
+    def fit(self, X, y, sample_weight=None, **kwargs):
+        """Build the network for ``(X, y)`` and train it.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, e.g. flattened, scaled images.
+        y : array-like of shape (n_samples,)
+            Class labels (ints or strings). At least two classes.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Per-sample weights in the loss.
+        **kwargs
+            Passed to ``keras.Model.fit`` (prefer ``fit__`` parameters).
+
+        Returns
+        -------
+        self : MLPClassifier
+            The fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            For an invalid parameter (raised before any training), or for
+            ``y`` that is not a single column of at least two classes.
+        """
+        self._validate_hyperparameters()
+        target_type = type_of_target(y, input_name="y", raise_unknown=True)
+        if target_type not in ("binary", "multiclass"):
+            raise ValueError(
+                f"MLPClassifier needs a single column of class labels; y is {target_type!r}"
+            )
+        y = column_or_1d(y, warn=True)
+        if len(np.unique(y)) < 2:
+            raise ValueError("MLPClassifier needs at least 2 classes in y; got 1 class")
+        return super().fit(X, y, sample_weight=sample_weight, **kwargs)
+
+    def predict_proba(self, X):
+        """Class probabilities, shape ``(n_samples, n_classes)``, columns as ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        # The softmax output is already one column per class; scikeras's own
+        # version squeezes a single sample's row to 1D.
+        return np.asarray(self._predict_raw(X=X)).reshape(-1, self.n_classes_)
+
+    def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
+        self.initial_coefs_, self.initial_intercepts_ = self._dense_weights()
+        start = time.perf_counter()
+        super()._fit_keras_model(
+            X, y, sample_weight=sample_weight, warm_start=warm_start,
+            epochs=epochs, initial_epoch=initial_epoch, **kwargs,
+        )
+        self.fit_time_ = time.perf_counter() - start
+        self.history_ = {key: [float(v) for v in values] for key, values in self.history_.items()}
+        self.coefs_, self.intercepts_ = self._dense_weights()
+        self.n_weight_updates_ = int(self.model_.optimizer.iterations.numpy())
+        self.n_iter_ = len(self.history_.get("loss", []))

@@ -1,0 +1,41 @@
+"""Shared fixtures: small slices of the embedded MNIST subset, so tests train in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_mlp.data import load_embedded_mnist
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The full embedded subset: 6,000 train and 1,000 test images."""
+    return load_embedded_mnist()
+
+
+@pytest.fixture(scope="session")
+def digits(embedded):
+    """2,000 training and 500 test images (uint8, 28x28) with int labels."""
+    (x_train, y_train), (x_test, y_test) = embedded
+    return x_train[:2000], y_train[:2000], x_test[:500], y_test[:500]
+
+
+@pytest.fixture(scope="session")
+def flat_digits(digits):
+    """The same slices flattened and scaled to [0, 1] float32, for the bare estimator."""
+    x_train, y_train, x_test, y_test = digits
+    scale = lambda x: (x.reshape(len(x), -1) / 255.0).astype(np.float32)  # noqa: E731
+    return scale(x_train), y_train, scale(x_test), y_test
+
+
+@pytest.fixture(scope="session")
+def shared_mnist():
+    """The full MNIST IDX directory beside the checkout (skipped where absent)."""
+    if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"full MNIST not found at {SHARED_MNIST}")
+    return SHARED_MNIST

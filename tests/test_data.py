@@ -1,0 +1,201 @@
+"""IDX reading and validation, and the loaders' fall-back order."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from mnist_mlp.data import (
+    DATA_DIR_ENV,
+    FASHION_MNIST_DEBIAN_DIR,
+    IDXFormatError,
+    load_embedded_mnist,
+    load_fashion_mnist,
+    load_idx_dataset,
+    load_mnist,
+    read_idx,
+)
+
+
+def _write_idx(path, array, magic_type=0x08):
+    header = bytes([0, 0, magic_type, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as fh:
+        fh.write(data)
+
+
+def _make_dataset(directory, n_train=20, n_test=10, gz=True):
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.arange(n_test) % 10,
+    }
+    for stem, array in arrays.items():
+        _write_idx(directory / f"{stem}{suffix}", array)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_reads_a_valid_directory(tmp_path, gz):
+    arrays = _make_dataset(tmp_path, gz=gz)
+    (x_train, y_train), (x_test, y_test) = splits = load_idx_dataset(tmp_path)
+    assert x_train.dtype == np.uint8 and x_train.shape == (20, 28, 28)
+    np.testing.assert_array_equal(x_train, arrays["train-images-idx3-ubyte"])
+    np.testing.assert_array_equal(y_test, arrays["t10k-labels-idx1-ubyte"])
+    assert y_train.dtype == np.int64
+    assert splits.name == "mnist" and splits.source == str(tmp_path)
+
+
+def test_reads_keras_style_npz(tmp_path, embedded):
+    (x_train, y_train), (x_test, y_test) = embedded
+    np.savez(tmp_path / "mnist.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    (a, b), (c, d) = load_idx_dataset(tmp_path)
+    np.testing.assert_array_equal(a, x_train)
+    np.testing.assert_array_equal(d, y_test)
+    (a, _), _ = load_idx_dataset(tmp_path / "mnist.npz")
+    assert len(a) == len(x_train)
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    _make_dataset(tmp_path)
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(raw[:-100]))
+    with pytest.raises(IDXFormatError, match="train-images-idx3-ubyte.gz.*truncated"):
+        load_idx_dataset(tmp_path)
+
+
+def test_corrupted_gzip_names_the_file(tmp_path):
+    _make_dataset(tmp_path)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:20])  # cut mid-stream
+    with pytest.raises(IDXFormatError, match="t10k-labels-idx1-ubyte.gz"):
+        load_idx_dataset(tmp_path)
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(IDXFormatError, match="t10k-labels-idx1-ubyte.gz"):
+        load_idx_dataset(tmp_path)
+
+
+def test_bad_magic_number(tmp_path):
+    path = tmp_path / "x.idx"
+    path.write_bytes(b"\x12\x34\x08\x01" + b"\x00" * 8)
+    with pytest.raises(IDXFormatError, match="magic"):
+        read_idx(path)
+
+
+def test_wrong_image_size_labels_out_of_range_and_count_mismatch(tmp_path):
+    _make_dataset(tmp_path)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((20, 27, 27)))
+    with pytest.raises(IDXFormatError, match=r"expected \(n, 28, 28\)"):
+        load_idx_dataset(tmp_path)
+    _make_dataset(tmp_path)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.full(20, 12))
+    with pytest.raises(IDXFormatError, match="labels outside 0-9"):
+        load_idx_dataset(tmp_path)
+    _make_dataset(tmp_path)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(9))
+    with pytest.raises(IDXFormatError, match="10 test images but 9 test labels"):
+        load_idx_dataset(tmp_path)
+
+
+def test_missing_directory_and_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_mnist(tmp_path / "nowhere")
+    _make_dataset(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte"):
+        load_mnist(tmp_path)
+
+
+def test_environment_variable_is_honoured(tmp_path, monkeypatch):
+    _make_dataset(tmp_path, n_train=30)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    (x_train, _), _ = splits = load_mnist()
+    assert len(x_train) == 30 and splits.source == str(tmp_path)
+
+
+def test_falls_back_to_embedded_without_network(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cache there
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    import mnist_mlp._tensorflow as tfmod
+
+    monkeypatch.setattr(tfmod.keras.datasets.mnist, "load_data", offline)
+    splits = load_mnist()
+    assert splits.source == "embedded"
+    assert "embedded subset" in caplog.text
+    assert load_mnist(download=False).source == "embedded"
+
+
+def test_keras_cache_is_used(monkeypatch, tmp_path, embedded):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (x_train, y_train), (x_test, y_test) = embedded
+    (tmp_path / "datasets").mkdir()
+    np.savez(tmp_path / "datasets" / "mnist.npz", x_train=x_train[:50], y_train=y_train[:50],
+             x_test=x_test[:5], y_test=y_test[:5])
+    (a, _), _ = splits = load_mnist()
+    assert len(a) == 50 and splits.source.endswith("mnist.npz")
+
+
+def test_embedded_subset_is_stratified_real_mnist(embedded):
+    (x_train, y_train), (x_test, y_test) = embedded
+    assert x_train.shape == (6000, 28, 28) and x_test.shape == (1000, 28, 28)
+    assert (np.bincount(y_train) == 600).all() and (np.bincount(y_test) == 100).all()
+    assert 0.10 < x_train.mean() / 255 < 0.16  # MNIST's mean intensity is 0.1307
+
+
+def test_embedded_subset_matches_the_full_files(shared_mnist, embedded):
+    """The embedded images are byte-identical to the full MNIST at the recorded indices."""
+    from importlib import resources
+
+    (x_full, y_full), (xt_full, yt_full) = load_mnist(shared_mnist)
+    with np.load(resources.files("mnist_mlp") / "_data" / "mnist_subset.npz") as npz:
+        train_idx, test_idx = npz["train_indices"], npz["test_indices"]
+    (x_train, y_train), (x_test, y_test) = embedded
+    np.testing.assert_array_equal(x_full[train_idx], x_train)
+    np.testing.assert_array_equal(y_full[train_idx], y_train)
+    np.testing.assert_array_equal(xt_full[test_idx], x_test)
+    assert len(x_full) == 60000 and len(xt_full) == 10000
+
+
+def test_rebuild_script_is_reproducible(shared_mnist, tmp_path, embedded):
+    from scripts.make_embedded_subset import main
+
+    out = tmp_path / "subset.npz"
+    main(["--data-dir", str(shared_mnist), "--output", str(out)])
+    with np.load(out) as npz:
+        np.testing.assert_array_equal(npz["x_train"], embedded[0][0])
+        np.testing.assert_array_equal(npz["y_test"], embedded[1][1])
+
+
+def test_fashion_mnist_loads_through_the_same_code(tmp_path):
+    from pathlib import Path
+
+    if Path(FASHION_MNIST_DEBIAN_DIR).is_dir():
+        (x_train, y_train), (x_test, _) = splits = load_fashion_mnist()
+        assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
+        assert splits.name == "fashion-mnist"
+        assert set(np.unique(y_train)) == set(range(10))
+    else:  # same format: a copy of any IDX directory loads the same way
+        _make_dataset(tmp_path)
+        assert load_fashion_mnist(tmp_path).name == "fashion-mnist"
+
+
+def test_splits_pickle_and_repr(embedded):
+    import pickle
+
+    again = pickle.loads(pickle.dumps(embedded))
+    assert again.source == "embedded" and "n_train=6000" in repr(again)
+    np.testing.assert_array_equal(again[0][0], embedded[0][0])
