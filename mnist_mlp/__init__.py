@@ -25,6 +25,10 @@ _EXPORTS = {
     "load_fashion_mnist": "mnist_mlp.data",
     "load_embedded_mnist": "mnist_mlp.data",
     "load_idx_dataset": "mnist_mlp.data",
+    "evaluate": "mnist_mlp.evaluation",
+    "GridSearchCV": "mnist_mlp.search",
+    "HalvingGridSearchCV": "mnist_mlp.search",
+    "TrackedPipeline": "mnist_mlp.pipeline",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

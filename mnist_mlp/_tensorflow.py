@@ -18,8 +18,12 @@ import tempfile
 # A user who sets TF_CPP_MIN_LOG_LEVEL wants TensorFlow's own logs: then we
 # filter nothing. Otherwise hide its C++ logs (its real errors reach Python as
 # exceptions) and the start-up notices printed before logging is set up.
-_QUIET = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The marker tells worker processes, which inherit our TF_CPP_MIN_LOG_LEVEL,
+# that it was ours and not the user's.
+_QUIET = "TF_CPP_MIN_LOG_LEVEL" not in os.environ or os.environ.get("MNIST_MLP_QUIET_TF") == "1"
+if _QUIET:
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ["MNIST_MLP_QUIET_TF"] = "1"
 
 _NOISE = re.compile(
     r"^(WARNING: All log messages before absl::InitializeLog\(\)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from numbers import Integral, Real
@@ -13,6 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_array, column_or_1d
 
+from mnist_mlp._switch import tracking_enabled
 from mnist_mlp._tensorflow import keras
 
 from scikeras._utils import route_params, unflatten_params  # noqa: E402  (after keras)
@@ -125,6 +127,11 @@ class MLPClassifier(KerasClassifier):
         Continue from the fitted weights on the next ``fit``.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss.
+    tracking : bool, default=True
+        Log the fit to MLflow (see :mod:`mnist_mlp.tracking`): params,
+        per-epoch metrics, plots and, for a fit that owns its run, the
+        model. The environment variable ``MNIST_MLP_TRACKING=0`` turns it off
+        for every fit.
     **kwargs
         Routed parameters: ``optimizer__*``, ``fit__*``, ``predict__*``,
         ``compile__*``, ``callbacks__*`` (see scikeras). Anything else is an
@@ -158,6 +165,10 @@ class MLPClassifier(KerasClassifier):
         one fit, where ``n_train`` excludes the validation data.
     n_iter_ : int
         Epochs run.
+    run_id_ : str
+        The MLflow run this fit logged to (only when tracked).
+    tracking_uri_ : str
+        The tracking URI of that run (only when tracked).
 
     See Also
     --------
@@ -192,6 +203,7 @@ class MLPClassifier(KerasClassifier):
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "class_weight": [dict, StrOptions({"balanced"}), None],
+        "tracking": ["boolean"],
     }
 
     # scikeras reads these; they are fixed by what this network is, not tunable.
@@ -222,6 +234,7 @@ class MLPClassifier(KerasClassifier):
         callbacks=None,
         warm_start=False,
         class_weight=None,
+        tracking=True,
         **kwargs,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -241,6 +254,7 @@ class MLPClassifier(KerasClassifier):
         self.callbacks = callbacks
         self.warm_start = warm_start
         self.class_weight = class_weight
+        self.tracking = tracking
         vars(self).update(kwargs)
 
     # -- scikit-learn protocol -------------------------------------------------
@@ -472,7 +486,33 @@ class MLPClassifier(KerasClassifier):
         y = column_or_1d(y, warn=True)
         if len(np.unique(y)) < 2:
             raise ValueError("MLPClassifier needs at least 2 classes in y; got 1 class")
-        return super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        # Bad X fails here, before any MLflow run exists.
+        X = self._validate_data(X, reset=True)[0]
+        if not tracking_enabled(self.tracking):
+            return super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        return self._tracked_fit(X, y, sample_weight=sample_weight, **kwargs)
+
+    def _tracked_fit(self, X, y, **kwargs):
+        from mnist_mlp import fit_logging, tracking
+        from mnist_mlp.callbacks import DivergenceMonitor, EpochMetricsLogger
+
+        with tracking.owned_run(type(self).__name__) as (run, owned):
+            run.log_params(fit_logging.estimator_params(self, len(X)))
+            monitor, epochs = DivergenceMonitor(), EpochMetricsLogger(run)
+            self._tracking_callbacks = [epochs, monitor]
+            try:
+                super().fit(X, y, **kwargs)
+            except BaseException:
+                with contextlib.suppress(Exception):  # keep the epochs a failed fit did run
+                    epochs.flush()
+                raise
+            finally:
+                del self._tracking_callbacks
+            fit_logging.log_fit_results(run, self, monitor.diverged, epochs.take_pending())
+            if owned and run.log_model:
+                fit_logging.log_model(run, self, X[:5])
+        self.run_id_, self.tracking_uri_ = run.run_id, run.tracking_uri
+        return self
 
     def predict_proba(self, X):
         """Class probabilities, shape ``(n_samples, n_classes)``, columns as ``classes_``.
@@ -491,11 +531,16 @@ class MLPClassifier(KerasClassifier):
 
     def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
         self.initial_coefs_, self.initial_intercepts_ = self._dense_weights()
+        user_callbacks = self._fit_callbacks
+        self._fit_callbacks = user_callbacks + getattr(self, "_tracking_callbacks", [])
         start = time.perf_counter()
-        super()._fit_keras_model(
-            X, y, sample_weight=sample_weight, warm_start=warm_start,
-            epochs=epochs, initial_epoch=initial_epoch, **kwargs,
-        )
+        try:
+            super()._fit_keras_model(
+                X, y, sample_weight=sample_weight, warm_start=warm_start,
+                epochs=epochs, initial_epoch=initial_epoch, **kwargs,
+            )
+        finally:
+            self._fit_callbacks = user_callbacks
         self.fit_time_ = time.perf_counter() - start
         self.history_ = {key: [float(v) for v in values] for key, values in self.history_.items()}
         self.coefs_, self.intercepts_ = self._dense_weights()

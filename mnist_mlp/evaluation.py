@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    classification_report,
     confusion_matrix,
     f1_score,
     log_loss,
@@ -12,10 +13,19 @@ from sklearn.metrics import (
     recall_score,
 )
 
+from mnist_mlp._switch import tracking_enabled
+
 __all__ = ["evaluate"]
 
 
-def evaluate(estimator, X, y):
+def _fit_run_of(estimator):
+    """(tracking_uri, run_id) of the run the estimator (or its final step) was fitted in."""
+    final = estimator[-1] if hasattr(estimator, "steps") else estimator
+    run_id = getattr(final, "run_id_", None)
+    return (getattr(final, "tracking_uri_", None), run_id) if run_id else (None, None)
+
+
+def evaluate(estimator, X, y, *, log=True):
     """Score a fitted classifier or pipeline on a test set.
 
     Unlike the study, which averaged Keras's per-batch F1, every figure here
@@ -29,6 +39,10 @@ def evaluate(estimator, X, y):
         Test inputs, in the form ``estimator`` takes (raw images for a pipeline).
     y : array-like of shape (n_samples,)
         True labels.
+    log : bool, default=True
+        If the estimator's fit was tracked, log into its MLflow run the test
+        metrics, the confusion matrix (PNG heatmap and CSV) and the
+        classification report.
 
     Returns
     -------
@@ -46,7 +60,7 @@ def evaluate(estimator, X, y):
     eps = np.finfo(np.float32).eps
     proba = np.clip(proba.astype(np.float64), eps, 1 - eps)
     proba /= proba.sum(axis=1, keepdims=True)
-    return {
+    scores = {
         "test_loss": float(log_loss(y, proba, labels=classes)),
         "test_accuracy": float(accuracy_score(y, y_pred)),
         "test_f1_macro": float(f1_score(y, y_pred, average="macro", zero_division=0)),
@@ -54,3 +68,10 @@ def evaluate(estimator, X, y):
         "test_recall_macro": float(recall_score(y, y_pred, average="macro", zero_division=0)),
         "confusion_matrix": confusion_matrix(y, y_pred, labels=classes, normalize="true"),
     }
+    tracking_uri, run_id = _fit_run_of(estimator)
+    if log and run_id and tracking_enabled():
+        from mnist_mlp import fit_logging, tracking
+
+        report = classification_report(y, y_pred, labels=classes, output_dict=True, zero_division=0)
+        fit_logging.log_evaluation(tracking.FitRun.attach(tracking_uri, run_id), scores, classes, report)
+    return scores

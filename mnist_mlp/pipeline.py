@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 
+from mnist_mlp._switch import tracking_enabled
 from mnist_mlp.estimator import MLPClassifier
 from mnist_mlp.preprocessing import FixedRangeScaler, ImageFlattener
 
-__all__ = ["make_pipeline"]
+__all__ = ["TrackedPipeline", "make_pipeline"]
 
 _SCALERS = {"fixed": FixedRangeScaler, "minmax": MinMaxScaler}
+
+
+class TrackedPipeline(Pipeline):
+    """A ``Pipeline`` whose fit is one MLflow run, with the whole pipeline as its model.
+
+    When its final step is an :class:`MLPClassifier` with tracking on, ``fit``
+    opens the run, the classifier logs its params, metrics and plots into it,
+    and the fitted pipeline is logged as the run's model (sklearn flavour,
+    input example of raw images), so that the served model takes images.
+    Otherwise it is a plain ``Pipeline``.
+
+    Attributes
+    ----------
+    run_id_ : str
+        The fit's MLflow run (only when tracked).
+    """
+
+    def fit(self, X, y=None, **params):
+        """Fit all steps; see ``sklearn.pipeline.Pipeline.fit``."""
+        clf = self._final_estimator
+        if not (isinstance(clf, MLPClassifier) and tracking_enabled(clf.tracking)):
+            return super().fit(X, y, **params)
+        from mnist_mlp import fit_logging, tracking
+
+        with tracking.owned_run("pipeline") as (run, owned):
+            run.log_params({f"step.{name}": type(step).__name__ for name, step in self.steps})
+            super().fit(X, y, **params)
+            if owned and run.log_model:
+                fit_logging.log_model(run, self, np.asarray(X[:5]))
+        self.run_id_ = run.run_id
+        return self
 
 
 def make_pipeline(*, scaler="fixed", image_shape=(28, 28), **classifier_params):
@@ -30,8 +63,8 @@ def make_pipeline(*, scaler="fixed", image_shape=(28, 28), **classifier_params):
 
     Returns
     -------
-    sklearn.pipeline.Pipeline
-        Steps ``"flatten"``, ``"scale"`` and ``"classifier"``; grid keys take
+    TrackedPipeline
+        An ``sklearn.pipeline.Pipeline`` with steps ``"flatten"``, ``"scale"`` and ``"classifier"``; grid keys take
         the usual form, e.g. ``classifier__alpha``.
 
     Examples
@@ -45,7 +78,7 @@ def make_pipeline(*, scaler="fixed", image_shape=(28, 28), **classifier_params):
     """
     if scaler not in _SCALERS:
         raise ValueError(f"The 'scaler' parameter must be one of {sorted(_SCALERS)}; got {scaler!r}")
-    return Pipeline(
+    return TrackedPipeline(
         [
             ("flatten", ImageFlattener(image_shape=image_shape)),
             ("scale", _SCALERS[scaler]()),

@@ -1,0 +1,232 @@
+"""What a fit logs: its params under stable names, results, plots and model."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import logging
+import math
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from mnist_mlp import tracking
+
+__all__ = ["estimator_params", "log_evaluation", "log_fit_results", "log_model"]
+
+
+def _describe(obj):
+    """A stable, readable string for an optimizer/initializer given as object or class."""
+    if isinstance(obj, str) or obj is None:
+        return str(obj).lower()
+    if isinstance(obj, type):
+        return obj.__name__
+    try:
+        config = {k: v for k, v in obj.get_config().items() if v is not None and k != "name"}
+    except AttributeError:
+        return type(obj).__name__
+    args = ", ".join(f"{k}={v}" for k, v in sorted(config.items()))
+    return f"{type(obj).__name__}({args})"
+
+
+def estimator_params(estimator, n_samples):
+    """The params of a fit, under names that mean the same in every run.
+
+    Parameters
+    ----------
+    estimator : MLPClassifier
+    n_samples : int
+        Samples given to ``fit`` (training plus validation).
+
+    Returns
+    -------
+    dict
+    """
+    optimizer = estimator._make_optimizer()
+    config = optimizer.get_config()
+    n_train = math.floor(n_samples * (1 - estimator.validation_split))
+    params = {
+        "estimator": type(estimator).__name__,
+        "optimizer": type(optimizer).__name__.lower(),
+        "learning_rate": float(config["learning_rate"]),
+        "batch_size": estimator.batch_size,
+        "epochs": estimator.epochs,
+        "hidden_layer_sizes": list(estimator._hidden_layer_sizes()),
+        "activation": estimator._activation(),
+        "kernel_initializer": _describe(estimator.kernel_initializer),
+        "penalty": str(estimator.penalty).lower(),
+        "alpha": estimator.alpha,
+        "dropout": estimator.dropout,
+        "validation_split": estimator.validation_split,
+        "shuffle": estimator.shuffle,
+        "random_state": estimator.random_state if isinstance(estimator.random_state, (int, type(None))) else "RandomState",
+        "dataset": tracking._DATASET.get() or "unspecified",
+        "n_train": n_train,
+        "n_val": n_samples - n_train,
+    }
+    for key in ("rho", "momentum", "beta_1", "beta_2", "nesterov"):
+        if key in config:
+            params[key] = config[key]
+    return params
+
+
+def _history_csv(history):
+    keys = list(history)
+    rows = ["epoch," + ",".join(keys)]
+    for epoch in range(len(history.get("loss", []))):
+        rows.append(f"{epoch}," + ",".join(repr(history[k][epoch]) for k in keys))
+    return "\n".join(rows) + "\n"
+
+
+def log_fit_results(run, estimator, diverged, pending_epochs=()):
+    """Log the end-of-fit metrics, the divergence tag, plots and history.
+
+    Parameters
+    ----------
+    run : tracking.FitRun
+    estimator : fitted MLPClassifier
+    diverged : bool
+    pending_epochs : list of (int, dict)
+        Per-epoch metrics not yet written; they go in the same call.
+    """
+    from mnist_mlp.plots import plot_learning_curves, plot_weight_violins
+
+    final = {
+        "fit_time_s": estimator.fit_time_,
+        "weight_updates": estimator.n_weight_updates_,
+        "epochs_run": estimator.n_iter_,
+    }
+    run.log_metric_series([*pending_epochs, (0, final)], tags={"diverged": str(bool(diverged)).lower()})
+    run.log_files(
+        {
+            "history.csv": _history_csv(estimator.history_),
+            "learning_curves.png": plot_learning_curves(estimator.history_),
+            "weights_violin.png": plot_weight_violins(estimator.initial_coefs_, estimator.coefs_),
+        }
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _pip_requirements():
+    """Pinned requirements of a logged model, computed once per process.
+
+    MLflow would otherwise infer them anew for every model by importing the
+    model in a subprocess: seconds per fit for the same answer.
+    """
+    reqs = []
+    for dist in ("mlflow", "scikit-learn", "scikeras", "keras", "numpy", "cloudpickle", "pandas"):
+        try:
+            reqs.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    for dist in ("tensorflow", "tensorflow-cpu"):
+        try:
+            reqs.append(f"{dist}=={metadata.version(dist)}")
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    return reqs
+
+
+@functools.lru_cache(maxsize=1)
+def _code_dir():
+    """This package's Python sources, copied once, shipped with each model.
+
+    The pickled pipeline refers to ``mnist_mlp`` classes; with the code beside
+    it, the model loads where the package is not installed.
+    """
+    package = Path(__file__).resolve().parent
+    target = Path(tempfile.mkdtemp(prefix="mnist_mlp_code_")) / "mnist_mlp"
+    shutil.copytree(package, target, ignore=shutil.ignore_patterns("_data", "__pycache__", "*.pyc"))
+    return str(target)
+
+
+class _DropPickleWarning(logging.Filter):
+    def filter(self, record):
+        return "pickle or cloudpickle format" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_pickle_warning():
+    """Silence MLflow's per-model advice to use skops: it cannot save a scikeras pipeline."""
+    target, drop = logging.getLogger("mlflow.sklearn"), _DropPickleWarning()
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
+
+
+def log_model(run, model, input_example):
+    """Log ``model`` (a fitted pipeline or classifier) with the sklearn flavour.
+
+    Saved with cloudpickle (MLflow 3's default skops format cannot save a
+    scikeras pipeline), a signature inferred from ``input_example`` and the
+    model's predictions, the pinned requirements and this package's code.
+
+    Parameters
+    ----------
+    run : tracking.FitRun
+    model : fitted estimator
+    input_example : ndarray
+        A few raw inputs, e.g. uint8 images of shape (k, 28, 28).
+    """
+    import mlflow.sklearn
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    # Declared, not inferred: inference would run the network on the example.
+    example = np.asarray(input_example)
+    classes = np.asarray(model.classes_)
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
+        outputs=Schema([TensorSpec(classes.dtype, (-1,))]),
+    )
+    with tempfile.TemporaryDirectory() as tmp, _without_pickle_warning():
+        path = Path(tmp) / "model"
+        mlflow.sklearn.save_model(
+            model,
+            str(path),
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            signature=signature,
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+            code_paths=[_code_dir()],
+        )
+        run.log_dir(path, "model")
+    run.set_tags({"model_uri": f"runs:/{run.run_id}/model"})
+
+
+def log_evaluation(run, scores, labels, report):
+    """Log test metrics, the confusion matrix (PNG and CSV) and the classification report.
+
+    Parameters
+    ----------
+    run : tracking.FitRun
+    scores : dict
+        From :func:`mnist_mlp.evaluation.evaluate`.
+    labels : sequence
+        Class labels, in confusion-matrix order.
+    report : dict
+        ``sklearn.metrics.classification_report(..., output_dict=True)``.
+    """
+    from mnist_mlp.plots import plot_confusion_matrix
+
+    matrix = scores["confusion_matrix"]
+    run.log_metrics({k: v for k, v in scores.items() if k != "confusion_matrix"})
+    buffer = io.StringIO()
+    header = "true\\predicted," + ",".join(str(c) for c in labels)
+    np.savetxt(buffer, matrix, delimiter=",", fmt="%.6f")
+    rows = [f"{label},{line}" for label, line in zip(labels, buffer.getvalue().splitlines())]
+    run.log_files(
+        {
+            "confusion_matrix.csv": "\n".join([header, *rows]) + "\n",
+            "confusion_matrix.png": plot_confusion_matrix(matrix, labels),
+            "classification_report.json": json.dumps(report, indent=2, default=float),
+        }
+    )

@@ -1,0 +1,193 @@
+"""Hyperparameter searches tracked as one MLflow parent run with a child per fit.
+
+``GridSearchCV`` and ``HalvingGridSearchCV`` here are scikit-learn's, with
+tracking added: the search is a parent run; every candidate x fold fit, and
+the refit, is a child run tagged with its candidate index (the row of
+``cv_results_``) and fold, and for halving its iteration and n_resources.
+The parent holds ``cv_results_`` as CSV, the best params and score, and tags
+naming the best candidate and the best child run.
+
+Fold fits may run in other processes (``n_jobs=2``), where MLflow's active
+run does not exist: each one receives its parent run id, experiment and
+tracking URI explicitly, wrapped around scikit-learn's per-fit function.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import threading
+
+import numpy as np
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+from sklearn.model_selection import GridSearchCV as _GridSearchCV
+from sklearn.model_selection import HalvingGridSearchCV as _HalvingGridSearchCV
+from sklearn.model_selection import _search
+from sklearn.model_selection._validation import _fit_and_score as _sklearn_fit_and_score
+
+from mnist_mlp._switch import tracking_enabled
+
+__all__ = ["GridSearchCV", "HalvingGridSearchCV"]
+
+# evaluate_candidates looks _fit_and_score up in sklearn's _search module at
+# call time; we swap it for the duration of one evaluate_candidates call.
+_PATCH_LOCK = threading.RLock()
+
+
+def _tracked_fit_and_score(context, *args, **kwargs):
+    """scikit-learn's per-fit function, run inside this fit's tracking context.
+
+    Module-level and given its context by ``functools.partial``, so that it
+    pickles to worker processes.
+    """
+    from mnist_mlp import tracking
+
+    candidate = context.tags["candidate_offset"] + kwargs["candidate_progress"][0]
+    fold = kwargs["split_progress"][0]
+    tags = {k: v for k, v in context.tags.items() if k != "candidate_offset"}
+    fit_context = context.replace(
+        tags={**tags, "candidate": candidate, "fold": fold},
+        run_name=f"candidate-{candidate}-fold-{fold}",
+    )
+    with tracking.fit_context(fit_context):
+        return _sklearn_fit_and_score(*args, **kwargs)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+class _TrackedSearchMixin:
+    """Adds the parent run and per-fit child runs to a scikit-learn search."""
+
+    def _search_params(self):
+        params = {
+            "search": type(self).__name__,
+            "param_grid": json.dumps(_jsonable(self.param_grid)),
+            "cv": repr(self.cv),
+            "scoring": repr(self.scoring),
+            "refit": repr(self.refit),
+            "n_jobs": repr(self.n_jobs),
+            "estimator": type(self.estimator).__name__,
+        }
+        for name in ("factor", "resource", "min_resources", "max_resources", "aggressive_elimination"):
+            if hasattr(self, name):
+                params[name] = repr(getattr(self, name))
+        return params
+
+    def fit(self, X, y=None, **params):
+        """Run the search; tracked when tracking is on (see the module docstring).
+
+        Parameters
+        ----------
+        X, y, **params
+            As for the scikit-learn search.
+
+        Returns
+        -------
+        self
+        """
+        if not tracking_enabled():
+            return super().fit(X, y, **params)
+        from mnist_mlp import tracking
+
+        with tracking.FitRun.open(run_name=type(self).__name__, tags={"role": "search"}) as parent:
+            parent.log_params(self._search_params())
+            self._fold_context = parent.fit_context(role="fold", candidate_offset=0)
+            refit_context = parent.fit_context(role="refit", log_model=True, run_name="refit")
+            try:
+                with tracking.fit_context(refit_context):
+                    super().fit(X, y, **params)
+            finally:
+                del self._fold_context
+            self._log_results(parent)
+        self.run_id_ = parent.run_id
+        return self
+
+    def _run_search(self, evaluate_candidates, *, callback_ctx=None):
+        # scikit-learn >= 1.9 passes its callback context when our signature
+        # names it; older versions neither pass nor accept it.
+        kwargs = {} if callback_ctx is None else {"callback_ctx": callback_ctx}
+        if not hasattr(self, "_fold_context"):  # untracked
+            return super()._run_search(evaluate_candidates, **kwargs)
+        offset = [0]
+
+        def tracked_evaluate_candidates(candidate_params, cv=None, more_results=None, **kwargs):
+            candidate_params = list(candidate_params)
+            tags = {"candidate_offset": offset[0]}
+            for key, name in (("iter", "iteration"), ("n_resources", "n_resources")):
+                if more_results and key in more_results:
+                    tags[name] = more_results[key][0]
+            wrapped = functools.partial(_tracked_fit_and_score, self._fold_context.with_tags(**tags))
+            with _PATCH_LOCK:
+                _search._fit_and_score = wrapped
+                try:
+                    return evaluate_candidates(candidate_params, cv=cv, more_results=more_results, **kwargs)
+                finally:
+                    _search._fit_and_score = _sklearn_fit_and_score
+                    offset[0] += len(candidate_params)
+
+        return super()._run_search(tracked_evaluate_candidates, **kwargs)
+
+    def _log_results(self, parent):
+        import pandas as pd
+
+        buffer = io.StringIO()
+        pd.DataFrame(self.cv_results_).to_csv(buffer, index=False)
+        parent.log_files({"cv_results.csv": buffer.getvalue()})
+        n_fits = sum(1 for k in self.cv_results_ if k.startswith("split") and k.endswith("_test_score"))
+        metrics = {"n_candidates": len(self.cv_results_["params"]), "n_splits": n_fits}
+        tags = {}
+        if hasattr(self, "best_index_"):
+            best = int(self.best_index_)
+            parent.log_params({f"best.{k}": v for k, v in self.best_params_.items()})
+            tags["best_candidate"] = best
+            if hasattr(self, "best_score_"):
+                metrics["best_score"] = float(self.best_score_)
+            children = parent.children()
+            refits = [r for r in children if r.data.tags.get("role") == "refit"]
+            folds = sorted(
+                (r for r in children if r.data.tags.get("candidate") == str(best)),
+                key=lambda r: int(r.data.tags.get("fold", 0)),
+            )
+            best_run = (refits or folds or [None])[0]
+            if best_run is not None:
+                tags["best_run_id"] = best_run.info.run_id
+        if hasattr(self, "refit_time_"):
+            metrics["refit_time_s"] = float(self.refit_time_)
+        parent.log_metric_series([(0, {k: v for k, v in metrics.items() if np.isfinite(v)})], tags)
+
+
+class GridSearchCV(_TrackedSearchMixin, _GridSearchCV):
+    """``sklearn.model_selection.GridSearchCV``, tracked in MLflow.
+
+    Same parameters and behaviour as scikit-learn's; with tracking on (the
+    default; ``MNIST_MLP_TRACKING=0`` turns it off) the search is one parent
+    run with a child run per fit. See :mod:`mnist_mlp.search`.
+
+    Attributes
+    ----------
+    run_id_ : str
+        The parent run (only when tracked).
+    """
+
+
+class HalvingGridSearchCV(_TrackedSearchMixin, _HalvingGridSearchCV):
+    """``sklearn.model_selection.HalvingGridSearchCV``, tracked in MLflow.
+
+    Successive halving, scikit-learn's counterpart of Hyperband. Children are
+    also tagged with their ``iteration`` and ``n_resources``. See
+    :mod:`mnist_mlp.search`.
+
+    Attributes
+    ----------
+    run_id_ : str
+        The parent run (only when tracked).
+    """

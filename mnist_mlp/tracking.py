@@ -1,0 +1,395 @@
+"""MLflow runs for fits: where a fit logs, what it logs, and how its run ends.
+
+A fit logs into, in this order of precedence:
+
+1. the run of the enclosing tracked estimator (a ``TrackedPipeline`` opens the
+   run and its ``MLPClassifier`` logs into it);
+2. a child of a search's parent run, described by a :class:`FitContext` that
+   travels with the fit to whatever process runs it (``n_jobs=2``);
+3. a child of the user's active MLflow run;
+4. a new top-level run in the current experiment.
+
+Runs are written through an explicit ``MlflowClient`` rather than MLflow's
+fluent, process-global active-run stack, so fits in worker processes and
+threads file their runs correctly. A run this module opens always ends:
+FINISHED, FAILED (with the error recorded) or KILLED on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import fcntl
+import functools
+import json
+import logging
+import math
+import os
+import platform
+import sqlite3
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mnist_mlp._switch import TRACKING_ENV, tracking_enabled
+
+__all__ = [
+    "TRACKING_ENV",
+    "FitContext",
+    "FitRun",
+    "dataset",
+    "tracking_enabled",
+]
+
+logger = logging.getLogger(__name__)
+
+_PARENT_TAG = "mlflow.parentRunId"
+_MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+_LOCK_RETRIES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class FitContext:
+    """Where a fit inside a search logs: travels, pickled, to worker processes.
+
+    Attributes
+    ----------
+    tracking_uri : str
+    experiment_id : str
+    parent_run_id : str
+    tags : dict
+        Tags of the fit's run (candidate index, fold, iteration, ...).
+    log_model : bool
+        Whether the fit logs its model (the refit does, fold fits do not).
+    run_name : str or None
+        Name of the fit's run.
+    """
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    tags: dict
+    log_model: bool = False
+    run_name: str | None = None
+
+    def with_tags(self, **tags):
+        return dataclasses.replace(self, tags={**self.tags, **tags})
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+_FIT_CONTEXT: contextvars.ContextVar[FitContext | None] = contextvars.ContextVar(
+    "mnist_mlp_fit_context", default=None
+)
+_CURRENT_RUN: contextvars.ContextVar[FitRun | None] = contextvars.ContextVar(
+    "mnist_mlp_current_run", default=None
+)
+_DATASET: contextvars.ContextVar[str | None] = contextvars.ContextVar("mnist_mlp_dataset", default=None)
+
+
+@contextlib.contextmanager
+def fit_context(context):
+    """Make every fit in the block log as ``context`` describes."""
+    token = _FIT_CONTEXT.set(context)
+    try:
+        yield context
+    finally:
+        _FIT_CONTEXT.reset(token)
+
+
+@contextlib.contextmanager
+def dataset(name):
+    """Record ``name`` as the ``dataset`` param of every fit in the block.
+
+    Examples
+    --------
+    >>> from mnist_mlp.tracking import dataset
+    >>> with dataset("fashion-mnist"):
+    ...     pass  # pipe.fit(x_train, y_train) logs dataset=fashion-mnist
+    """
+    token = _DATASET.set(name)
+    try:
+        yield
+    finally:
+        _DATASET.reset(token)
+
+
+def current_run():
+    """The run an enclosing tracked estimator opened for this fit, if any."""
+    return _CURRENT_RUN.get()
+
+
+# -- the store -----------------------------------------------------------------
+
+
+def _is_locked_error(exc):
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def _retrying(call, *args, **kwargs):
+    """Call the store, retrying while another process holds SQLite's write lock."""
+    for attempt in range(_LOCK_RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except (MlflowException, sqlite3.OperationalError) as exc:
+            if attempt == _LOCK_RETRIES - 1 or not _is_locked_error(exc):
+                raise
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _sqlite_path(uri):
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _client(tracking_uri):
+    """One client per store and process; a new SQLite store is created under a lock.
+
+    Several processes opening a fresh SQLite store at once race on creating
+    its schema. The first to take the file lock creates it; the rest find it made.
+    """
+    path = _sqlite_path(tracking_uri)
+    if path is None:
+        return MlflowClient(tracking_uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client = MlflowClient(tracking_uri)
+            _retrying(client.search_experiments, max_results=1)  # creates the schema
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
+
+
+def resolve_tracking_uri():
+    """The tracking URI in force: ``MLFLOW_TRACKING_URI``, ``set_tracking_uri`` or MLflow's default."""
+    uri = mlflow.get_tracking_uri()
+    path = _sqlite_path(uri)
+    if path is not None and not path.is_absolute():
+        uri = f"sqlite:///{path.resolve()}"  # workers may start elsewhere
+    return uri
+
+
+def _current_experiment_id(client):
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if name:
+        experiment = _retrying(client.get_experiment_by_name, name)
+        return experiment.experiment_id if experiment else _retrying(client.create_experiment, name)
+    from mlflow.tracking.fluent import _get_experiment_id
+
+    return _get_experiment_id() or "0"
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions():
+    """Versions of the libraries a fit depends on, as run tags."""
+    tags = {"python": platform.python_version()}
+    for dist in ("mnist-mlp", "tensorflow", "tensorflow-cpu", "keras", "scikeras",
+                 "scikit-learn", "mlflow", "numpy"):
+        try:
+            tags[f"version.{dist}"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags
+
+
+# -- a run -----------------------------------------------------------------------
+
+
+def _param_value(value):
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:_MAX_PARAM_LENGTH]
+
+
+def _finite(value):
+    # MLflow stores NaN but not +-inf portably; a diverged loss stays visible as huge.
+    value = float(value)
+    if math.isinf(value):
+        return math.copysign(1.7976931348623157e308, value)
+    return value
+
+
+class FitRun:
+    """One MLflow run, written through an explicit client.
+
+    Use :meth:`open` to create it where the current context says; as a
+    context manager it ends the run it created: FINISHED, FAILED (error
+    recorded in the ``error`` tag) or KILLED (KeyboardInterrupt).
+
+    Parameters
+    ----------
+    client : mlflow.tracking.MlflowClient
+    run_id : str
+    experiment_id : str
+    log_model : bool
+        Whether the owner of this run should log its model.
+    """
+
+    def __init__(self, client, run_id, experiment_id, *, log_model=True):
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.log_model = log_model
+        self.tracking_uri = client.tracking_uri
+        self._ended = False
+
+    @classmethod
+    def open(cls, *, run_name, tags=None):
+        """Create a run where the current context says (see the module docstring).
+
+        Parameters
+        ----------
+        run_name : str
+        tags : dict, default=None
+
+        Returns
+        -------
+        FitRun
+        """
+        tags = dict(tags or {})
+        context = _FIT_CONTEXT.get()
+        if context is not None:
+            client = _client(context.tracking_uri)
+            experiment_id, log_model = context.experiment_id, context.log_model
+            tags.update(context.tags)
+            run_name = context.run_name or run_name
+            tags[_PARENT_TAG] = context.parent_run_id
+        else:
+            client = _client(resolve_tracking_uri())
+            active = mlflow.active_run()
+            log_model = True
+            if active is not None:
+                experiment_id = active.info.experiment_id
+                tags[_PARENT_TAG] = active.info.run_id
+            else:
+                experiment_id = _current_experiment_id(client)
+        tags.update(library_versions())
+        tags["mlflow.runName"] = run_name
+        run = _retrying(
+            client.create_run, experiment_id,
+            tags={k: str(v) for k, v in tags.items()}, run_name=run_name,
+        )
+        return cls(client, run.info.run_id, experiment_id, log_model=log_model)
+
+    @classmethod
+    def attach(cls, tracking_uri, run_id):
+        """Log more into an existing run (e.g. test metrics after the fit). Never ends it."""
+        client = _client(tracking_uri)
+        run = _retrying(client.get_run, run_id)
+        attached = cls(client, run_id, run.info.experiment_id, log_model=False)
+        attached._ended = True  # not ours to end
+        return attached
+
+    def fit_context(self, *, log_model=False, run_name=None, **tags):
+        """A :class:`FitContext` whose fits become children of this run."""
+        return FitContext(self.tracking_uri, self.experiment_id, self.run_id, tags, log_model, run_name)
+
+    def children(self):
+        """The runs whose parent is this run."""
+        return _retrying(
+            self.client.search_runs, [self.experiment_id],
+            filter_string=f"tags.`{_PARENT_TAG}` = '{self.run_id}'", max_results=5000,
+        )
+
+    @contextlib.contextmanager
+    def as_current(self):
+        """Make nested tracked estimators log into this run instead of opening their own."""
+        token = _CURRENT_RUN.set(self)
+        try:
+            yield self
+        finally:
+            _CURRENT_RUN.reset(token)
+
+    # logging -------------------------------------------------------------------
+
+    def log_params(self, params):
+        items = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # MLflow's per-batch param limit
+            _retrying(self.client.log_batch, self.run_id, params=items[start:start + 100])
+
+    def log_metrics(self, metrics, *, step=0):
+        now = int(time.time() * 1000)
+        batch = [Metric(k, _finite(v), now, step) for k, v in metrics.items()]
+        if batch:
+            _retrying(self.client.log_batch, self.run_id, metrics=batch)
+
+    def log_metric_series(self, series, tags=None):
+        """Log ``[(step, {name: value})]`` and optional tags in as few calls as MLflow allows."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, _finite(v), now, step) for step, values in series for k, v in values.items()]
+        tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        for start in range(0, max(len(batch), 1), 1000):  # MLflow's per-batch metric limit
+            _retrying(self.client.log_batch, self.run_id, metrics=batch[start:start + 1000],
+                      tags=tag_list if start == 0 else [])
+
+    def set_tags(self, tags):
+        if tags:
+            self.log_metric_series([], tags)
+
+    def log_files(self, files, artifact_path=None, dpi=80):
+        """Log several artifacts in one call: ``{name: str text or matplotlib Figure}``."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, content in files.items():
+                if isinstance(content, str):
+                    (Path(tmp) / name).write_text(content)
+                else:
+                    content.savefig(Path(tmp) / name, dpi=dpi)
+            self.log_dir(tmp, artifact_path)
+
+    def log_file(self, path, artifact_path=None):
+        _retrying(self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def log_dir(self, path, artifact_path):
+        _retrying(self.client.log_artifacts, self.run_id, str(path), artifact_path)
+
+    # ending --------------------------------------------------------------------
+
+    def end(self, status="FINISHED", error=None):
+        if self._ended:
+            return
+        self._ended = True
+        if error is not None:
+            with contextlib.suppress(Exception):  # the original error matters more
+                self.set_tags({"error": f"{type(error).__name__}: {error}"[:5000]})
+        _retrying(self.client.set_terminated, self.run_id, status)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            self.end("FINISHED")
+        elif isinstance(exc, KeyboardInterrupt):
+            self.end("KILLED", exc)
+        else:
+            self.end("FAILED", exc)
+        return False
+
+
+@contextlib.contextmanager
+def owned_run(run_name, tags=None):
+    """The run of the enclosing tracked estimator, or a new one this block owns.
+
+    Yields ``(run, owned)``: ``owned`` is True when the block created the run
+    (and so ends it and logs the model).
+    """
+    existing = current_run()
+    if existing is not None:
+        yield existing, False
+        return
+    with FitRun.open(run_name=run_name, tags=tags) as run, run.as_current():
+        yield run, True
+
