@@ -532,7 +532,8 @@ class MLPClassifier(KerasClassifier):
     def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
         self.initial_coefs_, self.initial_intercepts_ = self._dense_weights()
         user_callbacks = self._fit_callbacks
-        self._fit_callbacks = user_callbacks + getattr(self, "_tracking_callbacks", [])
+        # Tracking first: an epoch that finished is logged even if a user callback then raises.
+        self._fit_callbacks = getattr(self, "_tracking_callbacks", []) + user_callbacks
         start = time.perf_counter()
         try:
             super()._fit_keras_model(

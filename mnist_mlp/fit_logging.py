@@ -53,7 +53,8 @@ def estimator_params(estimator, n_samples):
     params = {
         "estimator": type(estimator).__name__,
         "optimizer": type(optimizer).__name__.lower(),
-        "learning_rate": float(config["learning_rate"]),
+        # Keras keeps it as float32: 7 significant digits give back what the user set.
+        "learning_rate": float(f"{float(config['learning_rate']):.7g}"),
         "batch_size": estimator.batch_size,
         "epochs": estimator.epochs,
         "hidden_layer_sizes": list(estimator._hidden_layer_sizes()),

@@ -37,6 +37,7 @@ class TrackedPipeline(Pipeline):
             return super().fit(X, y, **params)
         from mnist_mlp import fit_logging, tracking
 
+        clf._validate_hyperparameters()  # bad parameters fail before a run exists
         with tracking.owned_run("pipeline") as (run, owned):
             run.log_params({f"step.{name}": type(step).__name__ for name, step in self.steps})
             super().fit(X, y, **params)

@@ -1,0 +1,41 @@
+"""The study's figures."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_mlp.plots import plot_confusion_matrix, plot_learning_curves, plot_weight_violins
+
+
+def test_learning_curves_accuracy_above_loss_below(tmp_path):
+    history = {"loss": [1.0, 0.5, 0.3], "val_loss": [1.1, 0.6, 0.4],
+               "accuracy": [0.6, 0.8, 0.9], "val_accuracy": [0.55, 0.75, 0.85]}
+    fig = plot_learning_curves(history)
+    top, bottom = fig.axes
+    assert top.get_ylabel() == "accuracy" and bottom.get_ylabel() == "loss"
+    assert [line.get_label() for line in top.lines] == ["training", "validation"]
+    np.testing.assert_allclose(bottom.lines[1].get_ydata(), history["val_loss"])
+    fig.savefig(tmp_path / "lc.png")
+    assert (tmp_path / "lc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_learning_curves_of_a_diverging_run_use_a_log_scale():
+    fig = plot_learning_curves({"loss": [2.3, 1e5, 1e9, float("nan")], "accuracy": [0.1] * 4})
+    assert fig.axes[1].get_yscale() == "log"
+
+
+def test_weight_violins_one_panel_per_layer_before_and_after():
+    rng = np.random.default_rng(0)
+    before = [rng.normal(size=(784, 128)), rng.normal(size=(128, 10))]
+    after = [w + 1 for w in before]
+    fig = plot_weight_violins(before, after)
+    assert [ax.get_title() for ax in fig.axes] == ["hidden 1", "output"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["before", "after"]
+
+
+def test_confusion_matrix_is_annotated():
+    matrix = np.array([[0.9, 0.1], [0.2, 0.8]])
+    fig = plot_confusion_matrix(matrix, ["cat", "dog"])
+    texts = {t.get_text() for t in fig.axes[0].texts}
+    assert {"0.90", "0.10", "0.20", "0.80"} <= texts
+    assert fig.axes[0].get_xlabel() == "predicted"

@@ -1,0 +1,183 @@
+"""Every fit is an MLflow run: where it goes, what it holds, how it ends."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import mlflow
+import numpy as np
+import pytest
+
+from mnist_mlp import MLPClassifier, evaluate, make_pipeline
+from mnist_mlp._tensorflow import keras
+from mnist_mlp.tracking import dataset
+from tests.helpers import all_runs, artifact_paths, tracked  # noqa: F401  (fixture)
+
+FAST = dict(hidden_layer_sizes=(16,), epochs=3, batch_size=64, random_state=0)
+
+STABLE_PARAMS = {
+    "optimizer", "learning_rate", "batch_size", "epochs", "hidden_layer_sizes", "activation",
+    "kernel_initializer", "penalty", "alpha", "dropout", "validation_split", "shuffle",
+    "random_state", "dataset", "n_train", "n_val",
+}
+
+
+def test_a_bare_fit_is_one_finished_run_with_everything(tracked, flat_digits):
+    X, y, _, _ = flat_digits
+    clf = MLPClassifier(**FAST, optimizer="rmsprop", optimizer__rho=0.99).fit(X[:500], y[:500])
+    (run,) = all_runs(tracked)
+    assert run.info.run_id == clf.run_id_ and run.info.status == "FINISHED"
+    params = run.data.params
+    assert STABLE_PARAMS <= set(params)
+    assert params["optimizer"] == "rmsprop" and float(params["rho"]) == pytest.approx(0.99)
+    assert params["hidden_layer_sizes"] == "[16]" and params["n_train"] == "400" and params["n_val"] == "100"
+    history = tracked.get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert [m.value for m in history] == pytest.approx(clf.history_["val_accuracy"])
+    assert run.data.metrics["weight_updates"] == clf.n_weight_updates_ == 21
+    assert run.data.metrics["epochs_run"] == 3 and run.data.metrics["fit_time_s"] > 0
+    assert run.data.tags["diverged"] == "false"
+    assert run.data.tags["version.scikeras"] and run.data.tags["version.scikit-learn"]
+    assert {"history.csv", "learning_curves.png", "weights_violin.png", "model"} <= set(
+        artifact_paths(tracked, run.info.run_id)
+    )
+
+
+def test_a_pipeline_fit_is_one_run_and_its_model_serves_images(tracked, digits):
+    x_train, y_train, x_test, _ = digits
+    with dataset("mnist-embedded"):
+        pipe = make_pipeline(**FAST).fit(x_train[:600], y_train[:600])
+    (run,) = all_runs(tracked)
+    assert run.info.run_id == pipe.run_id_ == pipe["classifier"].run_id_
+    assert run.data.params["step.scale"] == "FixedRangeScaler"
+    assert run.data.params["dataset"] == "mnist-embedded"
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    np.testing.assert_array_equal(model.predict(x_test[:50]), pipe.predict(x_test[:50]))
+    signature = model.metadata.signature.inputs.to_dict()[0]
+    assert signature["tensor-spec"]["dtype"] == "uint8" and tuple(signature["tensor-spec"]["shape"]) == (-1, 28, 28)
+
+
+def test_fit_logs_into_a_child_of_the_active_run_and_leaves_it_open(tracked, flat_digits):
+    X, y, _, _ = flat_digits
+    with mlflow.start_run() as outer:
+        clf = MLPClassifier(**FAST).fit(X[:300], y[:300])
+        assert mlflow.active_run().info.run_id == outer.info.run_id
+    child = tracked.get_run(clf.run_id_)
+    assert child.data.tags["mlflow.parentRunId"] == outer.info.run_id
+    assert child.info.status == "FINISHED"
+    assert tracked.get_run(outer.info.run_id).info.status == "FINISHED"
+
+
+def test_tracking_off_by_parameter_or_environment(tracked, flat_digits, monkeypatch):
+    X, y, _, _ = flat_digits
+    clf = MLPClassifier(**FAST, tracking=False).fit(X[:200], y[:200])
+    assert not hasattr(clf, "run_id_")
+    monkeypatch.setenv("MNIST_MLP_TRACKING", "0")
+    make_pipeline(**FAST).fit(X[:200].reshape(-1, 28, 28), y[:200])
+    assert all_runs(tracked) == []
+
+
+def test_evaluate_logs_test_metrics_and_confusion_matrix(tracked, digits):
+    x_train, y_train, x_test, y_test = digits
+    pipe = make_pipeline(**FAST).fit(x_train[:600], y_train[:600])
+    scores = evaluate(pipe, x_test, y_test)
+    run = tracked.get_run(pipe.run_id_)
+    for name in ("test_loss", "test_accuracy", "test_f1_macro", "test_precision_macro", "test_recall_macro"):
+        assert run.data.metrics[name] == pytest.approx(scores[name])
+    assert scores["test_accuracy"] == pytest.approx((pipe.predict(x_test) == y_test).mean())
+    assert {"confusion_matrix.png", "confusion_matrix.csv", "classification_report.json"} <= set(
+        artifact_paths(tracked, pipe.run_id_)
+    )
+    np.testing.assert_allclose(scores["confusion_matrix"].sum(axis=1), 1.0)
+    csv = tracked.download_artifacts(pipe.run_id_, "confusion_matrix.csv")
+    rows = open(csv).read().splitlines()
+    assert rows[0].startswith("true\\predicted,0,1") and len(rows) == 11
+
+
+def test_a_divergent_fit_is_logged_and_tagged_not_a_crash(tracked, flat_digits):
+    X, y, X_test, _ = flat_digits
+    clf = MLPClassifier(
+        hidden_layer_sizes=(32, 32), epochs=3, random_state=0, optimizer="sgd",
+        learning_rate_init=0.01, kernel_initializer=keras.initializers.RandomNormal(mean=10.0),
+        penalty="l2", alpha=0.01,
+    ).fit(X[:500], y[:500])
+    run = tracked.get_run(clf.run_id_)
+    assert run.info.status == "FINISHED" and run.data.tags["diverged"] == "true"
+    losses = [m.value for m in tracked.get_metric_history(clf.run_id_, "loss")]
+    assert len(losses) == 3 and (np.isnan(losses).any() or max(losses) > 1e3)
+    assert set(clf.predict(X_test)) <= set(range(10))
+
+
+class _Boom(keras.callbacks.Callback):
+    def __init__(self, exc):
+        super().__init__()
+        self.exc = exc
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise self.exc
+
+
+@pytest.mark.parametrize("exc, status", [(RuntimeError("disk on fire"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_a_failing_fit_ends_its_run_and_logs_no_model(tracked, digits, exc, status):
+    x_train, y_train, _, _ = digits
+    pipe = make_pipeline(**dict(FAST, epochs=4), callbacks=[_Boom(exc)])
+    with pytest.raises(type(exc)):
+        pipe.fit(x_train[:300], y_train[:300])
+    (run,) = all_runs(tracked)
+    assert run.info.status == status
+    assert type(exc).__name__ in run.data.tags["error"]
+    assert "model" not in artifact_paths(tracked, run.info.run_id)
+    assert len(tracked.get_metric_history(run.info.run_id, "loss")) == 2  # the epochs that ran
+
+
+def test_bad_input_leaves_no_running_run_and_no_model(tracked, flat_digits):
+    X, y, _, _ = flat_digits
+    with pytest.raises(ValueError, match="alpha"):
+        MLPClassifier(alpha=-1).fit(X[:50], y[:50])
+    with pytest.raises(ValueError, match="NaN"):
+        bad = X[:50].copy()
+        bad[3, 3] = np.nan
+        MLPClassifier(**FAST).fit(bad, y[:50])
+    assert all_runs(tracked) == []  # the bare estimator checks before opening a run
+    with pytest.raises(ValueError, match="28, 28"):
+        make_pipeline(**FAST).fit(np.zeros((50, 27, 27)), y[:50])
+    runs = all_runs(tracked)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert artifact_paths(tracked, runs[0].info.run_id) == []
+
+
+def test_concurrent_processes_share_a_fresh_store(tmp_path, monkeypatch):
+    """2 processes x 10 fits, starting from a store that does not exist yet."""
+    uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from mnist_mlp import MLPClassifier
+        rng = np.random.default_rng(int(sys.argv[1]))
+        X = rng.random((120, 8), dtype=np.float32); y = np.arange(120) % 3
+        for i in range(10):
+            MLPClassifier(hidden_layer_sizes=(4,), epochs=1, batch_size=32, random_state=i).fit(X, y)
+        """
+    )
+    env = {"MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
+    monkeypatch.setenv("MNIST_MLP_TRACKING", "1")
+    import os
+
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(i)], env={**os.environ, **env},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err
+        assert "database is locked" not in err and "Traceback" not in err
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(uri).search_runs(["0"], max_results=100)
+    assert len(runs) == 20
+    assert {r.info.status for r in runs} == {"FINISHED"}
