@@ -200,7 +200,7 @@ def log_model(run, model, input_example):
             code_paths=[_code_dir()],
         )
         run.log_dir(path, "model")
-    run.set_tags({"model_uri": f"runs:/{run.run_id}/model"})
+    run.end_tags["model_uri"] = f"runs:/{run.run_id}/model"
 
 
 def log_evaluation(run, scores, labels, report):

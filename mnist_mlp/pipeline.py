@@ -39,7 +39,8 @@ class TrackedPipeline(Pipeline):
 
         clf._validate_hyperparameters()  # bad parameters fail before a run exists
         with tracking.owned_run("pipeline") as (run, owned):
-            run.log_params({f"step.{name}": type(step).__name__ for name, step in self.steps})
+            # Written together with the classifier's params, in one call.
+            run.pending_params.update({f"step.{n}": type(step).__name__ for n, step in self.steps})
             super().fit(X, y, **params)
             if owned and run.log_model:
                 fit_logging.log_model(run, self, np.asarray(X[:5]))

@@ -29,8 +29,10 @@ def test_weight_violins_one_panel_per_layer_before_and_after():
     before = [rng.normal(size=(784, 128)), rng.normal(size=(128, 10))]
     after = [w + 1 for w in before]
     fig = plot_weight_violins(before, after)
-    assert [ax.get_title() for ax in fig.axes] == ["hidden 1", "output"]
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["before", "after"]
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["hidden 1\nbefore", "hidden 1\nafter", "output\nbefore", "output\nafter"]
+    assert len(fig.axes[0].collections[0].get_paths()) == 1  # one body per violin
+    assert sum(1 for c in fig.axes[0].collections if c.get_label() != "_nolegend_") >= 4
 
 
 def test_confusion_matrix_is_annotated():
