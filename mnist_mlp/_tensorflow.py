@@ -10,6 +10,7 @@ known notices, so genuine errors still reach the user.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -66,6 +67,10 @@ def _import():
 
         # Device discovery logs too (cuInit on CPU-only machines): do it here.
         tensorflow.config.list_physical_devices()
+    if _QUIET:
+        # Python-side advice such as "triggered tf.function retracing": every
+        # fit builds a new network, so retracing is expected, not a problem.
+        tensorflow.get_logger().setLevel(logging.ERROR)
     return tensorflow, keras
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import time
 
 __all__ = ["main"]
 
@@ -56,15 +59,133 @@ def _build_parser():
     training.add_argument("--random-state", type=int, default=0)
     training.add_argument("--verbose", type=int, default=0, help="Keras verbosity (0, 1, 2)")
     fit.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+
+    study = commands.add_parser(
+        "study", help="run study experiments, tracked in MLflow",
+        description="Run one experiment of the study (a section such as 2.2) or all of them. "
+        "Each is a search whose candidates are also scored on the test set.",
+    )
+    study.add_argument("experiment", help="a study section (2.1, 2.2, 2.3, 2.4.1, 2.4.2, 2.5.1, "
+                       "2.5.2, 3) or 'all'")
+    _add_data_args(study)
+    study.add_argument("--epochs", type=int, help="override the study's epochs (quick runs)")
+    study.add_argument("--n-train", type=int, help="use only the first N training images")
+    study.add_argument("--seeds", type=_int_list, help="random states to repeat each run with, e.g. 0,1,2")
+    study.add_argument("--n-jobs", type=int, default=1)
+    study.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+
+    tune = commands.add_parser(
+        "tune", help="section 3: tune by successive halving, then train the best afresh",
+        description="Search hidden sizes, L2 alpha and learning rate for validation accuracy "
+        "and for macro F1, then train a fresh network with the best parameters.",
+    )
+    _add_data_args(tune)
+    tune.add_argument("--epochs", type=int, help="epochs of each search fit (default 30)")
+    tune.add_argument("--final-epochs", type=int, help="epochs of the final fit (default 50)")
+    tune.add_argument("--n-train", type=int, help="use only the first N training images")
+    tune.add_argument("--method", choices=["halving", "grid"], default="halving")
+    tune.add_argument("--wide", action="store_true", help="a wider search space than the study's")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--n-jobs", type=int, default=1)
+    tune.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+
+    report = commands.add_parser(
+        "report", help="write the study report (Markdown and HTML) from MLflow runs",
+        description="Read the study's runs back from MLflow and write a report setting our "
+        "figures beside the published ones.",
+    )
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own)")
+    report.add_argument("--output", default="report", help="directory to write into")
     return parser
+
+
+def _int_list(text):
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints like 0,1,2; got {text!r}")
+
+
+def _add_data_args(parser):
+    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    parser.add_argument("--data-dir", help="directory of IDX files or mnist.npz "
+                        "(default: $MNIST_MLP_DATA_DIR, else the embedded subset)")
 
 
 def _load_data(args):
     from mnist_mlp.data import load_fashion_mnist, load_mnist
 
+    data_dir = args.data_dir or None  # MLproject passes "" for "not given"
     if args.dataset == "fashion-mnist":
-        return load_fashion_mnist(args.data_dir)
-    return load_mnist(args.data_dir, download=False)
+        return load_fashion_mnist(data_dir)
+    return load_mnist(data_dir, download=False)
+
+
+def _write_json(path, result):
+    if path:
+        with open(path, "w") as fh:
+            json.dump(result, fh, indent=2, default=str)
+
+
+def _study(args):
+    from mnist_mlp.progress import progress_display
+    from mnist_mlp.study import experiment_names, load_experiment, run_experiment
+
+    names = experiment_names() if args.experiment == "all" else [args.experiment]
+    for name in names:
+        load_experiment(name)  # unknown names fail before any work
+    splits = _load_data(args)
+    print(f"data: {splits.name} from {splits.source}")
+    results, start = [], time.perf_counter()
+    for name in names:
+        with progress_display(f"study {name}", None) as callback:
+            result = run_experiment(
+                name, splits, epochs=args.epochs, n_train=args.n_train, seeds=args.seeds,
+                n_jobs=args.n_jobs, progress=lambda description, total: _retotal(callback, total),
+            )
+        results.append(result)
+        print(f"study {name}: {result['wall_time_s']:.1f} s, parent run {result.get('run_id') or result.get('final', {}).get('run_id')}")
+    summary = {"experiments": results, "wall_time_s": time.perf_counter() - start}
+    print(f"study: {len(results)} experiment(s) in {summary['wall_time_s']:.1f} s")
+    _write_json(args.json, summary)
+    return 0
+
+
+def _retotal(callback, total):
+    from mnist_mlp.progress import _DISPLAYS
+
+    display = _DISPLAYS.get(callback.key)
+    if display is not None:
+        display.progress.update(display.fits, total=total)
+    return callback
+
+
+def _tune(args):
+    from mnist_mlp.progress import progress_display
+    from mnist_mlp.study import run_tuning
+
+    splits = _load_data(args)
+    print(f"data: {splits.name} from {splits.source}")
+    with progress_display("tuning", None) as callback:
+        result = run_tuning(
+            splits, epochs=args.epochs, final_epochs=args.final_epochs, n_train=args.n_train,
+            n_jobs=args.n_jobs, seed=args.seed, method=args.method, wide=args.wide,
+            progress=lambda description, total: _retotal(callback, total),
+        )
+    final = result["final"]
+    print(f"tuned: best {final['params']}; test accuracy {final['test_accuracy']:.4f}, "
+          f"macro F1 {final['test_f1_macro']:.4f} ({result['wall_time_s']:.1f} s)")
+    _write_json(args.json, result)
+    return 0
+
+
+def _report(args):
+    from mnist_mlp.report import write_report
+
+    paths = write_report(args.output, tracking_uri=args.tracking_uri)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
 
 
 def _fit(args):
@@ -110,20 +231,37 @@ def _fit(args):
         f"macro F1 {result['test_f1_macro']:.4f}; fit {result['fit_time_s']:.1f} s, "
         f"{result['epochs_run']} epochs, {result['weight_updates']} weight updates"
     )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(result, fh, indent=2, default=str)
+    _write_json(args.json, result)
     return 0
 
 
 def main(argv=None):
     """Run the ``mnist-mlp`` command line; returns the exit status."""
     args = _build_parser().parse_args(argv)
+    command = {"fit": _fit, "study": _study, "tune": _tune, "report": _report}[args.command]
     try:
-        return {"fit": _fit}[args.command](args)
+        with _project_run():
+            return command(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"mnist-mlp: error: {exc}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def _project_run():
+    """Under ``mlflow run``, resume the project's run so our runs hang below it.
+
+    ``mlflow run`` starts a run and hands its id to the command in
+    ``MLFLOW_RUN_ID``; resuming it lets a failure end it FAILED instead of
+    leaving it RUNNING.
+    """
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        yield
+        return
+    import mlflow
+
+    with mlflow.start_run():
+        yield
 
 
 if __name__ == "__main__":

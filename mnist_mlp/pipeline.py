@@ -42,6 +42,11 @@ class TrackedPipeline(Pipeline):
             # Written together with the classifier's params, in one call.
             run.pending_params.update({f"step.{n}": type(step).__name__ for n, step in self.steps})
             super().fit(X, y, **params)
+            test = tracking.current_test_set()
+            if test is not None:
+                from mnist_mlp.evaluation import evaluate
+
+                evaluate(self, *test)
             if owned and run.log_model:
                 fit_logging.log_model(run, self, np.asarray(X[:5]))
         self.run_id_ = run.run_id

@@ -82,6 +82,12 @@ class _TrackedSearchMixin:
                 params[name] = repr(getattr(self, name))
         return params
 
+    # Where and how the parent run is filed; the study runner sets them on an
+    # instance (plain attributes, not parameters: they do not change the search).
+    experiment_name = None
+    run_name = None
+    run_tags = None
+
     def fit(self, X, y=None, **params):
         """Run the search; tracked when tracking is on (see the module docstring).
 
@@ -98,7 +104,11 @@ class _TrackedSearchMixin:
             return super().fit(X, y, **params)
         from mnist_mlp import tracking
 
-        with tracking.FitRun.open(run_name=type(self).__name__, tags={"role": "search"}) as parent:
+        with tracking.FitRun.open(
+            run_name=self.run_name or type(self).__name__,
+            tags={"role": "search", **(self.run_tags or {})},
+            experiment_name=self.experiment_name,
+        ) as parent:
             parent.log_params(self._search_params())
             self._fold_context = parent.fit_context(role="fold", candidate_offset=0)
             refit_context = parent.fit_context(role="refit", log_model=True, run_name="refit")

@@ -70,6 +70,8 @@ class FitContext:
         Whether the fit logs its model (the refit does, fold fits do not).
     run_name : str or None
         Name of the fit's run.
+    test_data : tuple (X_test, y_test) or None
+        A test set each fitted pipeline scores itself on, logged in its run.
     """
 
     tracking_uri: str
@@ -78,6 +80,7 @@ class FitContext:
     tags: dict
     log_model: bool = False
     run_name: str | None = None
+    test_data: tuple | None = None
 
     def with_tags(self, **tags):
         return dataclasses.replace(self, tags={**self.tags, **tags})
@@ -93,6 +96,7 @@ _CURRENT_RUN: contextvars.ContextVar[FitRun | None] = contextvars.ContextVar(
     "mnist_mlp_current_run", default=None
 )
 _DATASET: contextvars.ContextVar[str | None] = contextvars.ContextVar("mnist_mlp_dataset", default=None)
+_TEST_DATA: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("mnist_mlp_test_data", default=None)
 
 
 @contextlib.contextmanager
@@ -120,6 +124,29 @@ def dataset(name):
         yield
     finally:
         _DATASET.reset(token)
+
+
+@contextlib.contextmanager
+def test_set(X_test, y_test):
+    """Have every tracked pipeline fitted in the block score itself on this test set.
+
+    Its test metrics and confusion matrix go into its own run (see
+    :func:`mnist_mlp.evaluate`); fits in a search's worker processes get the
+    test set through their :class:`FitContext`.
+    """
+    token = _TEST_DATA.set((X_test, y_test))
+    try:
+        yield
+    finally:
+        _TEST_DATA.reset(token)
+
+
+def current_test_set():
+    """The test set registered by :func:`test_set` for this fit, if any."""
+    context = _FIT_CONTEXT.get()
+    if context is not None and context.test_data is not None:
+        return context.test_data
+    return _TEST_DATA.get()
 
 
 def current_run():
@@ -214,11 +241,20 @@ def resolve_tracking_uri():
     return uri
 
 
+def _experiment_id(client, name):
+    experiment = _retrying(client.get_experiment_by_name, name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return _retrying(client.create_experiment, name)
+    except MlflowException:  # another process created it first
+        return _retrying(client.get_experiment_by_name, name).experiment_id
+
+
 def _current_experiment_id(client):
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
     if name:
-        experiment = _retrying(client.get_experiment_by_name, name)
-        return experiment.experiment_id if experiment else _retrying(client.create_experiment, name)
+        return _experiment_id(client, name)
     from mlflow.tracking.fluent import _get_experiment_id
 
     return _get_experiment_id() or "0"
@@ -282,13 +318,18 @@ class FitRun:
         self._ended = False
 
     @classmethod
-    def open(cls, *, run_name, tags=None):
+    def open(cls, *, run_name, tags=None, experiment_name=None):
         """Create a run where the current context says (see the module docstring).
 
         Parameters
         ----------
         run_name : str
         tags : dict, default=None
+        experiment_name : str, default=None
+            Put the run in this experiment (created if needed) instead. If a
+            run is active elsewhere, it is recorded in the ``launched_by`` tag
+            rather than as the parent, which MLflow shows only within one
+            experiment.
 
         Returns
         -------
@@ -306,11 +347,14 @@ class FitRun:
             client = _client(resolve_tracking_uri())
             active = mlflow.active_run()
             log_model = True
+            experiment_id = (
+                _experiment_id(client, experiment_name) if experiment_name
+                else active.info.experiment_id if active is not None
+                else _current_experiment_id(client)
+            )
             if active is not None:
-                experiment_id = active.info.experiment_id
-                tags[_PARENT_TAG] = active.info.run_id
-            else:
-                experiment_id = _current_experiment_id(client)
+                same = active.info.experiment_id == experiment_id
+                tags[_PARENT_TAG if same else "launched_by"] = active.info.run_id
         tags.update(library_versions())
         tags["mlflow.runName"] = run_name
         run = _retrying(
@@ -330,7 +374,10 @@ class FitRun:
 
     def fit_context(self, *, log_model=False, run_name=None, **tags):
         """A :class:`FitContext` whose fits become children of this run."""
-        return FitContext(self.tracking_uri, self.experiment_id, self.run_id, tags, log_model, run_name)
+        return FitContext(
+            self.tracking_uri, self.experiment_id, self.run_id, tags, log_model, run_name,
+            test_data=_TEST_DATA.get(),
+        )
 
     def children(self):
         """The runs whose parent is this run."""

@@ -1,0 +1,79 @@
+"""Progress display for long work: which fit of how many, epochs, elapsed and remaining.
+
+Shown with ``rich`` on an interactive terminal only; elsewhere (CI, files,
+pipes) it stays silent. The Keras callback holds only a key into this
+module's registry, so scikit-learn can clone (deep-copy) it into every fit
+of a search without copying the display.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sys
+
+from mnist_mlp._tensorflow import keras
+
+__all__ = ["ProgressCallback", "progress_display"]
+
+_DISPLAYS = {}
+_KEYS = itertools.count()
+
+
+class _Display:
+    def __init__(self, progress, description, total_fits):
+        self.progress = progress
+        self.fits = progress.add_task(description, total=total_fits)
+        self.epochs = progress.add_task("epochs", total=None)
+
+
+@contextlib.contextmanager
+def progress_display(description, total_fits, *, enabled=None):
+    """Yield a Keras callback showing progress over ``total_fits`` fits.
+
+    Parameters
+    ----------
+    description : str
+    total_fits : int
+    enabled : bool, default=None
+        None: only when standard error is an interactive terminal.
+    """
+    enabled = sys.stderr.isatty() if enabled is None else enabled
+    key = next(_KEYS)
+    if not enabled:
+        yield ProgressCallback(key)
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("remaining"), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as progress:
+        _DISPLAYS[key] = _Display(progress, description, total_fits)
+        try:
+            yield ProgressCallback(key)
+        finally:
+            del _DISPLAYS[key]
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Advance the display registered under ``key``; a no-op where there is none."""
+
+    def __init__(self, key):
+        super().__init__()
+        self.key = key
+
+    def _display(self):
+        return _DISPLAYS.get(self.key)
+
+    def on_train_begin(self, logs=None):
+        if display := self._display():
+            display.progress.reset(display.epochs, total=self.params.get("epochs"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if display := self._display():
+            display.progress.update(display.epochs, completed=epoch + 1)
+
+    def on_train_end(self, logs=None):
+        if display := self._display():
+            display.progress.advance(display.fits)

@@ -1,0 +1,6 @@
+"""The study's experiments, one module per section (see ``mnist_mlp.study``).
+
+Each module defines ``TITLE``, ``PUBLISHED`` (the study's figures, matched to
+grid points) and ``make_search(epochs=..., seeds=...)`` returning an unfitted
+search over ``mnist_mlp.make_pipeline``.
+"""
