@@ -12,6 +12,30 @@ import time
 __all__ = ["main"]
 
 
+def _whole(text):
+    """An int, also written as a float (MLproject passes numbers as floats: "100.0")."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number; got {text!r}")
+    return int(value)
+
+
+def _optional_whole(text):
+    """A whole number where 0 means "not given" (the study's own setting)."""
+    return _whole(text) or None
+
+
+def _penalty(text):
+    if text.lower() in ("none", ""):
+        return None
+    if text.lower() not in ("l1", "l2"):
+        raise argparse.ArgumentTypeError(f"expected l1, l2 or none; got {text!r}")
+    return text.lower()
+
+
 def _layer_sizes(text):
     try:
         sizes = tuple(int(part) for part in text.split(","))
@@ -36,12 +60,7 @@ def _build_parser():
         "Defaults are the study's default network; the data default to the embedded subset.",
     )
     data = fit.add_argument_group("data")
-    data.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
-    data.add_argument(
-        "--data-dir",
-        help="directory of IDX files or mnist.npz (default: $MNIST_MLP_DATA_DIR, else the "
-        "embedded subset)",
-    )
+    _add_data_args(data)
     data.add_argument("--scaler", choices=["fixed", "minmax"], default="fixed")
     model = fit.add_argument_group("model")
     model.add_argument("--hidden-layer-sizes", type=_layer_sizes, default=(128, 256), metavar="N,N")
@@ -49,14 +68,14 @@ def _build_parser():
     model.add_argument("--optimizer", default="adam")
     model.add_argument("--learning-rate", type=float, default=0.001, dest="learning_rate_init")
     model.add_argument("--kernel-initializer", default="glorot_uniform")
-    model.add_argument("--penalty", choices=["l1", "l2"], default=None)
+    model.add_argument("--penalty", type=_penalty, default=None, help="l1, l2 or none")
     model.add_argument("--alpha", type=float, default=1e-4)
     model.add_argument("--dropout", type=float, default=0.0)
     training = fit.add_argument_group("training")
-    training.add_argument("--batch-size", type=int, default=256)
-    training.add_argument("--epochs", type=int, default=100)
+    training.add_argument("--batch-size", type=_whole, default=256)
+    training.add_argument("--epochs", type=_whole, default=100)
     training.add_argument("--validation-split", type=float, default=0.2)
-    training.add_argument("--random-state", type=int, default=0)
+    training.add_argument("--random-state", type=_whole, default=0)
     training.add_argument("--verbose", type=int, default=0, help="Keras verbosity (0, 1, 2)")
     fit.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
 
@@ -68,10 +87,13 @@ def _build_parser():
     study.add_argument("experiment", help="a study section (2.1, 2.2, 2.3, 2.4.1, 2.4.2, 2.5.1, "
                        "2.5.2, 3) or 'all'")
     _add_data_args(study)
-    study.add_argument("--epochs", type=int, help="override the study's epochs (quick runs)")
-    study.add_argument("--n-train", type=int, help="use only the first N training images")
-    study.add_argument("--seeds", type=_int_list, help="random states to repeat each run with, e.g. 0,1,2")
-    study.add_argument("--n-jobs", type=int, default=1)
+    study.add_argument("--epochs", type=_optional_whole,
+                       help="override the study's epochs (quick runs; 0: the study's)")
+    study.add_argument("--n-train", type=_optional_whole,
+                       help="use only the first N training images (0: all)")
+    study.add_argument("--seeds", type=_int_list,
+                       help="random states to repeat each run with, e.g. 0,1,2 (empty: the section's)")
+    study.add_argument("--n-jobs", type=_whole, default=1)
     study.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
     tune = commands.add_parser(
@@ -80,13 +102,13 @@ def _build_parser():
         "and for macro F1, then train a fresh network with the best parameters.",
     )
     _add_data_args(tune)
-    tune.add_argument("--epochs", type=int, help="epochs of each search fit (default 30)")
-    tune.add_argument("--final-epochs", type=int, help="epochs of the final fit (default 50)")
-    tune.add_argument("--n-train", type=int, help="use only the first N training images")
+    tune.add_argument("--epochs", type=_optional_whole, help="epochs of each search fit (default 30)")
+    tune.add_argument("--final-epochs", type=_optional_whole, help="epochs of the final fit (default 50)")
+    tune.add_argument("--n-train", type=_optional_whole, help="use only the first N training images")
     tune.add_argument("--method", choices=["halving", "grid"], default="halving")
     tune.add_argument("--wide", action="store_true", help="a wider search space than the study's")
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--n-jobs", type=int, default=1)
+    tune.add_argument("--seed", type=_whole, default=0)
+    tune.add_argument("--n-jobs", type=_whole, default=1)
     tune.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
     report = commands.add_parser(
@@ -101,7 +123,7 @@ def _build_parser():
 
 def _int_list(text):
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in text.split(",") if part.strip()] or None
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints like 0,1,2; got {text!r}")
 
@@ -182,7 +204,7 @@ def _tune(args):
 def _report(args):
     from mnist_mlp.report import write_report
 
-    paths = write_report(args.output, tracking_uri=args.tracking_uri)
+    paths = write_report(args.output, tracking_uri=args.tracking_uri or None)
     for path in paths:
         print(f"wrote {path}")
     return 0
@@ -211,7 +233,12 @@ def _fit(args):
         verbose=args.verbose,
     )
     print(f"data: {splits.name} from {splits.source}: {len(x_train)} train, {len(x_test)} test")
-    pipeline.fit(x_train, y_train)
+    from mnist_mlp.progress import progress_display
+    from mnist_mlp.tracking import dataset
+
+    with progress_display("fit", 1) as callback, dataset(splits.name):
+        pipeline.set_params(classifier__callbacks=[callback])
+        pipeline.fit(x_train, y_train)
     clf = pipeline[-1]
     scores = evaluate(pipeline, x_test, y_test)
     result = {
@@ -225,11 +252,13 @@ def _fit(args):
         "fit_time_s": round(clf.fit_time_, 3),
         **{k: v for k, v in scores.items() if k != "confusion_matrix"},
         "final_val_accuracy": clf.history_.get("val_accuracy", [None])[-1],
+        "run_id": getattr(pipeline, "run_id_", None),
     }
     print(
         f"test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f}, "
         f"macro F1 {result['test_f1_macro']:.4f}; fit {result['fit_time_s']:.1f} s, "
         f"{result['epochs_run']} epochs, {result['weight_updates']} weight updates"
+        + (f"; MLflow run {result['run_id']}" if result["run_id"] else "")
     )
     _write_json(args.json, result)
     return 0
