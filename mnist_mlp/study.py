@@ -125,11 +125,11 @@ def count_fits(search):
     n = len(ParameterGrid(search.param_grid))
     if not hasattr(search, "factor"):
         return n * search.cv.get_n_splits()
-    total = 0
-    while n > 1:
-        total += n
+    total = n
+    while n > search.factor - 1 and n > 1:  # halving stops once fewer than `factor` remain
         n = -(-n // search.factor)
-    return (total + n) * search.cv.get_n_splits()
+        total += n
+    return total * search.cv.get_n_splits()
 
 
 def _with_progress(search, description, progress):

@@ -63,3 +63,93 @@ def test_tensorflow_start_up_noise_is_hidden():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0
     assert "oneDNN" not in proc.stderr and "absl::InitializeLog" not in proc.stderr
+
+
+def test_study_command_runs_a_section_and_writes_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    out = tmp_path / "study.json"
+    assert main(["study", "2.3", "--epochs", "1.0", "--n-train", "300", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["experiments"][0]["section"] == "2.3" and result["wall_time_s"] > 0
+    assert "study 2.3:" in capsys.readouterr().out
+
+
+def test_study_rejects_unknown_sections_before_any_work(capsys):
+    assert main(["study", "2.9"]) == 2
+    assert "unknown experiment '2.9'" in capsys.readouterr().err
+
+
+def test_report_command(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/empty.db"
+    assert main(["report", "--tracking-uri", uri, "--output", str(tmp_path / "r")]) == 0
+    assert "Not run yet" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_progress_display_counts_fits_and_epochs():
+    from mnist_mlp.progress import _DISPLAYS, progress_display
+
+    with progress_display("demo", 2, enabled=True) as callback:
+        display = _DISPLAYS[callback.key]
+        for _ in range(2):
+            callback.set_params({"epochs": 3})
+            callback.on_train_begin()
+            for epoch in range(3):
+                callback.on_epoch_end(epoch)
+            callback.on_train_end()
+        tasks = {t.description: t for t in display.progress.tasks}
+        assert tasks["demo"].completed == 2 and tasks["epochs"].completed == 3
+    with progress_display("quiet", 2, enabled=False) as callback:
+        callback.on_train_end()  # no display: a no-op
+    assert callback.key not in _DISPLAYS
+
+
+@pytest.mark.parametrize(
+    "entry, params",
+    [
+        ("main", ["-P", "epochs=1", "-P", "hidden_layer_sizes=32", "-P", "penalty=l2"]),
+        ("study", ["-P", "experiment=2.3", "-P", "epochs=1", "-P", "n_train=300"]),
+    ],
+)
+def test_mlproject_entry_points(entry, params, tmp_path):
+    """`mlflow run . --env-manager local -e ENTRY` works and files runs under the project's run."""
+    import os
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    root = Path(__file__).resolve().parents[1]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "mlflow"), "run", str(root), "--env-manager", "local",
+         "-e", entry, *params],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert runs and {r.info.status for r in runs} == {"FINISHED"}
+    project = [r for r in runs if r.data.tags.get("mlflow.project.entryPoint") == entry]
+    assert len(project) == 1
+    linked = [r for r in runs if project[0].info.run_id in
+              (r.data.tags.get("mlflow.parentRunId"), r.data.tags.get("launched_by"))]
+    assert linked  # our runs hang below the project's run
+    if entry == "main":
+        assert project[0].data.params["penalty"] == "l2"
+        fit = [r for r in runs if r.info.run_name == "pipeline"][0]
+        assert fit.data.params["penalty"] == "l2" and "test_accuracy" in fit.data.metrics
+
+
+def test_mlproject_passes_every_declared_parameter():
+    """Every parameter an entry point declares appears in its command (a known MLflow-example bug)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    project = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())
+    for name, entry in project["entry_points"].items():
+        used = set(re.findall(r"\{(\w+)\}", entry["command"]))
+        assert used == set(entry["parameters"]), name

@@ -1,0 +1,30 @@
+"""The study report, read back from MLflow."""
+
+from __future__ import annotations
+
+import json
+
+from mnist_mlp.report import collect, write_report
+from mnist_mlp.study import run_experiment
+from tests.helpers import tracked  # noqa: F401  (fixture)
+
+
+def test_report_sets_our_figures_beside_the_published_ones(tracked, embedded, tmp_path):
+    run_experiment("2.4.1", embedded, epochs=1, n_train=300, seeds=[0, 1])
+    run_experiment("2.3", embedded, epochs=1, n_train=300)
+    sections = {s["name"]: s for s in collect()}
+    assert not sections["2.2"]["ran"] and sections["2.4.1"]["ran"]
+    rows = {r["label"]: r for r in sections["2.4.1"]["rows"]}
+    assert set(rows) == {"alpha=0.1", "alpha=0.01", "alpha=0.001"}
+    assert rows["alpha=0.1"]["n_seeds"] == 2 and rows["alpha=0.1"]["published"]["accuracy"] == 88.37
+    assert rows["alpha=0.1"]["delta"] == rows["alpha=0.1"]["accuracy"] - 88.37
+    assert rows["alpha=0.01"]["weight_updates"] == 1  # ceil(240 / 256) x 1 epoch
+
+    paths = write_report(tmp_path / "report")
+    markdown, html, data = (p.read_text() for p in paths)
+    assert "| alpha=0.1 | 2 |" in markdown and "88.37" in markdown
+    assert "_Not run yet: `mnist-mlp study 2.2`._" in markdown
+    assert "<table>" in html and "2.4.1 L2 with RMSprop" in html
+    figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
+    assert "2.4.1-0-curves.png" in figures and "2.3-0-weights.png" in figures
+    assert json.loads(data)["sections"][3]["name"] == "2.4.1"

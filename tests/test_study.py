@@ -1,0 +1,100 @@
+"""The study's experiments: their definitions, split, runner and tuning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mnist_mlp.study import (
+    TrainValidationSplit, count_fits, experiment_names, load_experiment, run_experiment, run_tuning,
+)
+from tests.helpers import tracked  # noqa: F401  (fixture)
+
+
+def test_split_trains_on_all_and_scores_the_keras_validation_tail():
+    (train, test), = TrainValidationSplit(0.2).split(np.zeros((10, 2)))
+    np.testing.assert_array_equal(train, np.arange(10))
+    np.testing.assert_array_equal(test, [8, 9])
+    (_, test), = TrainValidationSplit(0.2).split(np.zeros((1001, 2)))
+    assert test[0] == 800  # floor(1001 * 0.8), as Keras splits
+    assert TrainValidationSplit().get_n_splits() == 1
+
+
+@pytest.mark.parametrize(
+    "section, grid, fixed",
+    [
+        ("2.1", {"classifier__batch_size": [256, 48_000]}, {"optimizer": "adam", "learning_rate_init": 0.001}),
+        ("2.2", {"classifier__optimizer__rho": [0.01, 0.99]}, {"optimizer": "rmsprop", "batch_size": 256}),
+        ("2.3", {}, {"optimizer": "sgd", "learning_rate_init": 0.01}),
+        ("2.4.1", {"classifier__alpha": [0.1, 0.01, 0.001]}, {"penalty": "l2", "optimizer__rho": 0.99}),
+        ("2.4.2", {"classifier__alpha": [0.1, 0.01, 0.001]}, {"penalty": "l2", "optimizer": "sgd"}),
+        ("2.5.1", {}, {"penalty": "l1", "alpha": 0.01, "dropout": 0.3, "optimizer": "rmsprop"}),
+        ("2.5.2", {}, {"penalty": "l1", "alpha": 0.01, "dropout": 0.3, "optimizer": "sgd"}),
+    ],
+)
+def test_sections_declare_the_studys_grids(section, grid, fixed):
+    experiment = load_experiment(section)
+    search = experiment.make_search()
+    assert {k: v for k, v in search.param_grid.items() if not k.endswith("random_state")} == grid
+    clf = search.estimator["classifier"]
+    assert clf.epochs == 100 and clf.validation_split == 0.2 and clf.shuffle is False
+    for key, value in fixed.items():
+        assert clf.get_params()[key] == value
+    assert isinstance(search.cv, TrainValidationSplit) and search.refit is False
+    assert experiment.published and experiment.description.startswith(section)
+    if "normal" in experiment.title:
+        assert clf.kernel_initializer.get_config()["mean"] == 10.0
+
+
+def test_under_fitting_sections_repeat_over_three_seeds():
+    for section in ("2.4.1", "2.5.1"):
+        assert load_experiment(section).make_search().param_grid["classifier__random_state"] == [0, 1, 2]
+
+
+def test_tuning_is_the_studys_36_point_grid_by_successive_halving():
+    search = load_experiment("3").make_search()
+    assert type(search).__name__ == "HalvingGridSearchCV" and search.factor == 3
+    assert count_fits(search) == 36 + 12 + 4 + 2
+    clf = search.estimator["classifier"]
+    assert (clf.optimizer, clf.kernel_initializer, clf.penalty) == ("rmsprop", "he_normal", "l2")
+    assert type(load_experiment("3").make_search(method="grid")).__name__ == "GridSearchCV"
+    assert load_experiment("3").make_search(scoring="f1_macro").scoring == "f1_macro"
+
+
+def test_unknown_experiment():
+    with pytest.raises(ValueError, match="unknown experiment '9'"):
+        load_experiment("9")
+    assert experiment_names()[0] == "2.1" and experiment_names()[-1] == "3"
+
+
+def test_run_experiment_files_runs_by_section_and_scores_the_test_set(tracked, embedded):
+    result = run_experiment("2.2", embedded, epochs=2, n_train=600)
+    experiment = tracked.get_experiment_by_name(load_experiment("2.2").experiment_name)
+    runs = tracked.search_runs([experiment.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("role") == "search"][0]
+    children = [r for r in runs if r.data.tags.get("role") == "fold"]
+    assert parent.info.run_id == result["run_id"] and parent.data.tags["section"] == "2.2"
+    assert sorted(float(c.data.params["rho"]) for c in children) == [0.01, 0.99]
+    for child in children:
+        assert 0 < child.data.metrics["test_accuracy"] <= 1
+        assert child.data.params["n_train"] == "480" and child.data.params["n_val"] == "120"
+    # The search's score is the accuracy on the same tail Keras validated on.
+    by_rho = {float(c.data.params["rho"]): c for c in children}
+    for row in result["results"]:
+        child = by_rho[row["params"]["classifier__optimizer__rho"]]
+        assert row["validation_score"] == pytest.approx(child.data.metrics["val_accuracy"], abs=1e-6)
+
+
+def test_tuning_trains_the_best_afresh_and_evaluates_it(tracked, embedded):
+    grid = {"classifier__hidden_layer_sizes": [(16, 32)], "classifier__learning_rate_init": [1e-3, 1e-2]}
+    result = run_tuning(embedded, epochs=1, final_epochs=2, n_train=900, grid=grid)
+    assert set(result["searches"]) == {"accuracy", "f1_macro"}
+    final = tracked.get_run(result["final"]["run_id"])
+    assert final.data.tags["role"] == "final" and final.info.status == "FINISHED"
+    assert final.data.params["epochs"] == "2"
+    assert float(final.data.params["learning_rate"]) == \
+        result["searches"]["accuracy"]["best_params"]["classifier__learning_rate_init"]
+    assert final.data.metrics["test_accuracy"] == pytest.approx(result["final"]["test_accuracy"])
+    artifacts = {a.path for a in tracked.list_artifacts(final.info.run_id)}
+    assert {"model", "confusion_matrix.png", "learning_curves.png"} <= artifacts
