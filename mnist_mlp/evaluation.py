@@ -53,15 +53,21 @@ def evaluate(estimator, X, y, *, log=True):
         columns predictions, ordered as ``estimator.classes_``.
     """
     y = np.asarray(y)
-    proba = estimator.predict_proba(X)
+    proba = np.asarray(estimator.predict_proba(X), dtype=np.float64)
     classes = np.asarray(estimator.classes_)
-    y_pred = classes[np.argmax(proba, axis=1)]
+    # A diverged network outputs NaN: its predictions are still labels (argmax
+    # of NaN-as-0 rows picks the first class) and its loss is reported as NaN,
+    # honestly, rather than failing the evaluation.
+    finite = np.isfinite(proba).all()
+    y_pred = classes[np.argmax(np.nan_to_num(proba, nan=0.0, posinf=1.0, neginf=0.0), axis=1)]
     # Keras's float32 softmax can hit exactly 0 or 1; clip as Keras's own loss does.
     eps = np.finfo(np.float32).eps
-    proba = np.clip(proba.astype(np.float64), eps, 1 - eps)
-    proba /= proba.sum(axis=1, keepdims=True)
+    if finite:
+        proba = np.clip(proba, eps, 1 - eps)
+        proba /= proba.sum(axis=1, keepdims=True)
+    loss = float(log_loss(y, proba, labels=classes)) if finite else float("nan")
     scores = {
-        "test_loss": float(log_loss(y, proba, labels=classes)),
+        "test_loss": loss,
         "test_accuracy": float(accuracy_score(y, y_pred)),
         "test_f1_macro": float(f1_score(y, y_pred, average="macro", zero_division=0)),
         "test_precision_macro": float(precision_score(y, y_pred, average="macro", zero_division=0)),

@@ -34,3 +34,10 @@ def test_string_classes():
     scores = evaluate(FixedProba([[0.9, 0.1], [0.2, 0.8]], ["cat", "dog"]), None, ["cat", "cat"])
     assert scores["test_accuracy"] == 0.5
     np.testing.assert_allclose(scores["confusion_matrix"], [[0.5, 0.5], [0.0, 0.0]])
+
+
+def test_a_diverged_network_is_scored_honestly():
+    proba = np.full((4, 3), np.nan)
+    scores = evaluate(FixedProba(proba, [0, 1, 2]), None, [0, 1, 2, 0])
+    assert np.isnan(scores["test_loss"])
+    assert scores["test_accuracy"] == 0.5  # every prediction is a valid label: the first class
