@@ -94,6 +94,8 @@ def _build_parser():
     study.add_argument("--seeds", type=_int_list,
                        help="random states to repeat each run with, e.g. 0,1,2 (empty: the section's)")
     study.add_argument("--n-jobs", type=_whole, default=1)
+    study.add_argument("--refit", action="store_true",
+                       help="refit everything, even fits an interrupted run already finished")
     study.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
     tune = commands.add_parser(
@@ -109,6 +111,8 @@ def _build_parser():
     tune.add_argument("--wide", action="store_true", help="a wider search space than the study's")
     tune.add_argument("--seed", type=_whole, default=0)
     tune.add_argument("--n-jobs", type=_whole, default=1)
+    tune.add_argument("--refit", action="store_true",
+                      help="refit everything, even fits an interrupted run already finished")
     tune.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
     report = commands.add_parser(
@@ -164,6 +168,7 @@ def _study(args):
             result = run_experiment(
                 name, splits, epochs=args.epochs, n_train=args.n_train, seeds=args.seeds,
                 n_jobs=args.n_jobs, progress=lambda description, total: _retotal(callback, total),
+                resume=not args.refit,
             )
         results.append(result)
         print(f"study {name}: {result['wall_time_s']:.1f} s, parent run {result.get('run_id') or result.get('final', {}).get('run_id')}")
@@ -192,7 +197,7 @@ def _tune(args):
         result = run_tuning(
             splits, epochs=args.epochs, final_epochs=args.final_epochs, n_train=args.n_train,
             n_jobs=args.n_jobs, seed=args.seed, method=args.method, wide=args.wide,
-            progress=lambda description, total: _retotal(callback, total),
+            progress=lambda description, total: _retotal(callback, total), resume=not args.refit,
         )
     final = result["final"]
     print(f"tuned: best {final['params']}; test accuracy {final['test_accuracy']:.4f}, "

@@ -35,23 +35,39 @@ __all__ = ["GridSearchCV", "HalvingGridSearchCV"]
 _PATCH_LOCK = threading.RLock()
 
 
-def _tracked_fit_and_score(context, *args, **kwargs):
+# What _fit_and_score returns that a finished run can stand in for.
+_CACHEABLE = {"fit_error", "test_scores", "train_scores", "n_test_samples", "fit_time", "score_time"}
+
+
+def _tracked_fit_and_score(context, estimator, X, y, **kwargs):
     """scikit-learn's per-fit function, run inside this fit's tracking context.
 
     Module-level and given its context by ``functools.partial``, so that it
-    pickles to worker processes.
+    pickles to worker processes. With resume on, a fit whose fingerprint
+    matches a FINISHED run is not run again: that run's recorded result is
+    returned; runs a killed attempt left RUNNING are marked KILLED.
     """
-    from mnist_mlp import tracking
+    from mnist_mlp import resume, tracking
 
     candidate = context.tags["candidate_offset"] + kwargs["candidate_progress"][0]
     fold = kwargs["split_progress"][0]
-    tags = {k: v for k, v in context.tags.items() if k != "candidate_offset"}
+    tags = {k: v for k, v in context.tags.items() if k not in ("candidate_offset", "resume")}
+    fingerprint = resume.fit_fingerprint(estimator, kwargs["parameters"], X, y,
+                                         kwargs["train"], kwargs["test"])
+    if context.tags.get("resume", True):
+        cached = resume.reuse_finished(context, fingerprint)
+        if cached is not None:
+            return cached
     fit_context = context.replace(
-        tags={**tags, "candidate": candidate, "fold": fold},
+        tags={**tags, "candidate": candidate, "fold": fold, "fingerprint": fingerprint},
         run_name=f"candidate-{candidate}-fold-{fold}",
     )
     with tracking.fit_context(fit_context):
-        return _sklearn_fit_and_score(*args, **kwargs)
+        result = _sklearn_fit_and_score(estimator, X, y, **kwargs)
+    run_id = getattr(estimator, "run_id_", None)
+    if run_id and result.get("fit_error") is None and set(result) <= _CACHEABLE:
+        resume.record_result(context, run_id, result)
+    return result
 
 
 def _jsonable(value):
@@ -87,6 +103,8 @@ class _TrackedSearchMixin:
     experiment_name = None
     run_name = None
     run_tags = None
+    #: Reuse fits that already FINISHED with the same fingerprint (False: refit all).
+    resume = True
 
     def fit(self, X, y=None, **params):
         """Run the search; tracked when tracking is on (see the module docstring).
@@ -102,15 +120,20 @@ class _TrackedSearchMixin:
         """
         if not tracking_enabled():
             return super().fit(X, y, **params)
-        from mnist_mlp import tracking
+        from mnist_mlp import resume, tracking
 
+        fingerprint = resume.search_fingerprint(self, X, y)
         with tracking.FitRun.open(
             run_name=self.run_name or type(self).__name__,
-            tags={"role": "search", **(self.run_tags or {})},
+            tags={"role": "search", "fingerprint": fingerprint, **(self.run_tags or {})},
             experiment_name=self.experiment_name,
         ) as parent:
+            # An earlier attempt at this very search that was killed left its run RUNNING.
+            stale = resume.mark_stale(parent.client, parent.experiment_id, fingerprint,
+                                      exclude=parent.run_id)
+            parent.log_metrics({"stale_runs_marked_killed": stale})
             parent.log_params(self._search_params())
-            self._fold_context = parent.fit_context(role="fold", candidate_offset=0)
+            self._fold_context = parent.fit_context(role="fold", candidate_offset=0, resume=self.resume)
             refit_context = parent.fit_context(role="refit", log_model=True, run_name="refit")
             try:
                 with tracking.fit_context(refit_context):

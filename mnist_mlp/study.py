@@ -138,7 +138,7 @@ def _with_progress(search, description, progress):
 
 
 def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=None, n_jobs=1,
-                   progress=None):
+                   progress=None, resume=True):
     """Fit one study experiment, tracked; every candidate is scored on the test set.
 
     Parameters
@@ -160,6 +160,9 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
     progress : callable, default=None
         ``progress(description, total_fits)`` returning a Keras callback to
         show progress (see :mod:`mnist_mlp.progress`).
+    resume : bool, default=True
+        Reuse fits that already FINISHED with the same fingerprint (after an
+        interruption); False refits everything.
 
     Returns
     -------
@@ -172,13 +175,14 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
 
     if name == "3":
         return run_tuning(data, epochs=epochs, n_train=n_train, n_jobs=n_jobs,
-                          seed=(seeds or [0])[0], grid=grid, progress=progress)
+                          seed=(seeds or [0])[0], grid=grid, progress=progress, resume=resume)
     experiment = load_experiment(name)
     overrides = {k: v for k, v in {"epochs": epochs, "seeds": seeds}.items() if v is not None}
     search = experiment.make_search(**overrides)
     if grid:
         search.param_grid = grid
     search.n_jobs = n_jobs
+    search.resume = resume
     search.experiment_name = experiment.experiment_name
     search.run_name = f"study {name}"
     search.run_tags = {"section": name, "study": "mnist-mlp"}
@@ -203,7 +207,7 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
 
 
 def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, seed=0,
-               method="halving", wide=False, grid=None, progress=None):
+               method="halving", wide=False, grid=None, progress=None, resume=True):
     """Section 3: search by validation accuracy and by macro F1, then train the best afresh.
 
     The final network is a new pipeline with the accuracy search's best
@@ -237,6 +241,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
             if grid:
                 search.param_grid = grid
             search.n_jobs = n_jobs
+            search.resume = resume
             search.experiment_name = experiment.experiment_name
             search.run_name = f"study 3 search ({scoring})"
             search.run_tags = {"section": "3", "study": "mnist-mlp", "scoring": scoring}

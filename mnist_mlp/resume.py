@@ -1,0 +1,142 @@
+"""Resuming an interrupted search: fit fingerprints and reuse of finished runs.
+
+A fit's fingerprint hashes what determines its result: the estimator's
+parameters (described stably, never by memory address), the candidate's
+parameters, the training and test rows, the data itself and this package's
+version. A search fit whose fingerprint matches a FINISHED run in the same
+experiment is not run again: the result recorded on that run (scores and
+times) stands in for it. Runs an interrupted attempt left RUNNING with the
+same fingerprint are marked KILLED first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import weakref
+
+import numpy as np
+
+__all__ = ["fit_fingerprint", "mark_stale", "record_result", "reuse_finished", "search_fingerprint"]
+
+_RESULT_TAG = "cv_result"
+# Hashing 47 MB of MNIST per fit would cost more than looking runs up:
+# remember each array's digest while the array lives.
+_DIGESTS = weakref.WeakValueDictionary()
+_DIGEST_OF = {}
+
+
+def _describe(value):
+    from mnist_mlp.fit_logging import _describe as describe_object
+
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_describe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _describe(v) for k, v in sorted(value.items())}
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        return {"class": type(value).__name__, **{
+            k: _describe(v) for k, v in sorted(value.get_params(deep=False).items())
+            if k not in _IGNORED
+        }}
+    return describe_object(value)
+
+
+# Parameters that change how a fit is shown or logged, not its result.
+_IGNORED = {"callbacks", "verbose", "tracking", "memory", "steps"}
+
+
+def _array_digest(array):
+    key = id(array)
+    if key in _DIGEST_OF and _DIGESTS.get(key) is array:
+        return _DIGEST_OF[key]
+    arr = np.ascontiguousarray(np.asarray(array))
+    digest = hashlib.sha256(str((arr.shape, arr.dtype.str)).encode() + arr.tobytes()).hexdigest()
+    try:
+        _DIGESTS[key] = array
+        _DIGEST_OF[key] = digest
+    except TypeError:  # not weak-referenceable (a list): no caching
+        pass
+    return digest
+
+
+def fit_fingerprint(estimator, parameters, X, y, train, test):
+    """Hex digest identifying one search fit: estimator, parameters, rows and data."""
+    import mnist_mlp
+    from sklearn.base import clone
+
+    configured = clone(estimator).set_params(**parameters)
+    steps = getattr(configured, "steps", [("estimator", configured)])
+    payload = {
+        "version": mnist_mlp.__version__,
+        "steps": [(name, _describe(step)) for name, step in steps],
+        "X": _array_digest(X),
+        "y": _array_digest(y),
+        "train": hashlib.sha256(np.asarray(train, dtype=np.int64).tobytes()).hexdigest(),
+        "test": hashlib.sha256(np.asarray(test, dtype=np.int64).tobytes()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _runs_with(client, experiment_id, fingerprint, status):
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.fingerprint = '{fingerprint}' and attributes.status = '{status}'",
+        max_results=100,
+    )
+
+
+def reuse_finished(context, fingerprint):
+    """The recorded result of a FINISHED fit with this fingerprint, or None.
+
+    Marks any run left RUNNING with this fingerprint KILLED: the attempt that
+    owned it is gone (a search never runs the same fit twice at once).
+    """
+    from mnist_mlp.tracking import _client, _retrying
+
+    client = _client(context.tracking_uri)
+    mark_stale(client, context.experiment_id, fingerprint)
+    for run in _retrying(_runs_with, client, context.experiment_id, fingerprint, "FINISHED"):
+        recorded = run.data.tags.get(_RESULT_TAG)
+        if recorded:
+            _retrying(client.set_tag, run.info.run_id, "reused_by", context.parent_run_id)
+            return json.loads(recorded)
+        # Killed between the end of its fit and the recording of its score:
+        # it cannot stand in, and one FINISHED run per fit must remain.
+        _retrying(client.set_tag, run.info.run_id, "error", "finished without a recorded result; refitted")
+        _retrying(client.set_terminated, run.info.run_id, "KILLED")
+    return None
+
+
+def mark_stale(client, experiment_id, fingerprint, exclude=None):
+    """Mark runs left RUNNING with this fingerprint (but ``exclude``) KILLED; returns how many."""
+    from mnist_mlp.tracking import _retrying
+
+    stale = [r for r in _retrying(_runs_with, client, experiment_id, fingerprint, "RUNNING")
+             if r.info.run_id != exclude]
+    for run in stale:
+        _retrying(client.set_tag, run.info.run_id, "error", "interrupted; found RUNNING on resume")
+        _retrying(client.set_terminated, run.info.run_id, "KILLED")
+    return len(stale)
+
+
+def search_fingerprint(search, X, y):
+    """Hex digest identifying a whole search: its settings, estimator and data."""
+    import mnist_mlp
+
+    payload = {
+        "version": mnist_mlp.__version__,
+        "search": _describe(search),
+        "X": _array_digest(X),
+        "y": _array_digest(y),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def record_result(context, run_id, result):
+    """Record on the fit's run what ``_fit_and_score`` returned, for later reuse."""
+    from mnist_mlp.tracking import _client, _retrying
+
+    client = _client(context.tracking_uri)
+    _retrying(client.set_tag, run_id, _RESULT_TAG, json.dumps(result, default=float))
