@@ -45,6 +45,7 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         return pending
 
     def flush(self):
+        # FitRun falls back to a local folder if the store is lost: training goes on.
         if self._pending:
             self.run.log_metric_series(self._pending)
             self._pending = []

@@ -163,6 +163,25 @@ def _without_pickle_warning():
         target.removeFilter(drop)
 
 
+@contextlib.contextmanager
+def _without_callbacks(model):
+    """Save the model without its training callbacks.
+
+    They matter only while fitting, and may hold what cannot be pickled (a
+    progress display, a server handle); the saved model predicts the same.
+    """
+    final = model[-1] if hasattr(model, "steps") else model
+    saved = {k: final.__dict__[k] for k in ("callbacks", "_fit_callbacks", "_predict_callbacks")
+             if k in final.__dict__}
+    final.__dict__.update(callbacks=None, _fit_callbacks=[], _predict_callbacks=[])
+    try:
+        yield
+    finally:
+        for key in ("callbacks", "_fit_callbacks", "_predict_callbacks"):
+            final.__dict__.pop(key, None)
+        final.__dict__.update(saved)
+
+
 def log_model(run, model, input_example):
     """Log ``model`` (a fitted pipeline or classifier) with the sklearn flavour.
 
@@ -188,7 +207,7 @@ def log_model(run, model, input_example):
         inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
         outputs=Schema([TensorSpec(classes.dtype, (-1,))]),
     )
-    with tempfile.TemporaryDirectory() as tmp, _without_pickle_warning():
+    with tempfile.TemporaryDirectory() as tmp, _without_pickle_warning(), _without_callbacks(model):
         path = Path(tmp) / "model"
         mlflow.sklearn.save_model(
             model,

@@ -41,9 +41,13 @@ from mlflow.tracking import MlflowClient
 from mnist_mlp._switch import TRACKING_ENV, tracking_enabled
 
 __all__ = [
+    "FALLBACK_DIR_ENV",
     "TRACKING_ENV",
     "FitContext",
     "FitRun",
+    "TrackingLostWarning",
+    "TrackingUnavailableError",
+    "check_reachable",
     "dataset",
     "tracking_enabled",
 ]
@@ -155,6 +159,50 @@ def current_run():
 
 
 # -- the store -----------------------------------------------------------------
+
+
+class TrackingUnavailableError(ConnectionError):
+    """The tracking server cannot be reached when a fit starts; nothing was trained."""
+
+
+class TrackingLostWarning(UserWarning):
+    """The tracking store went away during a fit; what it missed was saved locally."""
+
+
+#: Where a fit's records go when the store is lost mid-fit (a folder per run).
+FALLBACK_DIR_ENV = "MNIST_MLP_FALLBACK_DIR"
+
+try:  # what a lost store raises, beside MLflow's own wrapper
+    from requests.exceptions import RequestException as _RequestException
+except ImportError:  # pragma: no cover
+    _RequestException = OSError
+_STORE_ERRORS = (MlflowException, OSError, sqlite3.Error, _RequestException)
+
+
+def check_reachable(tracking_uri, timeout=5.0):
+    """Raise :class:`TrackingUnavailableError` if an HTTP tracking server does not answer.
+
+    Local stores (SQLite, files) need no check. Done before a fit opens its
+    run, so an unreachable server fails fast and before any training, instead
+    of after MLflow's minutes of retries.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers: /health may be absent behind a proxy, the server is up
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingUnavailableError(
+            f"MLflow tracking server {tracking_uri} is unreachable ({exc}). Start it, fix "
+            f"MLFLOW_TRACKING_URI, or turn tracking off with {TRACKING_ENV}=0."
+        ) from None
+
 
 
 def _is_locked_error(exc):
@@ -316,6 +364,58 @@ class FitRun:
         self.pending_params = {}
         self.end_tags = {}
         self._ended = False
+        #: Set once the store failed mid-fit; from then on records go to ``fallback_dir``.
+        self.lost = False
+        self.fallback_dir = None
+
+    def _store(self, call, *args, local, **kwargs):
+        """Write through the store; if it is lost, write ``local()`` to the fallback folder."""
+        if not self.lost:
+            try:
+                return _retrying(call, *args, **kwargs)
+            except _STORE_ERRORS as exc:
+                self._lose(exc)
+        local()
+
+    def _lose(self, exc):
+        import warnings
+
+        self.lost = True
+        root = Path(os.environ.get(FALLBACK_DIR_ENV, "mlflow-unlogged"))
+        self.fallback_dir = (root / self.run_id).resolve()
+        self.fallback_dir.mkdir(parents=True, exist_ok=True)
+        info = {"tracking_uri": self.tracking_uri, "run_id": self.run_id,
+                "experiment_id": self.experiment_id, "lost_because": f"{type(exc).__name__}: {exc}"}
+        path = self.fallback_dir / "info.json"
+        known = json.loads(path.read_text()) if path.exists() else {}  # a second writer adds, never erases
+        path.write_text(json.dumps({**info, **known}, indent=2))
+        message = (f"MLflow tracking store {self.tracking_uri} was lost during run {self.run_id} "
+                   f"({type(exc).__name__}); its params, metrics, artifacts and model are being "
+                   f"saved in {self.fallback_dir} instead")
+        logger.warning(message)
+        warnings.warn(message, TrackingLostWarning, stacklevel=3)
+
+    def _local_json(self, name, update):
+        path = self.fallback_dir / name
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data.update(update)
+        path.write_text(json.dumps(data, indent=2, default=str))
+
+    def _local_metrics(self, series):
+        with open(self.fallback_dir / "metrics.jsonl", "a") as fh:
+            for step, values in series:
+                for key, value in values.items():
+                    fh.write(json.dumps({"key": key, "value": float(value), "step": step}) + "\n")
+
+    def _local_artifacts(self, path, artifact_path):
+        import shutil
+
+        target = self.fallback_dir / "artifacts" / (artifact_path or "")
+        if Path(path).is_dir():
+            shutil.copytree(path, target, dirs_exist_ok=True)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
 
     @classmethod
     def open(cls, *, run_name, tags=None, experiment_name=None):
@@ -337,6 +437,7 @@ class FitRun:
         """
         tags = dict(tags or {})
         context = _FIT_CONTEXT.get()
+        check_reachable(context.tracking_uri if context is not None else resolve_tracking_uri())
         if context is not None:
             client = _client(context.tracking_uri)
             experiment_id, log_model = context.experiment_id, context.log_model
@@ -367,8 +468,13 @@ class FitRun:
     def attach(cls, tracking_uri, run_id):
         """Log more into an existing run (e.g. test metrics after the fit). Never ends it."""
         client = _client(tracking_uri)
-        run = _retrying(client.get_run, run_id)
-        attached = cls(client, run_id, run.info.experiment_id, log_model=False)
+        try:
+            experiment_id = _retrying(client.get_run, run_id).info.experiment_id
+        except _STORE_ERRORS as exc:
+            attached = cls(client, run_id, None, log_model=False)
+            attached._lose(exc)
+        else:
+            attached = cls(client, run_id, experiment_id, log_model=False)
         attached._ended = True  # not ours to end
         return attached
 
@@ -401,22 +507,25 @@ class FitRun:
         params, self.pending_params = {**self.pending_params, **params}, {}
         items = [Param(str(k), _param_value(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's per-batch param limit
-            _retrying(self.client.log_batch, self.run_id, params=items[start:start + 100])
+            self._store(self.client.log_batch, self.run_id, params=items[start:start + 100],
+                        local=lambda: self._local_json("params.json", params))
 
     def log_metrics(self, metrics, *, step=0):
-        now = int(time.time() * 1000)
-        batch = [Metric(k, _finite(v), now, step) for k, v in metrics.items()]
-        if batch:
-            _retrying(self.client.log_batch, self.run_id, metrics=batch)
+        self.log_metric_series([(step, metrics)])
 
     def log_metric_series(self, series, tags=None):
         """Log ``[(step, {name: value})]`` and optional tags in as few calls as MLflow allows."""
         now = int(time.time() * 1000)
         batch = [Metric(k, _finite(v), now, step) for step, values in series for k, v in values.items()]
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        def local():
+            self._local_metrics(series)
+            self._local_json("tags.json", tags or {})
+
         for start in range(0, max(len(batch), 1), 1000):  # MLflow's per-batch metric limit
-            _retrying(self.client.log_batch, self.run_id, metrics=batch[start:start + 1000],
-                      tags=tag_list if start == 0 else [])
+            self._store(self.client.log_batch, self.run_id, metrics=batch[start:start + 1000],
+                        tags=tag_list if start == 0 else [], local=local)
+            local = lambda: None  # noqa: E731  (the first fallback wrote everything)
 
     def set_tags(self, tags):
         if tags:
@@ -433,10 +542,12 @@ class FitRun:
             self.log_dir(tmp, artifact_path)
 
     def log_file(self, path, artifact_path=None):
-        _retrying(self.client.log_artifact, self.run_id, str(path), artifact_path)
+        self._store(self.client.log_artifact, self.run_id, str(path), artifact_path,
+                    local=lambda: self._local_artifacts(path, artifact_path))
 
     def log_dir(self, path, artifact_path):
-        _retrying(self.client.log_artifacts, self.run_id, str(path), artifact_path)
+        self._store(self.client.log_artifacts, self.run_id, str(path), artifact_path,
+                    local=lambda: self._local_artifacts(path, artifact_path))
 
     # ending --------------------------------------------------------------------
 
@@ -449,7 +560,8 @@ class FitRun:
             tags["error"] = f"{type(error).__name__}: {error}"[:5000]
         with contextlib.suppress(Exception):  # a logging error must not hide the fit's own
             self.set_tags(tags)
-        _retrying(self.client.set_terminated, self.run_id, status)
+        self._store(self.client.set_terminated, self.run_id, status,
+                    local=lambda: self._local_json("info.json", {"status": status}))
 
     def __enter__(self):
         return self
