@@ -98,3 +98,17 @@ def test_tuning_trains_the_best_afresh_and_evaluates_it(tracked, embedded):
     assert final.data.metrics["test_accuracy"] == pytest.approx(result["final"]["test_accuracy"])
     artifacts = {a.path for a in tracked.list_artifacts(final.info.run_id)}
     assert {"model", "confusion_matrix.png", "learning_curves.png"} <= artifacts
+
+
+def test_a_divergent_section_runs_to_the_end_and_the_study_goes_on(tracked, embedded):
+    """2.3's mean-10 start: logged honestly, tagged, never a crash; the next section still runs."""
+    run_experiment("2.3", embedded, epochs=2, n_train=600)
+    run_experiment("2.2", embedded, epochs=1, n_train=300)
+    experiment = tracked.get_experiment_by_name(load_experiment("2.3").experiment_name)
+    (fit,) = [r for r in tracked.search_runs([experiment.experiment_id]) if r.data.tags.get("role") == "fold"]
+    assert fit.info.status == "FINISHED" and fit.data.metrics["epochs_run"] == 2
+    assert fit.data.tags["diverged"] in ("true", "false")  # logged either way
+    assert fit.data.metrics["test_accuracy"] < 0.3  # at chance: the bad start ruins training
+    assert len(tracked.get_metric_history(fit.info.run_id, "loss")) == 2
+    second = tracked.get_experiment_by_name(load_experiment("2.2").experiment_name)
+    assert {r.info.status for r in tracked.search_runs([second.experiment_id])} == {"FINISHED"}
