@@ -96,6 +96,8 @@ def _build_parser():
     study.add_argument("--n-jobs", type=_whole, default=1)
     study.add_argument("--refit", action="store_true",
                        help="refit everything, even fits an interrupted run already finished")
+    study.add_argument("--scheduler", help="run the fits on the Dask cluster at this address "
+                       "(tcp://host:8786); tracking must then be an MLflow server")
     study.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
     tune = commands.add_parser(
@@ -113,6 +115,7 @@ def _build_parser():
     tune.add_argument("--n-jobs", type=_whole, default=1)
     tune.add_argument("--refit", action="store_true",
                       help="refit everything, even fits an interrupted run already finished")
+    tune.add_argument("--scheduler", help="run the fits on the Dask cluster at this address")
     tune.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
     report = commands.add_parser(
@@ -153,6 +156,15 @@ def _write_json(path, result):
             json.dump(result, fh, indent=2, default=str)
 
 
+def _cluster(args):
+    """The Dask cluster block for ``--scheduler``, or nothing."""
+    if not getattr(args, "scheduler", None):
+        return contextlib.nullcontext()
+    from mnist_mlp.cluster import on_cluster
+
+    return on_cluster(args.scheduler)
+
+
 def _study(args):
     from mnist_mlp.progress import progress_display
     from mnist_mlp.study import experiment_names, load_experiment, run_experiment
@@ -164,7 +176,7 @@ def _study(args):
     print(f"data: {splits.name} from {splits.source}")
     results, start = [], time.perf_counter()
     for name in names:
-        with progress_display(f"study {name}", None) as callback:
+        with _cluster(args), progress_display(f"study {name}", None) as callback:
             result = run_experiment(
                 name, splits, epochs=args.epochs, n_train=args.n_train, seeds=args.seeds,
                 n_jobs=args.n_jobs, progress=lambda description, total: _retotal(callback, total),
@@ -193,7 +205,7 @@ def _tune(args):
 
     splits = _load_data(args)
     print(f"data: {splits.name} from {splits.source}")
-    with progress_display("tuning", None) as callback:
+    with _cluster(args), progress_display("tuning", None) as callback:
         result = run_tuning(
             splits, epochs=args.epochs, final_epochs=args.final_epochs, n_train=args.n_train,
             n_jobs=args.n_jobs, seed=args.seed, method=args.method, wide=args.wide,

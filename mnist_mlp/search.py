@@ -14,6 +14,7 @@ tracking URI explicitly, wrapped around scikit-learn's per-fit function.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
@@ -68,6 +69,16 @@ def _tracked_fit_and_score(context, estimator, X, y, **kwargs):
     if run_id and result.get("fit_error") is None and set(result) <= _CACHEABLE:
         resume.record_result(context, run_id, result)
     return result
+
+
+def _scattered(X, y):
+    """On a Dask cluster, a copy of the data on every worker (see ``cluster.scattered``)."""
+    import sys
+
+    cluster = sys.modules.get("mnist_mlp.cluster")  # only ever set up by on_cluster
+    if cluster is None or not hasattr(X, "shape"):
+        return contextlib.nullcontext()
+    return cluster.scattered(*(a for a in (X, y) if hasattr(a, "shape")))
 
 
 def _jsonable(value):
@@ -136,13 +147,25 @@ class _TrackedSearchMixin:
             self._fold_context = parent.fit_context(role="fold", candidate_offset=0, resume=self.resume)
             refit_context = parent.fit_context(role="refit", log_model=True, run_name="refit")
             try:
-                with tracking.fit_context(refit_context):
+                with tracking.fit_context(refit_context), _scattered(X, y):
                     super().fit(X, y, **params)
             finally:
                 del self._fold_context
+            self._end_orphans(parent)
             self._log_results(parent)
         self.run_id_ = parent.run_id
         return self
+
+    @staticmethod
+    def _end_orphans(parent):
+        """Children still RUNNING now belong to attempts that died (a killed worker): KILLED."""
+        from mnist_mlp.tracking import _retrying
+
+        for child in parent.children():
+            if child.info.status == "RUNNING":
+                _retrying(parent.client.set_tag, child.info.run_id, "error",
+                          "its process died; the fit was rescheduled")
+                _retrying(parent.client.set_terminated, child.info.run_id, "KILLED")
 
     def _run_search(self, evaluate_candidates, *, callback_ctx=None):
         # scikit-learn >= 1.9 passes its callback context when our signature

@@ -38,7 +38,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mnist_mlp._switch import TRACKING_ENV, tracking_enabled
+from mnist_mlp._switch import FIT_CONTEXT, TRACKING_ENV, tracking_enabled
 
 __all__ = [
     "FALLBACK_DIR_ENV",
@@ -93,9 +93,7 @@ class FitContext:
         return dataclasses.replace(self, **changes)
 
 
-_FIT_CONTEXT: contextvars.ContextVar[FitContext | None] = contextvars.ContextVar(
-    "mnist_mlp_fit_context", default=None
-)
+_FIT_CONTEXT = FIT_CONTEXT
 _CURRENT_RUN: contextvars.ContextVar[FitRun | None] = contextvars.ContextVar(
     "mnist_mlp_current_run", default=None
 )
