@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,15 +35,14 @@ def _noop():
 
 
 def main():
-    from tests.helpers import ServerProcess, free_port, wait_for_http
+    from tests.helpers import ServerProcess, free_port, start_mlflow_server
 
     tmp = Path(tempfile.mkdtemp(prefix="cluster_bench_"))
-    sched, mport = free_port(), free_port()
+    sched = free_port()
     env = {"MNIST_MLP_TF_THREADS": "1"}
+    mlflow_server, uri = start_mlflow_server(tmp)
     procs = [
-        ServerProcess([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mport),
-                       "--backend-store-uri", f"sqlite:///{tmp}/s.db", "--artifacts-destination",
-                       str(tmp / "art"), "--workers", "1"], tmp / "mlflow.log"),
+        mlflow_server,
         ServerProcess([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(sched),
                        "--no-dashboard"], tmp / "sched.log", env=env),
     ]
@@ -52,8 +50,7 @@ def main():
     procs += [ServerProcess([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard",
                              "--host", "127.0.0.1"], tmp / f"w{i}.log", env=env) for i in range(2)]
     try:
-        wait_for_http(f"http://127.0.0.1:{mport}/health", procs[0].process)
-        os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{mport}"
+        os.environ["MLFLOW_TRACKING_URI"] = uri
         import joblib
         from distributed import Client
 

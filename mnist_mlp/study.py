@@ -132,9 +132,18 @@ def count_fits(search):
     return total * search.cv.get_n_splits()
 
 
-def _with_progress(search, description, progress):
+def _configure(search, experiment, *, grid, n_jobs, resume, run_name, tags, progress):
+    """File a section's search in its experiment, with the run's overrides and progress display."""
+    if grid:
+        search.param_grid = grid
+    search.n_jobs = n_jobs
+    search.resume = resume
+    search.experiment_name = experiment.experiment_name
+    search.run_name = run_name
+    search.run_tags = {"section": experiment.section, "study": "mnist-mlp", **tags}
     if progress is not None:
-        search.estimator.set_params(classifier__callbacks=[progress(description, count_fits(search))])
+        search.estimator.set_params(classifier__callbacks=[progress(run_name, count_fits(search))])
+    return search
 
 
 def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=None, n_jobs=1,
@@ -178,15 +187,8 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
                           seed=(seeds or [0])[0], grid=grid, progress=progress, resume=resume)
     experiment = load_experiment(name)
     overrides = {k: v for k, v in {"epochs": epochs, "seeds": seeds}.items() if v is not None}
-    search = experiment.make_search(**overrides)
-    if grid:
-        search.param_grid = grid
-    search.n_jobs = n_jobs
-    search.resume = resume
-    search.experiment_name = experiment.experiment_name
-    search.run_name = f"study {name}"
-    search.run_tags = {"section": name, "study": "mnist-mlp"}
-    _with_progress(search, f"study {name}", progress)
+    search = _configure(experiment.make_search(**overrides), experiment, grid=grid, n_jobs=n_jobs,
+                        resume=resume, run_name=f"study {name}", tags={}, progress=progress)
     (x_train, y_train), (x_test, y_test) = data
     if n_train:
         x_train, y_train = x_train[:n_train], y_train[:n_train]
@@ -234,18 +236,12 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
     searches = {}
     with tracking.dataset(getattr(data, "name", "mnist")):
         for scoring in ("accuracy", "f1_macro"):
-            search = module.make_search(
-                **({"epochs": epochs} if epochs else {}), seeds=(seed,), scoring=scoring,
-                method=method, wide=wide,
+            search = _configure(
+                module.make_search(**({"epochs": epochs} if epochs else {}), seeds=(seed,),
+                                   scoring=scoring, method=method, wide=wide),
+                experiment, grid=grid, n_jobs=n_jobs, resume=resume,
+                run_name=f"study 3 search ({scoring})", tags={"scoring": scoring}, progress=progress,
             )
-            if grid:
-                search.param_grid = grid
-            search.n_jobs = n_jobs
-            search.resume = resume
-            search.experiment_name = experiment.experiment_name
-            search.run_name = f"study 3 search ({scoring})"
-            search.run_tags = {"section": "3", "study": "mnist-mlp", "scoring": scoring}
-            _with_progress(search, f"study 3 ({scoring})", progress)
             search.fit(x_train, y_train)
             searches[scoring] = {
                 "run_id": getattr(search, "run_id_", None),

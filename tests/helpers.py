@@ -60,6 +60,23 @@ class ServerProcess:
         return Path(self.log_path).read_text(errors="replace")
 
 
+def start_mlflow_server(tmp_path):
+    """A real ``mlflow server`` (SQLite backend, local artifacts) on 127.0.0.1; returns (server, uri)."""
+    port = free_port()
+    server = ServerProcess(
+        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+        tmp_path / "server.log",
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", server.process)
+    except BaseException:
+        server.stop()
+        raise
+    return server, f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture
 def tracked(monkeypatch, tmp_path):
     """Tracking on, into a fresh SQLite store under tmp_path; yields an MlflowClient."""

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from mnist_mlp import GridSearchCV, make_pipeline  # noqa: E402
 from mnist_mlp.cluster import on_cluster  # noqa: E402
-from tests.helpers import BIN, ServerProcess, free_port, wait_for_http  # noqa: E402
+from tests.helpers import BIN, ServerProcess, free_port, start_mlflow_server  # noqa: E402
 
 GRID = {"classifier__learning_rate_init": [1e-3, 1e-2], "classifier__hidden_layer_sizes": [(16,), (32,)]}
 
@@ -30,15 +30,13 @@ def _wait_for_workers(address, n, timeout=60):
 @pytest.fixture
 def cluster(tmp_path, monkeypatch):
     """A dask scheduler, two single-thread workers and an mlflow server on 127.0.0.1."""
-    sched_port, mlflow_port = free_port(), free_port()
+    sched_port = free_port()
     env = {"MNIST_MLP_TF_THREADS": "1"}
+    mlflow_server, uri = start_mlflow_server(tmp_path)
     servers = [
         ServerProcess([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(sched_port),
                        "--no-dashboard"], tmp_path / "scheduler.log", env=env),
-        ServerProcess([str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-                       "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                       "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-                      tmp_path / "mlflow.log"),
+        mlflow_server,
     ]
     address = f"tcp://127.0.0.1:{sched_port}"
     workers = [
@@ -47,9 +45,7 @@ def cluster(tmp_path, monkeypatch):
         for i in range(2)
     ]
     try:
-        wait_for_http(f"http://127.0.0.1:{mlflow_port}/health", servers[1].process)
         _wait_for_workers(address, 2)
-        uri = f"http://127.0.0.1:{mlflow_port}"
         monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.chdir(tmp_path)

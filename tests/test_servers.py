@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_mlp import GridSearchCV, evaluate, make_pipeline
-from tests.helpers import BIN, ServerProcess, free_port, wait_for_http
+from tests.helpers import BIN, ServerProcess, free_port, start_mlflow_server, wait_for_http
 
 FAST = dict(hidden_layer_sizes=(16,), epochs=2, batch_size=64, random_state=0)
 
@@ -20,16 +20,8 @@ FAST = dict(hidden_layer_sizes=(16,), epochs=2, batch_size=64, random_state=0)
 @pytest.fixture
 def tracking_server(tmp_path, monkeypatch):
     """``mlflow server`` with a SQLite backend and local artifacts; tracking pointed at it."""
-    port = free_port()
-    server = ServerProcess(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        tmp_path / "server.log",
-    )
+    server, uri = start_mlflow_server(tmp_path)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", server.process)
-        uri = f"http://127.0.0.1:{port}"
         monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.chdir(tmp_path)

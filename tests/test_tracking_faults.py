@@ -12,7 +12,7 @@ import pytest
 from mnist_mlp import evaluate, make_pipeline
 from mnist_mlp._tensorflow import keras
 from mnist_mlp.tracking import TrackingLostWarning, TrackingUnavailableError
-from tests.helpers import BIN, ServerProcess, free_port, wait_for_http
+from tests.helpers import free_port, start_mlflow_server
 
 FAST = dict(hidden_layer_sizes=(16,), epochs=4, batch_size=64, random_state=0)
 
@@ -50,16 +50,9 @@ class _KillServer(keras.callbacks.Callback):
 
 
 def test_server_lost_mid_fit_training_finishes_and_nothing_is_lost(quick_http, monkeypatch, tmp_path, digits):
-    port = free_port()
-    server = ServerProcess(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        tmp_path / "server.log",
-    )
+    server, uri = start_mlflow_server(tmp_path)
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", server.process)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         x_train, y_train, x_test, y_test = digits
         pipe = make_pipeline(**FAST, callbacks=[_KillServer(server)])
         with pytest.warns(TrackingLostWarning, match="saved in"):
