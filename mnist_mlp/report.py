@@ -54,11 +54,15 @@ def _latest(client, experiment_id, filter_string):
 
 
 def _children(client, run):
-    return client.search_runs(
-        [run.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
-        order_by=["attributes.start_time ASC"], max_results=5000,
-    )
+    """The search's fits: its child runs, and earlier runs it reused on resume."""
+    found = {}
+    for tag in ("mlflow.parentRunId", "reused_by"):
+        for child in client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.`{tag}` = '{run.info.run_id}'",
+            order_by=["attributes.start_time ASC"], max_results=5000,
+        ):
+            found.setdefault(child.info.run_id, child)
+    return sorted(found.values(), key=lambda r: r.info.start_time)
 
 
 def _wall_time(run):
