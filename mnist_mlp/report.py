@@ -48,7 +48,9 @@ def _spread(values):
 
 
 def _latest(client, experiment_id, filter_string):
-    runs = client.search_runs([experiment_id], filter_string=filter_string,
+    """The newest FINISHED run matching the filter (an interrupted attempt is no result)."""
+    runs = client.search_runs([experiment_id],
+                              filter_string=f"{filter_string} and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
