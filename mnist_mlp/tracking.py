@@ -102,16 +102,20 @@ _TEST_DATA: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("mnist
 
 
 @contextlib.contextmanager
+def _bound(var, value):
+    """Set a context variable for the block, then restore it."""
+    token = var.set(value)
+    try:
+        yield value
+    finally:
+        var.reset(token)
+
+
 def fit_context(context):
     """Make every fit in the block log as ``context`` describes."""
-    token = _FIT_CONTEXT.set(context)
-    try:
-        yield context
-    finally:
-        _FIT_CONTEXT.reset(token)
+    return _bound(_FIT_CONTEXT, context)
 
 
-@contextlib.contextmanager
 def dataset(name):
     """Record ``name`` as the ``dataset`` param of every fit in the block.
 
@@ -121,14 +125,9 @@ def dataset(name):
     >>> with dataset("fashion-mnist"):
     ...     pass  # pipe.fit(x_train, y_train) logs dataset=fashion-mnist
     """
-    token = _DATASET.set(name)
-    try:
-        yield
-    finally:
-        _DATASET.reset(token)
+    return _bound(_DATASET, name)
 
 
-@contextlib.contextmanager
 def test_set(X_test, y_test):
     """Have every tracked pipeline fitted in the block score itself on this test set.
 
@@ -136,11 +135,7 @@ def test_set(X_test, y_test):
     :func:`mnist_mlp.evaluate`); fits in a search's worker processes get the
     test set through their :class:`FitContext`.
     """
-    token = _TEST_DATA.set((X_test, y_test))
-    try:
-        yield
-    finally:
-        _TEST_DATA.reset(token)
+    return _bound(_TEST_DATA, (X_test, y_test))
 
 
 def current_test_set():
@@ -490,14 +485,9 @@ class FitRun:
             filter_string=f"tags.`{_PARENT_TAG}` = '{self.run_id}'", max_results=5000,
         )
 
-    @contextlib.contextmanager
     def as_current(self):
         """Make nested tracked estimators log into this run instead of opening their own."""
-        token = _CURRENT_RUN.set(self)
-        try:
-            yield self
-        finally:
-            _CURRENT_RUN.reset(token)
+        return _bound(_CURRENT_RUN, self)
 
     # logging -------------------------------------------------------------------
 
