@@ -59,6 +59,9 @@ def progress_display(description, total_fits, *, enabled=None):
 class ProgressCallback(keras.callbacks.Callback):
     """Advance the display registered under ``key``; a no-op where there is none."""
 
+    #: Display only: a fit's result, and so its resume fingerprint, ignore it.
+    affects_training = False
+
     def __init__(self, key):
         super().__init__()
         self.key = key

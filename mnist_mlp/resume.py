@@ -37,14 +37,29 @@ def _describe(value):
         return {str(k): _describe(v) for k, v in sorted(value.items())}
     if hasattr(value, "get_params") and not isinstance(value, type):
         return {"class": type(value).__name__, **{
-            k: _describe(v) for k, v in sorted(value.get_params(deep=False).items())
-            if k not in _IGNORED
+            k: _describe_callbacks(v) if k == "callbacks" else _describe(v)
+            for k, v in sorted(value.get_params(deep=False).items()) if k not in _IGNORED
         }}
     return describe_object(value)
 
 
+def _describe_callbacks(callbacks):
+    """Callbacks that can change a fit (early stopping, a crash) by class and settings.
+
+    Display-only callbacks (``affects_training = False``, such as the progress
+    display) are left out, so that showing progress does not defeat resuming.
+    """
+    described = []
+    for callback in callbacks or []:
+        if getattr(callback, "affects_training", True):
+            settings = {k: v for k, v in sorted(vars(callback).items())
+                        if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
+            described.append([type(callback).__module__ + "." + type(callback).__qualname__, settings])
+    return described
+
+
 # Parameters that change how a fit is shown or logged, not its result.
-_IGNORED = {"callbacks", "verbose", "tracking", "memory", "steps"}
+_IGNORED = {"verbose", "tracking", "memory", "steps"}
 
 
 def _array_digest(array):

@@ -84,3 +84,31 @@ def test_sigkill_mid_study_then_rerun(tmp_path):
     again, _ = _counts(client)
     assert again[("fold", "FINISHED")] == 12
     print(f"counts before kill {before}, after rerun {after}")
+
+
+def test_fingerprints_see_what_changes_a_fit_and_ignore_what_does_not():
+    import numpy as np
+
+    from mnist_mlp import make_pipeline
+    from mnist_mlp._tensorflow import keras
+    from mnist_mlp.progress import ProgressCallback
+    from mnist_mlp.resume import fit_fingerprint
+
+    X, y = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 2
+    rows = (np.arange(16), np.arange(16, 20))
+
+    def fingerprint(**params):
+        return fit_fingerprint(make_pipeline(epochs=2), {f"classifier__{k}": v for k, v in params.items()},
+                               X, y, *rows)
+
+    base = fingerprint()
+    assert fingerprint() == base  # stable
+    assert fingerprint(callbacks=[ProgressCallback(7)], verbose=1, tracking=False) == base
+    assert fingerprint(callbacks=[keras.callbacks.EarlyStopping(patience=2)]) != base
+    assert fingerprint(callbacks=[keras.callbacks.EarlyStopping(patience=3)]) != \
+        fingerprint(callbacks=[keras.callbacks.EarlyStopping(patience=2)])
+    assert fingerprint(alpha=0.5) != base and fingerprint(epochs=3) != base
+    assert fingerprint(kernel_initializer=keras.initializers.RandomNormal(mean=10.0)) == \
+        fingerprint(kernel_initializer=keras.initializers.RandomNormal(mean=10.0))
+    assert fit_fingerprint(make_pipeline(epochs=2), {}, X + 1, y, *rows) != base  # the data
+    assert fit_fingerprint(make_pipeline(epochs=2), {}, X, y, np.arange(15), rows[1]) != base  # the rows
