@@ -43,23 +43,30 @@ EXPERIMENT_PREFIX = "mnist-mlp study"
 
 
 class TrainValidationSplit(BaseCrossValidator):
-    """One split: fit on all samples, score on the last ``validation_fraction``.
+    """One split: score on the last ``validation_fraction`` of the samples.
 
     The study trains with Keras's ``validation_split=0.2`` and no shuffling:
     the network learns from the first 80 % and is validated on the last 20 %.
-    The estimator receives all samples and, with the same ``validation_split``,
-    holds the same tail out of its own training, so the score on this test
-    fold is the study's validation accuracy, on data the network never
-    trained on.
+
+    With ``estimator_holds_out=True`` the estimator receives all samples and,
+    with the same ``validation_split``, holds the same tail out of its own
+    training: the score on this test fold is then the study's validation
+    accuracy, on data the network never trained on. That needs a search that
+    hands the rows over in order, as ``GridSearchCV`` does. A search that
+    subsamples or reorders the training rows (``HalvingGridSearchCV``) would
+    break the alignment and leak the tail into training: use
+    ``estimator_holds_out=False``, which trains on the head only.
 
     Parameters
     ----------
     validation_fraction : float, default=0.2
-        Must equal the classifier's ``validation_split``.
+        With ``estimator_holds_out``, must equal the classifier's ``validation_split``.
+    estimator_holds_out : bool, default=True
     """
 
-    def __init__(self, validation_fraction=0.2):
+    def __init__(self, validation_fraction=0.2, estimator_holds_out=True):
         self.validation_fraction = validation_fraction
+        self.estimator_holds_out = estimator_holds_out
 
     def get_n_splits(self, X=None, y=None, groups=None):
         return 1
@@ -72,7 +79,8 @@ class TrainValidationSplit(BaseCrossValidator):
     def split(self, X, y=None, groups=None):
         n = len(X)
         for test in self._iter_test_indices(X):
-            yield np.arange(n), test  # train on all: the estimator holds the tail out
+            # Train on all (the estimator holds the tail out itself) or on the head only.
+            yield np.arange(n if self.estimator_holds_out else test[0]), test
 
 
 @dataclass(frozen=True)
@@ -209,13 +217,16 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
 
 
 def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, seed=0,
-               method="halving", wide=False, grid=None, progress=None, resume=True):
+               method="halving", wide=False, grid=None, progress=None, resume=True,
+               final_validation_split=0.0):
     """Section 3: search by validation accuracy and by macro F1, then train the best afresh.
 
     The final network is a new pipeline with the accuracy search's best
     parameters, trained for ``final_epochs`` (the study's 50) and evaluated
     on the test set; its run is tagged ``role=final``. Unlike the study, it
-    does not reuse a model trained during the search.
+    does not reuse a model trained during the search. Once the search has
+    chosen, the held-out fifth has done its job: by default the final network
+    trains on the whole training set (``final_validation_split=0.0``).
 
     Returns
     -------
@@ -251,7 +262,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
         best = _best_raw(searches)
         final = make_pipeline(
             optimizer="rmsprop", kernel_initializer="he_normal", penalty="l2", random_state=seed,
-            epochs=final_epochs or module.FINAL_EPOCHS,
+            epochs=final_epochs or module.FINAL_EPOCHS, validation_split=final_validation_split,
         ).set_params(**best)
         with tracking.FitRun.open(
             run_name="study 3 final", experiment_name=experiment.experiment_name,

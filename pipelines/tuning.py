@@ -46,7 +46,8 @@ def make_search(*, epochs=30, seeds=(0,), scoring="accuracy", method="halving", 
     grid = WIDE_GRID if wide else GRID
     if method == "grid":
         return GridSearchCV(pipeline, grid, cv=TrainValidationSplit(0.2), scoring=scoring, refit=False)
+    # Halving subsamples rows at random: hold the last fifth out in the split itself.
     return HalvingGridSearchCV(
-        pipeline, grid, cv=TrainValidationSplit(0.2), scoring=scoring, factor=3,
-        refit=False, random_state=0,
+        pipeline, grid, cv=TrainValidationSplit(0.2, estimator_holds_out=False), scoring=scoring,
+        factor=3, refit=False, random_state=0,
     )

@@ -112,3 +112,18 @@ def test_a_divergent_section_runs_to_the_end_and_the_study_goes_on(tracked, embe
     assert len(tracked.get_metric_history(fit.info.run_id, "loss")) == 2
     second = tracked.get_experiment_by_name(load_experiment("2.2").experiment_name)
     assert {r.info.status for r in tracked.search_runs([second.experiment_id])} == {"FINISHED"}
+
+
+def test_halving_never_trains_on_its_validation_rows():
+    """Halving resamples the rows: the split itself must hold the tail out."""
+    from sklearn.model_selection._search_successive_halving import _SubsampleMetaSplitter
+
+    search = load_experiment("3").make_search()
+    X = np.zeros((1000, 2))
+    splitter = _SubsampleMetaSplitter(base_cv=search.cv, fraction=0.5, subsample_test=True,
+                                      random_state=0)
+    for train, test in splitter.split(X, np.arange(1000) % 10):
+        assert not set(train) & set(test)
+        assert test.min() >= 800  # the last fifth
+    (train, test), = TrainValidationSplit(0.2, estimator_holds_out=False).split(X)
+    np.testing.assert_array_equal(train, np.arange(800))
