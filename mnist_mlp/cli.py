@@ -179,7 +179,7 @@ def _study(args):
         with _cluster(args), progress_display(f"study {name}", None) as callback:
             result = run_experiment(
                 name, splits, epochs=args.epochs, n_train=args.n_train, seeds=args.seeds,
-                n_jobs=args.n_jobs, progress=lambda description, total: _retotal(callback, total),
+                n_jobs=args.n_jobs, progress=lambda description, total: callback.set_total(total),
                 resume=not args.refit,
             )
         results.append(result)
@@ -188,15 +188,6 @@ def _study(args):
     print(f"study: {len(results)} experiment(s) in {summary['wall_time_s']:.1f} s")
     _write_json(args.json, summary)
     return 0
-
-
-def _retotal(callback, total):
-    from mnist_mlp.progress import _DISPLAYS
-
-    display = _DISPLAYS.get(callback.key)
-    if display is not None:
-        display.progress.update(display.fits, total=total)
-    return callback
 
 
 def _tune(args):
@@ -209,7 +200,7 @@ def _tune(args):
         result = run_tuning(
             splits, epochs=args.epochs, final_epochs=args.final_epochs, n_train=args.n_train,
             n_jobs=args.n_jobs, seed=args.seed, method=args.method, wide=args.wide,
-            progress=lambda description, total: _retotal(callback, total), resume=not args.refit,
+            progress=lambda description, total: callback.set_total(total), resume=not args.refit,
         )
     final = result["final"]
     print(f"tuned: best {final['params']}; test accuracy {final['test_accuracy']:.4f}, "

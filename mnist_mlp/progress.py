@@ -69,6 +69,12 @@ class ProgressCallback(keras.callbacks.Callback):
     def _display(self):
         return _DISPLAYS.get(self.key)
 
+    def set_total(self, total_fits):
+        """Set how many fits the display counts to; returns this callback."""
+        if display := self._display():
+            display.progress.update(display.fits, total=total_fits)
+        return self
+
     def on_train_begin(self, logs=None):
         if display := self._display():
             display.progress.reset(display.epochs, total=self.params.get("epochs"))

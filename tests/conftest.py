@@ -39,3 +39,15 @@ def shared_mnist():
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"full MNIST not found at {SHARED_MNIST}")
     return SHARED_MNIST
+
+
+@pytest.fixture
+def tracked(monkeypatch, tmp_path):
+    """Tracking on, into a fresh SQLite store under tmp_path; yields an MlflowClient."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    return MlflowClient(uri)

@@ -10,7 +10,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 BIN = Path(sys.executable).parent
 
@@ -75,18 +74,6 @@ def start_mlflow_server(tmp_path):
         server.stop()
         raise
     return server, f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def tracked(monkeypatch, tmp_path):
-    """Tracking on, into a fresh SQLite store under tmp_path; yields an MlflowClient."""
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
-    return MlflowClient(uri)
 
 
 def all_runs(client, experiment_ids=("0",)):

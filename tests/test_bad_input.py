@@ -11,7 +11,7 @@ from sklearn.exceptions import NotFittedError
 from mnist_mlp import MLPClassifier, make_pipeline
 from mnist_mlp.cli import main
 from mnist_mlp.data import IDXFormatError, load_idx_dataset
-from tests.helpers import all_runs, artifact_paths, tracked  # noqa: F401  (fixture)
+from tests.helpers import all_runs, artifact_paths
 
 FAST = dict(hidden_layer_sizes=(8,), epochs=1, batch_size=64, random_state=0)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 import struct
 
 import numpy as np
@@ -13,7 +12,6 @@ from mnist_mlp.data import (
     DATA_DIR_ENV,
     FASHION_MNIST_DEBIAN_DIR,
     IDXFormatError,
-    load_embedded_mnist,
     load_fashion_mnist,
     load_idx_dataset,
     load_mnist,

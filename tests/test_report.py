@@ -6,7 +6,6 @@ import json
 
 from mnist_mlp.report import collect, write_report
 from mnist_mlp.study import run_experiment
-from tests.helpers import tracked  # noqa: F401  (fixture)
 
 
 def test_report_sets_our_figures_beside_the_published_ones(tracked, embedded, tmp_path):

@@ -9,7 +9,7 @@ from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection import GridSearchCV as SklearnGridSearchCV
 
 from mnist_mlp import GridSearchCV, HalvingGridSearchCV, make_pipeline
-from tests.helpers import all_runs, artifact_paths, tracked  # noqa: F401  (fixture)
+from tests.helpers import all_runs, artifact_paths
 
 FAST = dict(hidden_layer_sizes=(16,), epochs=2, batch_size=64, random_state=0)
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
 from mnist_mlp.study import (
     TrainValidationSplit, count_fits, experiment_names, load_experiment, run_experiment, run_tuning,
 )
-from tests.helpers import tracked  # noqa: F401  (fixture)
 
 
 def test_split_trains_on_all_and_scores_the_keras_validation_tail():

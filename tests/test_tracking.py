@@ -13,7 +13,7 @@ import pytest
 from mnist_mlp import MLPClassifier, evaluate, make_pipeline
 from mnist_mlp._tensorflow import keras
 from mnist_mlp.tracking import dataset
-from tests.helpers import all_runs, artifact_paths, tracked  # noqa: F401  (fixture)
+from tests.helpers import all_runs, artifact_paths
 
 FAST = dict(hidden_layer_sizes=(16,), epochs=3, batch_size=64, random_state=0)
 
