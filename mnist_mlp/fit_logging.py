@@ -65,6 +65,7 @@ def estimator_params(estimator, n_samples):
         "dropout": estimator.dropout,
         "validation_split": estimator.validation_split,
         "shuffle": estimator.shuffle,
+        "training_loop": estimator.training_loop,
         "random_state": estimator.random_state if isinstance(estimator.random_state, (int, type(None))) else "RandomState",
         "dataset": tracking._DATASET.get() or "unspecified",
         "n_train": n_train,
@@ -102,7 +103,10 @@ def log_fit_results(run, estimator, diverged, pending_epochs=()):
         "weight_updates": estimator.n_weight_updates_,
         "epochs_run": estimator.n_iter_,
     }
-    run.log_metric_series([*pending_epochs, (0, final)], tags={"diverged": str(bool(diverged)).lower()})
+    tags = {"diverged": str(bool(diverged)).lower(), "training_loop": estimator.training_loop_}
+    if estimator.training_loop_reason_:
+        tags["training_loop_fallback"] = estimator.training_loop_reason_[:500]
+    run.log_metric_series([*pending_epochs, (0, final)], tags=tags)
     run.log_files(
         {
             "history.csv": _history_csv(estimator.history_),
@@ -120,7 +124,8 @@ def _pip_requirements():
     model in a subprocess: seconds per fit for the same answer.
     """
     reqs = []
-    for dist in ("mlflow", "scikit-learn", "scikeras", "keras", "numpy", "cloudpickle", "pandas"):
+    for dist in ("mlflow", "scikit-learn", "scikeras", "keras", "numpy", "cloudpickle", "pandas",
+                 "numba", "threadpoolctl"):
         try:
             reqs.append(f"{dist}=={metadata.version(dist)}")
         except metadata.PackageNotFoundError:

@@ -1,0 +1,328 @@
+"""Training and prediction speed: ours vs plain Keras vs scikit-learn, in one run.
+
+On the full MNIST (48,000 training rows, validation on the last 12,000 of the
+training set, the study's network 784-128-256-10, Adam 1e-3), side by side:
+
+- time per epoch at batch size 256, with validation each epoch: our
+  ``MLPClassifier`` (default settings), plain Keras ``model.fit`` of the same
+  network (the study's code path), scikit-learn's ``MLPClassifier`` with the
+  same layers and batch size (``partial_fit`` + ``score`` on the validation
+  rows each epoch);
+- time per epoch at full batch (48,000 rows, one step per epoch);
+- time per optimizer step at batch size 1 (``--online-steps`` rows, one
+  epoch timed after a warm-up epoch, no validation);
+- prediction throughput on the 10,000 test images;
+- the test accuracy each reached after the same epochs on the same data.
+
+Every figure is the median over ``--repeats`` repetitions (seeds 0, 1, ...);
+a repetition's time per epoch is the median of its epochs after the first
+(which carries tracing and compilation; the whole fit's wall time is
+reported too). Writes ``benchmarks/results/training_speed.json`` and
+``.md``. ``--ablation`` adds rows for Keras with XLA and a whole epoch per
+call, and for our loop without flushing denormals.
+
+    python benchmarks/training_speed.py --data-dir ../shared/data/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class EpochTimer:
+    """Wall time of each epoch (a plain Keras callback: epoch hooks only)."""
+
+    def __new__(cls):
+        from mnist_mlp._tensorflow import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.times = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.times.append(time.perf_counter() - self.start)
+
+        return _Timer()
+
+
+def steady(times):
+    """Median epoch time after the first (tracing, compilation)."""
+    return statistics.median(times[1:] if len(times) > 1 else times)
+
+
+def keras_model(seed, *, jit_compile="auto", steps_per_execution=1):
+    """The study's network, compiled as the study does."""
+    from mnist_mlp._tensorflow import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input(shape=(784,)),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(256, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=jit_compile, steps_per_execution=steps_per_execution)
+    return model
+
+
+def run_ours(data, seed, *, batch_size, epochs, validation_split=0.2, n_rows=None):
+    from mnist_mlp import MLPClassifier
+
+    X, y = data["X"][:n_rows], data["y"][:n_rows]
+    timer = EpochTimer()
+    clf = MLPClassifier(batch_size=batch_size, epochs=epochs, validation_split=validation_split,
+                        random_state=seed, tracking=False, callbacks=[timer])
+    start = time.perf_counter()
+    clf.fit(X, y)
+    wall = time.perf_counter() - start
+    assert clf.training_loop_ == "compiled", clf.training_loop_reason_
+    return {"epoch_times": timer.times, "wall": wall, "estimator": clf,
+            "steps_per_epoch": -(-int(len(X) * (1 - validation_split)) // batch_size)}
+
+
+def run_keras(data, seed, *, batch_size, epochs, validation_split=0.2, n_rows=None, **compile_kw):
+    X, Y = data["X"][:n_rows], data["Y"][:n_rows]
+    model = keras_model(seed, **compile_kw)
+    timer = EpochTimer()
+    start = time.perf_counter()
+    model.fit(X, Y, batch_size=batch_size, epochs=epochs, validation_split=validation_split,
+              shuffle=False, verbose=0, callbacks=[timer])
+    wall = time.perf_counter() - start
+    return {"epoch_times": timer.times, "wall": wall, "model": model,
+            "steps_per_epoch": -(-int(len(X) * (1 - validation_split)) // batch_size)}
+
+
+def run_sklearn(data, seed, *, batch_size, epochs):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    X_train, y_train, X_val, y_val = data["X"][:48000], data["y"][:48000], data["X"][48000:], data["y"][48000:]
+    clf = SkMLP(hidden_layer_sizes=(128, 256), batch_size=batch_size, learning_rate_init=1e-3,
+                alpha=0.0, shuffle=False, random_state=seed)
+    times = []
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            clf.partial_fit(X_train, y_train, classes=np.arange(10))
+            clf.score(X_val, y_val)  # the epoch's validation
+            times.append(time.perf_counter() - t0)
+    return {"epoch_times": times, "wall": time.perf_counter() - start, "estimator": clf}
+
+
+def accuracy(predict, data):
+    return float(np.mean(predict(data["X_test"]) == data["y_test"]))
+
+
+def keras_predict(model):
+    return lambda X: np.argmax(model.predict(X, verbose=0), axis=1)
+
+
+def throughput(predict, X, repeats):
+    predict(X)  # warm-up: tracing, compilation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict(X)
+        times.append(time.perf_counter() - start)
+    return len(X) / statistics.median(times)
+
+
+def median_of(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("MNIST_MLP_DATA_DIR"))
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions (seeds 0..R-1)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per batch-256 / full-batch fit")
+    parser.add_argument("--online-steps", type=int, default=3000, help="rows of the batch-size-1 fits")
+    parser.add_argument("--ablation", action="store_true")
+    parser.add_argument("--output", type=Path, default=RESULTS / "training_speed.json")
+    args = parser.parse_args(argv)
+
+    from mnist_mlp import _kernels, load_mnist
+
+    (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, download=False)
+    if len(x_train) != 60000:
+        sys.exit(f"needs the full MNIST (60,000 training images); got {len(x_train)} from "
+                 "the embedded subset: pass --data-dir or set MNIST_MLP_DATA_DIR")
+    X = (x_train.reshape(len(x_train), -1) / np.float32(255)).astype(np.float32)
+    data = {"X": X, "y": y_train.astype(np.int64), "Y": np.eye(10, dtype=np.float32)[y_train],
+            "X_test": (x_test.reshape(len(x_test), -1) / np.float32(255)).astype(np.float32), "y_test": y_test}
+    seeds = list(range(args.repeats))
+    rows, raw = [], {}
+
+    def record(name, what, ours, theirs, unit, lower_is_better=True):
+        ratio = ours / theirs
+        rows.append({"measure": name, "what": what, "ours": ours, "theirs": theirs, "unit": unit,
+                     "ratio_ours_over_theirs": ratio, "lower_is_better": lower_is_better})
+
+    # -- batch 256 ------------------------------------------------------------
+    E = args.epochs
+    b256 = {"ours": [], "keras": [], "sklearn": []}
+    for seed in seeds:  # interleaved, so every contender sees the same load
+        b256["ours"].append(run_ours(data, seed, batch_size=256, epochs=E))
+        b256["keras"].append(run_keras(data, seed, batch_size=256, epochs=E))
+        b256["sklearn"].append(run_sklearn(data, seed, batch_size=256, epochs=E))
+        if args.ablation:
+            b256.setdefault("keras_xla_epoch", []).append(
+                run_keras(data, seed, batch_size=256, epochs=E, jit_compile=True, steps_per_execution=188))
+    per_epoch = {k: statistics.median(steady(r["epoch_times"]) for r in v) for k, v in b256.items()}
+    acc = {
+        "ours": [accuracy(r["estimator"].predict, data) for r in b256["ours"]],
+        "keras": [accuracy(keras_predict(r["model"]), data) for r in b256["keras"]],
+        "sklearn": [accuracy(r["estimator"].predict, data) for r in b256["sklearn"]],
+    }
+    raw["batch_256"] = {k: {"epoch_times_s": [r["epoch_times"] for r in v], "fit_wall_s": [r["wall"] for r in v]}
+                        for k, v in b256.items()}
+    raw["batch_256_test_accuracy"] = acc
+    record("batch 256, s/epoch", "ours vs plain Keras", per_epoch["ours"], per_epoch["keras"], "s")
+    record("batch 256, s/epoch", "ours vs scikit-learn", per_epoch["ours"], per_epoch["sklearn"], "s")
+    if args.ablation:
+        record("batch 256, s/epoch", "plain Keras + XLA + 188 steps/call vs plain Keras",
+               per_epoch["keras_xla_epoch"], per_epoch["keras"], "s")
+    record("batch 256, whole fit s", f"ours vs plain Keras ({E} epochs, incl. set-up)",
+           median_of(b256["ours"], "wall"), median_of(b256["keras"], "wall"), "s")
+    for other in ("keras", "sklearn"):
+        record(f"batch 256, test accuracy after {E} epochs", f"ours vs {other} (median of seeds)",
+               statistics.median(acc["ours"]), statistics.median(acc[other]), "", lower_is_better=False)
+
+    # -- full batch -----------------------------------------------------------
+    full = {"ours": [], "keras": [], "sklearn": []}
+    for seed in seeds:
+        full["ours"].append(run_ours(data, seed, batch_size=48000, epochs=E))
+        full["keras"].append(run_keras(data, seed, batch_size=48000, epochs=E))
+        full["sklearn"].append(run_sklearn(data, seed, batch_size=48000, epochs=E))
+    full_epoch = {k: statistics.median(steady(r["epoch_times"]) for r in v) for k, v in full.items()}
+    raw["full_batch"] = {k: {"epoch_times_s": [r["epoch_times"] for r in v]} for k, v in full.items()}
+    record("full batch (48,000), s/epoch", "ours vs plain Keras", full_epoch["ours"], full_epoch["keras"], "s")
+    record("full batch (48,000), s/epoch", "ours vs scikit-learn", full_epoch["ours"], full_epoch["sklearn"], "s")
+
+    # -- batch 1 --------------------------------------------------------------
+    n = args.online_steps
+    online = {"ours": [], "keras": []}
+    for seed in seeds:
+        online["ours"].append(run_ours(data, seed, batch_size=1, epochs=2, validation_split=0.0, n_rows=n))
+        online["keras"].append(run_keras(data, seed, batch_size=1, epochs=2, validation_split=0.0, n_rows=n))
+        if args.ablation:
+            online.setdefault("keras_xla_epoch", []).append(run_keras(
+                data, seed, batch_size=1, epochs=2, validation_split=0.0, n_rows=n,
+                jit_compile=True, steps_per_execution=n))
+            _kernels.FLUSH_DENORMALS = False
+            try:
+                online.setdefault("ours_no_ftz", []).append(
+                    run_ours(data, seed, batch_size=1, epochs=2, validation_split=0.0, n_rows=n))
+            finally:
+                _kernels.FLUSH_DENORMALS = True
+    per_step = {k: statistics.median(r["epoch_times"][-1] / n for r in v) for k, v in online.items()}
+    raw["batch_1"] = {k: {"epoch_times_s": [r["epoch_times"] for r in v]} for k, v in online.items()}
+    record("batch 1, ms/step", f"ours vs plain Keras ({n} steps)", 1e3 * per_step["ours"], 1e3 * per_step["keras"], "ms")
+    if args.ablation:
+        record("batch 1, ms/step", "plain Keras + XLA + whole epoch/call vs plain Keras",
+               1e3 * per_step["keras_xla_epoch"], 1e3 * per_step["keras"], "ms")
+        record("batch 1, ms/step", "ours without flushing denormals vs ours",
+               1e3 * per_step["ours_no_ftz"], 1e3 * per_step["ours"], "ms")
+    study_steps = 48000 * 100
+    projected = {k: v * study_steps / 60 for k, v in per_step.items()}
+
+    # -- prediction -----------------------------------------------------------
+    ours_clf, keras_m, sk_clf = b256["ours"][0]["estimator"], b256["keras"][0]["model"], b256["sklearn"][0]["estimator"]
+    X_test = data["X_test"]
+    tput = {
+        "ours": throughput(ours_clf.predict, X_test, 2 * args.repeats + 1),
+        "keras": throughput(keras_predict(keras_m), X_test, 2 * args.repeats + 1),
+        "sklearn": throughput(sk_clf.predict, X_test, 2 * args.repeats + 1),
+    }
+    record("prediction, images/s", "ours vs plain Keras (model.predict)", tput["ours"], tput["keras"],
+           "img/s", lower_is_better=False)
+    record("prediction, images/s", "ours vs scikit-learn", tput["ours"], tput["sklearn"], "img/s",
+           lower_is_better=False)
+
+    result = {
+        "what": __doc__.split("\n\n")[0],
+        "command": "python benchmarks/training_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "versions": {d: _version(d) for d in ("tensorflow", "keras", "scikit-learn", "numba", "numpy")},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "repeats": args.repeats,
+        "epochs": E,
+        "rows": rows,
+        "per_epoch_s_batch_256": per_epoch,
+        "per_epoch_s_full_batch": full_epoch,
+        "per_step_s_batch_1": per_step,
+        "projected_100_epoch_online_run_min": projected,
+        "throughput_img_per_s": tput,
+        "raw": raw,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    markdown = render_markdown(result)
+    args.output.with_suffix(".md").write_text(markdown)
+    print(markdown)
+
+
+def render_markdown(result):
+    lines = [
+        "# Training speed: ours vs plain Keras vs scikit-learn",
+        "",
+        f"{result['date']}, {result['machine']['cpu']}, {result['machine']['cores']} cores; "
+        + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+        f"Medians of {result['repeats']} repetitions (seeds 0..{result['repeats'] - 1}); "
+        f"{result['epochs']} epochs per fit. Command: `{result['command']}`",
+        "",
+        "| measure | comparison | ours | theirs | ours / theirs |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        fmt = (lambda v: f"{v:,.0f}") if row["unit"] == "img/s" else (
+            (lambda v: f"{100 * v:.2f} %") if row["unit"] == "" else (lambda v: f"{v:.4g} {row['unit']}"))
+        lines.append(f"| {row['measure']} | {row['what']} | {fmt(row['ours'])} | {fmt(row['theirs'])} "
+                     f"| {row['ratio_ours_over_theirs']:.3f} |")
+    lines += ["", "Projected wall time of the study's 100-epoch online run (4.8 million steps, "
+              "training steps only): " + ", ".join(
+                  f"{k} {v:.1f} min" for k, v in result["projected_100_epoch_online_run_min"].items()), ""]
+    acc = result["raw"]["batch_256_test_accuracy"]
+    lines += ["Test accuracy per seed after the batch-256 fits: " + "; ".join(
+        f"{k} " + ", ".join(f"{100 * a:.2f}" for a in v) for k, v in acc.items()) + " (%)", ""]
+    return "\n".join(lines)
+
+
+def _cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+if __name__ == "__main__":
+    main()

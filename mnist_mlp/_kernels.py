@@ -1,0 +1,502 @@
+"""Compiled (Numba) training and inference loops of a dense softmax MLP.
+
+The whole epoch, every mini-batch, forward and backward pass and optimizer
+update, runs inside one compiled function, so a step costs its arithmetic
+and nothing else: no per-op dispatch, no per-step Python. Matrix products go
+to BLAS (``np.dot``); the optimizer update of every parameter is one fused
+loop that also accumulates the weight penalty for the next step's loss.
+
+The mathematics is Keras's (see :mod:`mnist_mlp.fast_training`): parameters
+are float32 and laid out flat, layer by layer, kernel (row-major, shape
+``(n_in, n_out)``) then bias, exactly as Keras stores them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+from numba.typed import List
+
+# Codes shared with mnist_mlp.fast_training.
+ACT_LINEAR, ACT_RELU, ACT_TANH, ACT_SIGMOID = 0, 1, 2, 3
+OPT_SGD, OPT_ADAM, OPT_RMSPROP = 0, 1, 2
+PENALTY_NONE, PENALTY_L1, PENALTY_L2 = 0, 1, 2
+
+_ONE = np.float32(1.0)
+_ZERO = np.float32(0.0)
+# Parameters per cache block of an online (batch size 1) update.
+_BLOCK = 16384
+
+# MXCSR bits: flush denormal results to zero (FTZ), read denormals as zero (DAZ).
+_FTZ_DAZ = 0x8040
+_X86 = platform.machine().lower() in ("x86_64", "amd64")
+#: Set False to measure what flushing saves (benchmarks/training_speed.py --ablation).
+FLUSH_DENORMALS = True
+
+
+def _mxcsr_call(builder, name, slot):
+    i8_ptr = ir.IntType(8).as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [i8_ptr])
+    builder.call(builder.module.declare_intrinsic(name, fnty=fnty), [builder.bitcast(slot, i8_ptr)])
+
+
+@intrinsic
+def _mxcsr_set_bits(typingctx, bits):
+    """OR ``bits`` into the SSE control register; return its previous value."""
+
+    def codegen(context, builder, signature, args):
+        slot = builder.alloca(ir.IntType(32))
+        _mxcsr_call(builder, "llvm.x86.sse.stmxcsr", slot)
+        old = builder.load(slot)
+        builder.store(builder.or_(old, args[0]), slot)
+        _mxcsr_call(builder, "llvm.x86.sse.ldmxcsr", slot)
+        return old
+
+    return types.uint32(types.uint32), codegen
+
+
+@intrinsic
+def _mxcsr_load(typingctx, value):
+    """Load ``value`` into the SSE control register."""
+
+    def codegen(context, builder, signature, args):
+        slot = builder.alloca(ir.IntType(32))
+        builder.store(args[0], slot)
+        _mxcsr_call(builder, "llvm.x86.sse.ldmxcsr", slot)
+        return context.get_dummy_value()
+
+    return types.none(types.uint32), codegen
+
+
+@njit("uint32()", cache=True, nogil=True)
+def _enter_flush_denormals():
+    return _mxcsr_set_bits(np.uint32(_FTZ_DAZ))
+
+
+@njit("void(uint32)", cache=True, nogil=True)
+def _restore_mxcsr(value):
+    _mxcsr_load(np.uint32(value))
+
+
+@contextlib.contextmanager
+def flush_denormals():
+    """Flush float denormals to zero in this thread, as TensorFlow's CPU kernels do.
+
+    Adam's and RMSprop's slots of weights that rarely get a gradient (MNIST's
+    border pixels) decay into the denormal range, where x86 arithmetic is
+    about 100x slower; TensorFlow sets the same mode for its own threads.
+    """
+    if not (_X86 and FLUSH_DENORMALS):
+        yield
+        return
+    old = _enter_flush_denormals()
+    try:
+        yield
+    finally:
+        _restore_mxcsr(old)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _activate(z, code):
+    if code == ACT_RELU:
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                if z[i, j] < 0:  # NaN stays NaN, as in tf.nn.relu
+                    z[i, j] = _ZERO
+    elif code == ACT_TANH:
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                z[i, j] = np.tanh(z[i, j])
+    elif code == ACT_SIGMOID:
+        for i in range(z.shape[0]):
+            for j in range(z.shape[1]):
+                z[i, j] = _ONE / (_ONE + np.exp(-z[i, j]))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _activation_grad(d, a, code):
+    """``d *= f'(z)``, written with the activation's output ``a = f(z)``."""
+    if code == ACT_RELU:
+        for i in range(d.shape[0]):
+            for j in range(d.shape[1]):
+                if not a[i, j] > 0:
+                    d[i, j] = _ZERO
+    elif code == ACT_TANH:
+        for i in range(d.shape[0]):
+            for j in range(d.shape[1]):
+                d[i, j] *= _ONE - a[i, j] * a[i, j]
+    elif code == ACT_SIGMOID:
+        for i in range(d.shape[0]):
+            for j in range(d.shape[1]):
+                d[i, j] *= a[i, j] * (_ONE - a[i, j])
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _kernel(theta, offsets, dims, layer):
+    start = offsets[layer]
+    return theta[start:start + dims[layer] * dims[layer + 1]].reshape((dims[layer], dims[layer + 1]))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _bias(theta, offsets, dims, layer):
+    start = offsets[layer] + dims[layer] * dims[layer + 1]
+    return theta[start:start + dims[layer + 1]]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _logits(theta, offsets, dims, x, act):
+    """Forward pass without dropout: the output layer's logits."""
+    h = x
+    n_layers = dims.shape[0] - 1
+    for layer in range(n_layers):
+        z = np.dot(h, _kernel(theta, offsets, dims, layer))
+        z += _bias(theta, offsets, dims, layer)
+        if layer < n_layers - 1:
+            _activate(z, act)
+        h = z
+    return h
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _log_sum_exp(z, i):
+    m = z[i, 0]
+    for k in range(1, z.shape[1]):
+        if z[i, k] > m:
+            m = z[i, k]
+    s = _ZERO
+    for k in range(z.shape[1]):
+        s += np.exp(z[i, k] - m)
+    return m + np.log(s)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _softmax_rows(z):
+    """Softmax of each row, in place."""
+    for i in range(z.shape[0]):
+        lse = _log_sum_exp(z, i)
+        for k in range(z.shape[1]):
+            z[i, k] = np.exp(z[i, k] - lse)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _argmax_row(z, i):
+    best = 0
+    for k in range(1, z.shape[1]):
+        if z[i, k] > z[i, best]:
+            best = k
+    return best
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def penalty_value(theta, offsets, dims, penalty, alpha):
+    """The weight penalty of the hidden kernels (what Keras adds to the loss)."""
+    total = np.float64(0.0)
+    if penalty == PENALTY_NONE:
+        return total
+    for layer in range(dims.shape[0] - 2):
+        start = offsets[layer]
+        for i in range(start, start + dims[layer] * dims[layer + 1]):
+            w = theta[i]
+            total += abs(w) if penalty == PENALTY_L1 else w * w
+    return alpha * total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def predict_proba(theta, offsets, dims, act, X, chunk):
+    """Softmax probabilities of ``X``, computed ``chunk`` rows at a time."""
+    out = np.empty((X.shape[0], dims[-1]), np.float32)
+    for start in range(0, X.shape[0], chunk):
+        stop = min(start + chunk, X.shape[0])
+        z = _logits(theta, offsets, dims, X[start:stop], act)
+        _softmax_rows(z)
+        out[start:stop] = z
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def evaluate(theta, offsets, dims, act, X, y, chunk):
+    """Summed cross-entropy and the count of correct predictions over ``X``."""
+    loss = np.float64(0.0)
+    correct = 0
+    for start in range(0, X.shape[0], chunk):
+        stop = min(start + chunk, X.shape[0])
+        z = _logits(theta, offsets, dims, X[start:stop], act)
+        for i in range(stop - start):
+            k = y[start + i]
+            if _argmax_row(z, i) == k:
+                correct += 1
+            loss += _log_sum_exp(z, i) - z[i, k]
+    return loss, correct
+
+
+# The update loops are branch-free so that LLVM vectorises them: at batch
+# size 1 they are most of a step's work.
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _add_penalty_grad(w, g, penalty, alpha):
+    if penalty == PENALTY_L1:
+        for i in range(w.shape[0]):
+            g[i] += alpha * (_ONE if w[i] > 0 else (-_ONE if w[i] < 0 else _ZERO))
+    elif penalty == PENALTY_L2:
+        two_alpha = np.float32(2.0) * alpha
+        for i in range(w.shape[0]):
+            g[i] += two_alpha * w[i]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _penalty_sum(w, penalty):
+    total = np.float64(0.0)
+    if penalty == PENALTY_L1:
+        for i in range(w.shape[0]):
+            total += abs(w[i])
+    elif penalty == PENALTY_L2:
+        for i in range(w.shape[0]):
+            total += w[i] * w[i]
+    return total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _adam(theta, grad, m, v, n, step, one_minus_b1, one_minus_b2, eps):
+    for i in range(n):
+        g = grad[i]
+        mi = m[i] + (g - m[i]) * one_minus_b1
+        vi = v[i] + (g * g - v[i]) * one_minus_b2
+        m[i] = mi
+        v[i] = vi
+        theta[i] -= (mi * step) / (np.sqrt(vi) + eps)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _amsgrad(theta, grad, m, v, v_hat, n, step, one_minus_b1, one_minus_b2, eps):
+    for i in range(n):
+        g = grad[i]
+        mi = m[i] + (g - m[i]) * one_minus_b1
+        vi = v[i] + (g * g - v[i]) * one_minus_b2
+        m[i] = mi
+        v[i] = vi
+        vh = max(v_hat[i], vi)
+        v_hat[i] = vh
+        theta[i] -= (mi * step) / (np.sqrt(vh) + eps)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _rmsprop(theta, grad, velocity, average, momentum, n, lr, rho, eps, mom, centered):
+    one_minus_rho = _ONE - rho
+    for i in range(n):
+        g = grad[i]
+        vi = rho * velocity[i] + one_minus_rho * (g * g)
+        velocity[i] = vi
+        if centered:
+            ai = rho * average[i] + one_minus_rho * g
+            average[i] = ai
+            denominator = vi - ai * ai + eps
+        else:
+            denominator = vi + eps
+        increment = (lr * g) / np.sqrt(denominator)
+        if mom > 0:
+            mi = mom * momentum[i] + increment
+            momentum[i] = mi
+            theta[i] -= mi
+        else:
+            theta[i] -= increment
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _sgd(theta, grad, momentum, n, lr, mom, nesterov):
+    if mom == 0:
+        for i in range(n):
+            theta[i] -= grad[i] * lr
+    elif nesterov:
+        for i in range(n):
+            mi = momentum[i] * mom - grad[i] * lr
+            momentum[i] = mi
+            theta[i] += mi * mom - grad[i] * lr
+    else:
+        for i in range(n):
+            mi = momentum[i] * mom - grad[i] * lr
+            momentum[i] = mi
+            theta[i] += mi
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _step_size(opt, hyper, t):
+    """The step's learning rate: Adam's bias-corrected one, else ``lr``."""
+    if opt == OPT_ADAM:
+        return hyper[0] * np.sqrt(_ONE - hyper[5] ** t) / (_ONE - hyper[4] ** t)
+    return hyper[0]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _update(w, g, s0, s1, s2, penalty, alpha, opt, hyper, step):
+    """Keras's update rule on the parameters ``w`` (views) with gradient ``g``.
+
+    ``hyper``: Adam ``(lr, 1-beta_1, 1-beta_2, epsilon, beta_1, beta_2, amsgrad)``;
+    RMSprop ``(lr, rho, epsilon, momentum, centered)``; SGD ``(lr, momentum, nesterov)``.
+    ``s0, s1, s2`` are the optimizer's slots for ``w`` (1D, contiguous:
+    strided views would not vectorise). Returns the penalty of the updated ``w``.
+    """
+    _add_penalty_grad(w, g, penalty, alpha)
+    n = w.shape[0]
+    if opt == OPT_ADAM:
+        if hyper[6] > 0:
+            _amsgrad(w, g, s0, s1, s2, n, step, hyper[1], hyper[2], hyper[3])
+        else:
+            _adam(w, g, s0, s1, n, step, hyper[1], hyper[2], hyper[3])
+    elif opt == OPT_RMSPROP:
+        _rmsprop(w, g, s0, s1, s2, n, step, hyper[1], hyper[2], hyper[3],
+                 hyper[4] > 0)
+    else:
+        _sgd(w, g, s0, n, step, hyper[1], hyper[2] > 0)
+    return _penalty_sum(w, penalty)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets, dims,
+                act, dropout, penalty, alpha, opt, hyper, seed):
+    """One epoch of mini-batch training, in place on ``theta`` and ``state``.
+
+    Parameters
+    ----------
+    theta, grad : float32 arrays (n_params,)
+        Flat parameters and a gradient buffer of the same size.
+    state : float32 array (n_slots, n_params)
+        The optimizer's slots (Adam: m, v[, v_hat]; RMSprop: velocity,
+        average gradient, momentum; SGD: momentum).
+    iterations : int64 array (1,)
+        Optimizer steps taken so far; advanced in place.
+    X, y : float32 (n, n_features), int64 (n,)
+        Training rows and class indices.
+    order : int64 array (n,) or (0,)
+        The rows' order this epoch; empty means ``X``'s own order.
+    seed : int
+        Seeds this epoch's dropout masks.
+
+    Returns
+    -------
+    loss_sum : float
+        Sum over batches of ``batch loss * batch size``, penalty included.
+    correct : int
+        Training predictions that were right (before each batch's update).
+    """
+    np.random.seed(seed)
+    s0, s1, s2 = state[0], state[1], state[2]
+    n = X.shape[0]
+    n_layers = dims.shape[0] - 1
+    n_out = dims[n_layers]
+    scale = _ONE / (_ONE - dropout) if dropout > 0 else _ONE
+    pen = penalty_value(theta, offsets, dims, penalty, alpha)
+    loss_sum = np.float64(0.0)
+    correct = 0
+    shuffled = order.shape[0] > 0
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        rows = stop - start
+        if shuffled:
+            xb = np.empty((rows, dims[0]), np.float32)
+            yb = np.empty(rows, np.int64)
+            for r in range(rows):
+                xb[r] = X[order[start + r]]
+                yb[r] = y[order[start + r]]
+        else:
+            xb = X[start:stop]
+            yb = y[start:stop]
+        # Forward: inputs[l] feeds layer l; outputs[l] is hidden layer l's activation.
+        inputs = List()
+        outputs = List()
+        masks = List()
+        inputs.append(np.ascontiguousarray(xb))
+        for layer in range(n_layers):
+            z = np.dot(inputs[layer], _kernel(theta, offsets, dims, layer))
+            z += _bias(theta, offsets, dims, layer)
+            if layer < n_layers - 1:
+                _activate(z, act)
+                outputs.append(z)
+                if dropout > 0:
+                    # Keras's inverted dropout: keep with probability 1 - rate, scale up.
+                    mask = np.empty_like(z)
+                    kept = np.empty_like(z)
+                    for i in range(rows):
+                        for j in range(z.shape[1]):
+                            mask[i, j] = scale if np.random.random() >= dropout else _ZERO
+                            kept[i, j] = z[i, j] * mask[i, j]
+                    masks.append(mask)
+                    inputs.append(kept)
+                else:
+                    inputs.append(z)
+            else:
+                outputs.append(z)
+        logits = outputs[n_layers - 1]
+        # Softmax cross-entropy from the logits (as Keras does for a softmax
+        # output); its gradient is (p - onehot) / rows.
+        batch_loss = np.float64(0.0)
+        inv_rows = _ONE / np.float32(rows)
+        for i in range(rows):
+            k = yb[i]
+            if _argmax_row(logits, i) == k:
+                correct += 1
+            lse = _log_sum_exp(logits, i)
+            batch_loss += lse - logits[i, k]
+            for c in range(n_out):
+                logits[i, c] = np.exp(logits[i, c] - lse) * inv_rows
+            logits[i, k] -= inv_rows
+        loss_sum += (batch_loss / rows + pen) * rows
+        # Backward, output layer first: deltas[l] is dLoss/dz of layer l.
+        # Every delta is taken before any weight changes.
+        deltas = List()
+        for layer in range(n_layers):
+            deltas.append(logits)
+        for layer in range(n_layers - 1, 0, -1):
+            d_in = np.dot(deltas[layer], _kernel(theta, offsets, dims, layer).T)
+            if dropout > 0:
+                d_in *= masks[layer - 1]
+            _activation_grad(d_in, outputs[layer - 1], act)
+            deltas[layer - 1] = d_in
+        iterations[0] += 1
+        step = _step_size(opt, hyper, np.float32(iterations[0]))
+        pen = np.float64(0.0)
+        for layer in range(n_layers):
+            d = deltas[layer]
+            n_in, n_out_l = dims[layer], dims[layer + 1]
+            lo = offsets[layer]
+            layer_penalty = penalty if layer < n_layers - 1 else PENALTY_NONE
+            if rows == 1:
+                # Online training: the kernel's gradient is the outer product
+                # x d, made and applied a block of rows at a time so that the
+                # working set (parameters, slots, gradient block) stays in cache.
+                x = inputs[layer]
+                block = max(1, _BLOCK // n_out_l)
+                for i0 in range(0, n_in, block):
+                    i1 = min(i0 + block, n_in)
+                    g = grad[:(i1 - i0) * n_out_l]
+                    for i in range(i0, i1):
+                        xi = x[0, i]
+                        row = (i - i0) * n_out_l
+                        for j in range(n_out_l):
+                            g[row + j] = xi * d[0, j]
+                    at, end = lo + i0 * n_out_l, lo + i1 * n_out_l
+                    pen += _update(theta[at:end], g, s0[at:end], s1[at:end], s2[at:end],
+                                   layer_penalty, alpha, opt, hyper, step)
+            else:
+                g_kernel = _kernel(grad, offsets, dims, layer)
+                g_kernel[:] = np.dot(inputs[layer].T, d)
+                hi = lo + n_in * n_out_l
+                pen += _update(theta[lo:hi], grad[lo:hi], s0[lo:hi], s1[lo:hi], s2[lo:hi],
+                               layer_penalty, alpha, opt, hyper, step)
+            b_lo = lo + n_in * n_out_l
+            g_bias = grad[b_lo:b_lo + n_out_l]
+            for j in range(n_out_l):
+                s = _ZERO
+                for i in range(rows):
+                    s += d[i, j]
+                g_bias[j] = s
+            b_hi = b_lo + n_out_l
+            _update(theta[b_lo:b_hi], g_bias, s0[b_lo:b_hi], s1[b_lo:b_hi], s2[b_lo:b_hi],
+                    PENALTY_NONE, alpha, opt, hyper, step)
+        pen *= alpha
+    return loss_sum, correct

@@ -1,0 +1,364 @@
+"""The default training loop: Keras's mathematics, compiled into one loop.
+
+``keras.Model.fit`` pays for its generality on every step: a ``tf.data``
+pipeline, a graph-executor call, callback hooks, metric bookkeeping. For the
+small dense networks this package trains, that overhead is most of the time
+(at batch size 1, nearly all of it). :func:`fit` trains the same Keras model
+with the same mathematics in a Numba-compiled loop (:mod:`mnist_mlp._kernels`)
+and hands the result back to Keras:
+
+- the same initial weights (Keras initialises the model, as before);
+- the same update per step: Keras's Adam, RMSprop and SGD rules on float32,
+  the same softmax cross-entropy (from the logits, as Keras computes it for a
+  softmax output), the same L1/L2 penalty on the hidden kernels, inverted
+  dropout with the same rate;
+- the same batches: the training rows in order (or reshuffled each epoch
+  with ``shuffle=True``), validation on the last ``validation_split`` of the
+  data, split where Keras splits it;
+- the same per-epoch logs (``loss``, ``accuracy``, ``val_loss``,
+  ``val_accuracy``), callbacks called at the same points (train and epoch
+  begin/end; ``model.stop_training`` honoured), a ``keras.callbacks.History``
+  returned, and the trained weights and optimizer slots written back into the
+  Keras model and optimizer, so ``warm_start`` and saving work as before.
+
+Denormal floats are flushed to zero during the loop, as TensorFlow does.
+Dropout masks and shuffling come from NumPy's generator, seeded from
+``random_state``, so they differ from TensorFlow's draws (as any two seeds do).
+
+:func:`unsupported_reason` says when the loop does not apply; the estimator
+then falls back to ``keras.Model.fit`` by itself. It does not apply to: a
+callback that overrides a per-batch hook; sample or class weights; optimizers
+other than Adam, RMSprop and SGD, or with gradient clipping, weight decay,
+EMA, loss scaling, gradient accumulation or a learning-rate schedule;
+activations other than relu, tanh, sigmoid and linear; layers other than
+Dense and Dropout; ``fit`` arguments other than the estimator's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+from mnist_mlp._tensorflow import keras, tf
+
+__all__ = ["fit", "unsupported_reason", "compiled_network", "predict_proba"]
+
+_PER_BATCH_HOOKS = (
+    "on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
+    "on_test_batch_begin", "on_test_batch_end", "on_test_begin", "on_test_end",
+)
+# fit() arguments the loop understands (anything else goes to Keras).
+_FIT_ARGS = frozenset(
+    {"batch_size", "epochs", "initial_epoch", "validation_split", "shuffle", "verbose",
+     "callbacks", "sample_weight", "validation_batch_size"}
+)
+_ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+_EVAL_CHUNK = 4096
+
+
+class _Network:
+    """A dense softmax MLP's structure and flat float32 parameters."""
+
+    def __init__(self, dense, activation, dropout, penalty, alpha):
+        self.dense = dense
+        self.dims = np.array([dense[0].kernel.shape[0], *(d.units for d in dense)], np.int64)
+        sizes = [int(a) * int(b) + int(b) for a, b in zip(self.dims[:-1], self.dims[1:])]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.n_params = int(sum(sizes))
+        self.activation, self.dropout = activation, dropout
+        self.penalty, self.alpha = penalty, alpha
+
+    def read(self):
+        """The model's current weights, flat."""
+        parts = []
+        for layer in self.dense:
+            parts += [np.asarray(layer.kernel.numpy()).ravel(), np.asarray(layer.bias.numpy()).ravel()]
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+    def slices(self):
+        """``(variable, flat slice)`` of every kernel and bias, in ``read`` order."""
+        out, start = [], 0
+        for layer in self.dense:
+            for var in (layer.kernel, layer.bias):
+                size = int(np.prod(var.shape))
+                out.append((var, slice(start, start + size)))
+                start += size
+        return out
+
+    def write(self, theta):
+        for var, part in self.slices():
+            var.assign(theta[part].reshape(var.shape))
+
+
+def _activation_name(fn):
+    for name in _ACTIVATIONS:
+        if fn is keras.activations.get(name):
+            return name
+    return None
+
+
+def compiled_network(model):
+    """Describe ``model`` for the compiled loop, or return the reason it can't be.
+
+    Parameters
+    ----------
+    model : keras.Model
+
+    Returns
+    -------
+    _Network or str
+        The network, or why it is not a supported dense softmax MLP.
+    """
+    if not isinstance(model, keras.Sequential):
+        return "the model is not a keras.Sequential"
+    dense, dropouts, hidden_acts, penalties = [], set(), set(), set()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            if layer.noise_shape is not None or not dense:
+                return "a Dropout layer with a noise shape or before the first Dense layer"
+            dropouts.add(float(layer.rate))
+            continue
+        if type(layer) is not keras.layers.Dense:
+            return f"layer {layer.name!r} is a {type(layer).__name__}, not Dense or Dropout"
+        if not layer.use_bias or layer.bias_regularizer or layer.activity_regularizer \
+                or layer.kernel_constraint or layer.bias_constraint or layer.lora_enabled:
+            return f"layer {layer.name!r} has no bias, a constraint, LoRA or a non-kernel regularizer"
+        if layer.dtype_policy.name != "float32":
+            return f"layer {layer.name!r} computes in {layer.dtype_policy.name}, not float32"
+        dense.append(layer)
+        reg = layer.kernel_regularizer
+        penalties.add(None if reg is None else (type(reg).__name__, tuple(sorted(reg.get_config().items()))))
+    if len(dense) < 2:
+        return "the model has no hidden Dense layer"
+    if dense[-1].activation is not keras.activations.softmax:
+        return "the output layer is not a softmax"
+    if dense[-1].kernel_regularizer is not None:
+        return "the output layer's kernel is regularized"
+    hidden_acts = {_activation_name(layer.activation) for layer in dense[:-1]}
+    if len(hidden_acts) != 1 or None in hidden_acts:
+        return f"hidden activations must be one of {sorted(_ACTIVATIONS)}, the same in every layer"
+    if len(dropouts) > 1 or (dropouts and len([lay for lay in model.layers if isinstance(lay, keras.layers.Dropout)]) != len(dense) - 1):
+        return "dropout must follow every hidden layer with one rate"
+    hidden_regs = {layer.kernel_regularizer for layer in dense[:-1]}
+    penalty, alpha = 0, 0.0
+    if hidden_regs != {None}:
+        if len({p for p in penalties if p is not None}) != 1 or None in hidden_regs:
+            return "every hidden kernel must have the same regularizer"
+        reg = dense[0].kernel_regularizer
+        if type(reg) is keras.regularizers.L1:
+            penalty, alpha = 1, float(reg.l1)
+        elif type(reg) is keras.regularizers.L2:
+            penalty, alpha = 2, float(reg.l2)
+        else:
+            return f"kernel regularizer {type(reg).__name__} is not L1 or L2"
+    return _Network(dense, _ACTIVATIONS[hidden_acts.pop()], dropouts.pop() if dropouts else 0.0,
+                    penalty, alpha)
+
+
+def _optimizer_rule(optimizer):
+    """``(code, hyper, slot variables per weight)`` for the loop, or a reason string."""
+    from mnist_mlp import _kernels
+
+    if optimizer.clipnorm or optimizer.clipvalue or optimizer.global_clipnorm:
+        return "the optimizer clips gradients"
+    if optimizer.weight_decay or optimizer.use_ema or optimizer.loss_scale_factor \
+            or optimizer.gradient_accumulation_steps:
+        return "the optimizer uses weight decay, EMA, loss scaling or gradient accumulation"
+    if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule) \
+            or callable(optimizer._learning_rate):
+        return "the learning rate is a schedule"
+    lr = float(np.asarray(optimizer.learning_rate))
+    kind = type(optimizer)
+    if kind is keras.optimizers.Adam:
+        hyper = (lr, 1 - optimizer.beta_1, 1 - optimizer.beta_2, optimizer.epsilon,
+                 optimizer.beta_1, optimizer.beta_2, float(optimizer.amsgrad))
+        slots = lambda i: [optimizer._momentums[i], optimizer._velocities[i]] + (  # noqa: E731
+            [optimizer._velocity_hats[i]] if optimizer.amsgrad else [])
+        return _kernels.OPT_ADAM, hyper, slots
+    if kind is keras.optimizers.RMSprop:
+        hyper = (lr, optimizer.rho, optimizer.epsilon, optimizer.momentum, float(optimizer.centered))
+
+        def slots(i):
+            return [optimizer._velocities[i],
+                    optimizer._average_gradients[i] if optimizer.centered else None,
+                    optimizer._momentums[i] if optimizer.momentum > 0 else None]
+
+        return _kernels.OPT_RMSPROP, hyper, slots
+    if kind is keras.optimizers.SGD:
+        hyper = (lr, optimizer.momentum, float(optimizer.nesterov))
+        return _kernels.OPT_SGD, hyper, lambda i: [optimizer.momentums[i] if optimizer.momentum != 0 else None]
+    return f"optimizer {kind.__name__} is not Adam, RMSprop or SGD"
+
+
+def _overrides_batch_hooks(callback):
+    base = keras.callbacks.Callback
+    return any(getattr(type(callback), hook, None) is not getattr(base, hook) for hook in _PER_BATCH_HOOKS)
+
+
+def unsupported_reason(model, callbacks, fit_args):
+    """Why the compiled loop cannot train ``model`` this way, or None if it can.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A compiled model.
+    callbacks : list of keras.callbacks.Callback
+    fit_args : dict
+        The arguments ``keras.Model.fit`` would get (besides ``x`` and ``y``).
+
+    Returns
+    -------
+    str or None
+    """
+    extra = sorted(k for k, v in fit_args.items() if k not in _FIT_ARGS and v is not None)
+    if extra:
+        return f"fit arguments {extra}"
+    if fit_args.get("sample_weight") is not None:
+        return "sample or class weights"
+    if fit_args.get("shuffle", True) not in (True, False):
+        return f"shuffle={fit_args['shuffle']!r}"
+    if model.run_eagerly:
+        return "run_eagerly=True"
+    if model.loss != "categorical_crossentropy":
+        return f"loss {model.loss!r} is not 'categorical_crossentropy'"
+    network = compiled_network(model)
+    if isinstance(network, str):
+        return network
+    rule = _optimizer_rule(model.optimizer)
+    if isinstance(rule, str):
+        return rule
+    hooked = [type(cb).__name__ for cb in callbacks if _overrides_batch_hooks(cb)]
+    if hooked:
+        return f"callbacks with per-batch hooks: {hooked}"
+    return None
+
+
+@contextlib.contextmanager
+def _blas_threads():
+    """Give BLAS the thread count TensorFlow was given (cluster workers set it)."""
+    from threadpoolctl import threadpool_limits
+
+    threads = tf.config.threading.get_intra_op_parallelism_threads()
+    with threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext():
+        yield
+
+
+def _writable_float32(X):
+    # One compiled signature: C-contiguous, writable float32 (a read-only
+    # memmap is copied rather than compiled for separately).
+    return np.require(X, dtype=np.float32, requirements=["C", "W"])
+
+
+def _validation_split(n, validation_split):
+    # keras.utils's train_validation_split: the last fraction, floor-rounded.
+    split_at = int(math.floor(n * (1.0 - validation_split))) if validation_split else n
+    return split_at
+
+
+def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.0,
+        shuffle=True, verbose=0, callbacks=(), seed=None, **_ignored):
+    """Train a compiled Keras MLP in the compiled loop; the same contract as ``model.fit``.
+
+    Parameters
+    ----------
+    model : keras.Sequential
+        A compiled model for which :func:`unsupported_reason` is None.
+    X : ndarray of shape (n_samples, n_features), float32
+    y : ndarray of shape (n_samples, n_classes)
+        One-hot targets, as ``model.fit`` takes them.
+    batch_size, epochs, initial_epoch, validation_split, shuffle, verbose, callbacks
+        As for ``keras.Model.fit``.
+    seed : int, numpy Generator or None
+        Seeds dropout masks and shuffling.
+
+    Returns
+    -------
+    keras.callbacks.History
+    """
+    from mnist_mlp import _kernels
+
+    network = compiled_network(model)
+    code, hyper, slot_vars = _optimizer_rule(model.optimizer)
+    X = _writable_float32(X)
+    labels = np.ascontiguousarray(np.argmax(y, axis=1), dtype=np.int64)
+    split_at = _validation_split(len(X), validation_split)
+    X_train, y_train = X[:split_at], labels[:split_at]
+    X_val, y_val = X[split_at:], labels[split_at:]
+    batch_size = int(batch_size or 32)
+    rng = np.random.default_rng(seed)
+
+    optimizer = model.optimizer
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    theta = network.read()
+    grad = np.zeros_like(theta)
+    state = np.zeros((3, network.n_params), np.float32)
+    weight_slices = network.slices()
+    var_index = {id(v): optimizer._get_variable_index(v) for v, _ in weight_slices}
+    for slot, var_slot in _slots(weight_slices, var_index, slot_vars):
+        state[slot[0], slot[1]] = np.asarray(var_slot.numpy()).ravel()
+    iterations = np.array([int(optimizer.iterations.numpy())], np.int64)
+    hyper = np.asarray(hyper, np.float32)
+    steps = -(-len(X_train) // batch_size)
+
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
+        verbose=verbose, epochs=epochs, steps=steps,
+    )
+    model.stop_training = False
+    empty_order = np.empty(0, np.int64)
+    kernels_args = (network.offsets, network.dims, network.activation)
+    callback_list.on_train_begin()
+    logs = {}
+    try:
+        for epoch in range(initial_epoch, epochs):
+            callback_list.on_epoch_begin(epoch)
+            order = rng.permutation(len(X_train)).astype(np.int64) if shuffle else empty_order
+            with _kernels.flush_denormals(), _blas_threads():
+                loss_sum, correct = _kernels.train_epoch(
+                    theta, grad, state, iterations, X_train, y_train, order, batch_size,
+                    network.offsets, network.dims, network.activation,
+                    np.float32(network.dropout), network.penalty, np.float32(network.alpha),
+                    code, hyper, int(rng.integers(2**31 - 1)),
+                )
+                logs = {"loss": loss_sum / len(X_train), "accuracy": correct / len(X_train)}
+                if len(X_val):
+                    val_loss, val_correct = _kernels.evaluate(theta, *kernels_args, X_val, y_val, _EVAL_CHUNK)
+                    penalty = _kernels.penalty_value(theta, network.offsets, network.dims,
+                                                     network.penalty, np.float32(network.alpha))
+                    logs["val_loss"] = val_loss / len(X_val) + penalty
+                    logs["val_accuracy"] = val_correct / len(X_val)
+            logs = {k: float(v) for k, v in logs.items()}
+            # Callbacks may read the model's weights at an epoch's end.
+            network.write(theta)
+            optimizer.iterations.assign(iterations[0])
+            callback_list.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+    finally:
+        network.write(theta)
+        optimizer.iterations.assign(iterations[0])
+        for slot, var_slot in _slots(weight_slices, var_index, slot_vars):
+            var_slot.assign(state[slot[0], slot[1]].reshape(var_slot.shape))
+    callback_list.on_train_end(logs)
+    return model.history
+
+
+def _slots(weight_slices, var_index, slot_vars):
+    """``((row, flat slice), slot variable)`` for every optimizer slot in use."""
+    for var, part in weight_slices:
+        for row, slot_var in enumerate(slot_vars(var_index[id(var)])):
+            if slot_var is not None:
+                yield (row, part), slot_var
+
+
+def predict_proba(network, X):
+    """Softmax output of a :func:`compiled_network` for float32 rows ``X``."""
+    from mnist_mlp import _kernels
+
+    X = _writable_float32(X)
+    with _kernels.flush_denormals(), _blas_threads():
+        return _kernels.predict_proba(network.read(), network.offsets, network.dims,
+                                      network.activation, X, _EVAL_CHUNK)

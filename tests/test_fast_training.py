@@ -1,0 +1,188 @@
+"""The compiled training loop: Keras's mathematics, and falling back where it can't apply."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnist_mlp import MLPClassifier
+from mnist_mlp._tensorflow import keras
+
+SMALL = dict(hidden_layer_sizes=(32, 16), epochs=3, random_state=0, tracking=False)
+
+
+def fit_both(X, y, **params):
+    """The same estimator trained by keras.Model.fit and by the compiled loop."""
+    keras_fit = MLPClassifier(training_loop="keras", **{**SMALL, **params}).fit(X, y)
+    compiled = MLPClassifier(**{**SMALL, **params}).fit(X, y)
+    assert keras_fit.training_loop_ == "keras"
+    assert compiled.training_loop_ == "compiled", compiled.training_loop_reason_
+    return keras_fit, compiled
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"batch_size": 1, "epochs": 1},
+        {"batch_size": 2000},  # full batch: one step per epoch
+        {"optimizer": "adam", "optimizer__amsgrad": True, "batch_size": 64},
+        {"optimizer": "rmsprop", "optimizer__rho": 0.99, "penalty": "l1", "alpha": 1e-3},
+        {"optimizer": "rmsprop", "optimizer__momentum": 0.5, "optimizer__centered": True},
+        {"optimizer": "sgd", "optimizer__momentum": 0.9, "optimizer__nesterov": True,
+         "penalty": "l2", "alpha": 1e-3, "activation": "tanh", "batch_size": 32},
+        {"optimizer": "sgd", "learning_rate_init": 0.1, "activation": "logistic", "batch_size": 100},
+        {"optimizer": "sgd", "optimizer__momentum": 0.9, "activation": "identity",
+         "kernel_initializer": "he_normal", "validation_split": 0.0},
+    ],
+    ids=["adam", "online", "full-batch", "amsgrad", "rmsprop-l1", "rmsprop-centered-momentum",
+         "sgd-nesterov-l2-tanh", "sgd-sigmoid", "sgd-momentum-linear-no-validation"],
+)
+def test_same_mathematics_as_keras_fit(flat_digits, params):
+    """Without dropout or shuffling both loops take the same steps: the same
+    per-epoch metrics, weights and predictions up to float32 round-off."""
+    X, y, X_test, _ = flat_digits
+    n = 300 if params.get("batch_size") == 1 else len(X)
+    keras_fit, compiled = fit_both(X[:n], y[:n], **params)
+    assert compiled.history_.keys() == keras_fit.history_.keys()
+    for key, values in keras_fit.history_.items():
+        np.testing.assert_allclose(compiled.history_[key], values, rtol=2e-3, atol=2e-4, err_msg=key)
+    for ours, theirs in zip(compiled.coefs_, keras_fit.coefs_):
+        np.testing.assert_allclose(ours, theirs, atol=5e-4)
+    assert compiled.n_weight_updates_ == keras_fit.n_weight_updates_
+    np.testing.assert_allclose(compiled.predict_proba(X_test), keras_fit.predict_proba(X_test), atol=1e-3)
+    assert np.mean(compiled.predict(X_test) == keras_fit.predict(X_test)) > 0.99
+
+
+def test_dropout_and_shuffle_are_seeded_and_still_learn(flat_digits):
+    X, y, X_test, y_test = flat_digits
+    params = dict(SMALL, dropout=0.3, shuffle=True, epochs=8)
+    a, b = MLPClassifier(**params).fit(X, y), MLPClassifier(**params).fit(X, y)
+    c = MLPClassifier(**{**params, "random_state": 1}).fit(X, y)
+    assert a.training_loop_ == "compiled"
+    for wa, wb, wc in zip(a.coefs_, b.coefs_, c.coefs_):
+        np.testing.assert_array_equal(wa, wb)
+        assert not np.allclose(wa, wc)
+    # Other random draws than TensorFlow's, the same learning: as close to
+    # keras.Model.fit's result as two seeds are to each other.
+    keras_fit = MLPClassifier(training_loop="keras", **params).fit(X, y)
+    assert abs(a.score(X_test, y_test) - keras_fit.score(X_test, y_test)) < 0.1
+    assert abs(a.history_["loss"][-1] - keras_fit.history_["loss"][-1]) < 0.15
+    # Dropout is on in training only: it raises the training loss, not the validation loss.
+    no_dropout = MLPClassifier(**{**params, "dropout": 0.0}).fit(X, y)
+    assert a.history_["loss"][-1] - a.history_["val_loss"][-1] > (
+        no_dropout.history_["loss"][-1] - no_dropout.history_["val_loss"][-1])
+
+
+def test_warm_start_continues_weights_and_optimizer_state(flat_digits):
+    X, y, _, _ = flat_digits
+    straight = MLPClassifier(**{**SMALL, "epochs": 2}).fit(X, y)
+    stepped = MLPClassifier(**{**SMALL, "epochs": 1, "warm_start": True}).fit(X, y)
+    stepped.fit(X, y)  # one more epoch, from the saved weights, Adam's slots and step count
+    assert stepped.model_.optimizer.iterations.numpy() == straight.model_.optimizer.iterations.numpy()
+    for ours, theirs in zip(stepped.coefs_, straight.coefs_):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    slots = [v.numpy() for v in stepped.model_.optimizer.variables[1:]]
+    assert any(np.abs(s).sum() > 0 for s in slots)
+
+
+class _BatchCounter(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+@pytest.mark.parametrize(
+    "params, reason",
+    [
+        ({"training_loop": "keras"}, "training_loop='keras'"),
+        ({"callbacks": [_BatchCounter()]}, "per-batch hooks"),
+        ({"optimizer": "adagrad"}, "not Adam, RMSprop or SGD"),
+        ({"optimizer": "adam", "optimizer__clipnorm": 1.0}, "clips gradients"),
+        ({"optimizer": "sgd", "optimizer__learning_rate": keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)},
+         "schedule"),
+        ({"activation": "elu"}, "hidden activations"),
+        ({"class_weight": "balanced"}, "sample or class weights"),
+        ({"fit__validation_freq": 2}, "fit arguments"),
+    ],
+    ids=["asked", "batch-callback", "adagrad", "clipnorm", "lr-schedule", "elu", "class-weight", "fit-arg"],
+)
+def test_falls_back_to_keras_fit_by_itself(flat_digits, params, reason):
+    X, y, X_test, y_test = flat_digits
+    clf = MLPClassifier(**{**SMALL, "epochs": 2, **params}).fit(X[:500], y[:500])
+    assert clf.training_loop_ == "keras"
+    assert reason in clf.training_loop_reason_
+    assert clf.n_iter_ == 2 and clf.n_weight_updates_ == 4  # 400 training rows / 256: 2 steps an epoch
+    assert np.isfinite(clf.history_["loss"]).all() and clf.predict(X_test).shape == y_test.shape
+    if "callbacks" in params:
+        assert params["callbacks"][0].batches == 2 * 2  # 400 rows / 256 = 2 batches, 2 epochs
+
+
+def test_sample_weight_falls_back(flat_digits):
+    X, y, _, _ = flat_digits
+    clf = MLPClassifier(**SMALL).fit(X[:300], y[:300], sample_weight=np.ones(300))
+    assert clf.training_loop_ == "keras" and "weights" in clf.training_loop_reason_
+
+
+def test_epoch_callbacks_see_each_epoch_and_can_stop_training(flat_digits):
+    X, y, _, _ = flat_digits
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.seen = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            # The model holds this epoch's weights when its callbacks run.
+            self.seen.append((epoch, sorted(logs), float(np.abs(self.model.layers[0].kernel.numpy()).sum())))
+
+    recorder = Recorder()
+    stopper = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=10.0)
+    clf = MLPClassifier(**{**SMALL, "epochs": 10}, callbacks=[recorder, stopper]).fit(X, y)
+    assert clf.training_loop_ == "compiled"
+    assert clf.n_iter_ == 2  # stopped: the loss never improves by 10
+    assert [e for e, _, _ in recorder.seen] == [0, 1]
+    assert recorder.seen[0][1] == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    assert recorder.seen[0][2] != recorder.seen[1][2]
+
+
+def test_verbose_prints_keras_epoch_lines(flat_digits, capsys):
+    X, y, _, _ = flat_digits
+    MLPClassifier(**{**SMALL, "epochs": 2}, verbose=2).fit(X[:500], y[:500])
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out and "val_accuracy" in out
+
+
+def test_diverging_network_collapses_like_keras(flat_digits):
+    """The study's diverging network (SGD, weights drawn around 10): a loss in
+    the tens of millions, then dead units and chance accuracy, in both loops."""
+    X, y, X_test, y_test = flat_digits
+    params = dict(SMALL, optimizer="sgd", kernel_initializer=keras.initializers.RandomNormal(mean=10.0), epochs=2)
+    keras_fit, compiled = fit_both(X[:500], y[:500], **params)
+    assert keras_fit.history_["loss"][0] > 1e6
+    for key, values in keras_fit.history_.items():
+        np.testing.assert_allclose(compiled.history_[key], values, rtol=1e-5, err_msg=key)
+    assert compiled.score(X_test, y_test) == keras_fit.score(X_test, y_test)
+
+
+def test_read_only_memmap_input(flat_digits, tmp_path):
+    X, y, X_test, _ = flat_digits
+    path = tmp_path / "X.npy"
+    np.save(path, X[:500])
+    X_ro = np.load(path, mmap_mode="r")
+    clf = MLPClassifier(**SMALL).fit(X_ro, y[:500])
+    assert clf.training_loop_ == "compiled"
+    assert clf.predict(np.load(path, mmap_mode="r")).shape == (500,)
+
+
+def test_flush_denormals_is_scoped_to_the_block():
+    from mnist_mlp import _kernels
+
+    if not _kernels._X86:
+        pytest.skip("x86 only")
+    tiny = np.array([1e-38], np.float32)
+    assert (tiny * np.float32(0.01))[0] > 0  # a denormal result, kept
+    with _kernels.flush_denormals():
+        assert (tiny * np.float32(0.01))[0] == 0  # flushed, as in TensorFlow's kernels
+    assert (tiny * np.float32(0.01))[0] > 0
