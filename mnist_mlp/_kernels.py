@@ -490,11 +490,10 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
                                layer_penalty, alpha, opt, hyper, step)
             b_lo = lo + n_in * n_out_l
             g_bias = grad[b_lo:b_lo + n_out_l]
-            for j in range(n_out_l):
-                s = _ZERO
-                for i in range(rows):
-                    s += d[i, j]
-                g_bias[j] = s
+            g_bias[:] = _ZERO
+            for i in range(rows):  # row by row: d is row-major
+                for j in range(n_out_l):
+                    g_bias[j] += d[i, j]
             b_hi = b_lo + n_out_l
             _update(theta[b_lo:b_hi], g_bias, s0[b_lo:b_hi], s1[b_lo:b_hi], s2[b_lo:b_hi],
                     PENALTY_NONE, alpha, opt, hyper, step)

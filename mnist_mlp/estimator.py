@@ -599,7 +599,9 @@ class MLPClassifier(KerasClassifier):
             from mnist_mlp import fast_training
 
             network = fast_training.compiled_network(self.model_)
-            if self.training_loop == "keras" or isinstance(network, str) or predict_args.get("callbacks"):
+            callbacks = predict_args.get("callbacks") or []
+            if self.training_loop == "keras" or isinstance(network, str) \
+                    or any(fast_training.overrides_hooks(cb, fast_training.PREDICT_HOOKS) for cb in callbacks):
                 return keras_predict(x, **predict_args)
             return fast_training.predict_proba(network, x)
 

@@ -43,12 +43,16 @@ import numpy as np
 
 from mnist_mlp._tensorflow import keras, tf
 
-__all__ = ["fit", "unsupported_reason", "compiled_network", "predict_proba"]
+__all__ = ["fit", "unsupported_reason", "compiled_network", "predict_proba", "overrides_hooks"]
 
-_PER_BATCH_HOOKS = (
+#: Callback hooks the compiled loop never calls: a callback that overrides
+#: one of them makes fit fall back to keras.Model.fit.
+PER_BATCH_HOOKS = (
     "on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
     "on_test_batch_begin", "on_test_batch_end", "on_test_begin", "on_test_end",
 )
+#: The same for the compiled forward pass of predict.
+PREDICT_HOOKS = ("on_predict_begin", "on_predict_end", "on_predict_batch_begin", "on_predict_batch_end")
 # fit() arguments the loop understands (anything else goes to Keras).
 _FIT_ARGS = frozenset(
     {"batch_size", "epochs", "initial_epoch", "validation_split", "shuffle", "verbose",
@@ -192,9 +196,10 @@ def _optimizer_rule(optimizer):
     return f"optimizer {kind.__name__} is not Adam, RMSprop or SGD"
 
 
-def _overrides_batch_hooks(callback):
+def overrides_hooks(callback, hooks):
+    """Whether ``callback``'s class overrides any of the Keras callback ``hooks``."""
     base = keras.callbacks.Callback
-    return any(getattr(type(callback), hook, None) is not getattr(base, hook) for hook in _PER_BATCH_HOOKS)
+    return any(getattr(type(callback), hook, None) is not getattr(base, hook) for hook in hooks)
 
 
 def unsupported_reason(model, callbacks, fit_args):
@@ -229,7 +234,7 @@ def unsupported_reason(model, callbacks, fit_args):
     rule = _optimizer_rule(model.optimizer)
     if isinstance(rule, str):
         return rule
-    hooked = [type(cb).__name__ for cb in callbacks if _overrides_batch_hooks(cb)]
+    hooked = [type(cb).__name__ for cb in callbacks if overrides_hooks(cb, PER_BATCH_HOOKS)]
     if hooked:
         return f"callbacks with per-batch hooks: {hooked}"
     return None

@@ -186,3 +186,27 @@ def test_flush_denormals_is_scoped_to_the_block():
     with _kernels.flush_denormals():
         assert (tiny * np.float32(0.01))[0] == 0  # flushed, as in TensorFlow's kernels
     assert (tiny * np.float32(0.01))[0] > 0
+
+
+def test_predict_runs_compiled_unless_a_callback_hooks_prediction(flat_digits, monkeypatch):
+    from mnist_mlp import fast_training
+
+    X, y, X_test, _ = flat_digits
+    calls = []
+    compiled_predict = fast_training.predict_proba
+    monkeypatch.setattr(fast_training, "predict_proba", lambda *a: calls.append(1) or compiled_predict(*a))
+
+    class PredictCounter(keras.callbacks.Callback):
+        batches = 0
+
+        def on_predict_batch_end(self, batch, logs=None):
+            type(self).batches += 1
+
+    epoch_only = keras.callbacks.History()
+    clf = MLPClassifier(**SMALL, callbacks=[epoch_only]).fit(X[:500], y[:500])
+    proba = clf.predict_proba(X_test)
+    assert calls == [1]
+    hooked = MLPClassifier(**SMALL, callbacks=[PredictCounter()]).fit(X[:500], y[:500])
+    assert hooked.training_loop_ == "compiled"  # a predict hook does not matter to fit
+    np.testing.assert_allclose(hooked.predict_proba(X_test), proba, atol=1e-5)  # by Keras's predict
+    assert calls == [1] and PredictCounter.batches > 0
