@@ -22,7 +22,7 @@ def test_split_trains_on_all_and_scores_the_keras_validation_tail():
 @pytest.mark.parametrize(
     "section, grid, fixed",
     [
-        ("2.1", {"classifier__batch_size": [256, 48_000]}, {"optimizer": "adam", "learning_rate_init": 0.001}),
+        ("2.1", {"classifier__batch_size": [1, 256, 48_000]}, {"optimizer": "adam", "learning_rate_init": 0.001}),
         ("2.2", {"classifier__optimizer__rho": [0.01, 0.99]}, {"optimizer": "rmsprop", "batch_size": 256}),
         ("2.3", {}, {"optimizer": "sgd", "learning_rate_init": 0.01}),
         ("2.4.1", {"classifier__alpha": [0.1, 0.01, 0.001]}, {"penalty": "l2", "optimizer__rho": 0.99}),
