@@ -27,6 +27,10 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         Seconds between writes while training.
     """
 
+    #: Reads only the epoch logs, never the model: the compiled training loop
+    #: need not copy the weights into Keras after each epoch for it.
+    reads_logs_only = True
+
     def __init__(self, run, flush_interval=5.0):
         super().__init__()
         self.run = run
@@ -72,6 +76,10 @@ class DivergenceMonitor(keras.callbacks.Callback):
     first_epoch : int or None
         First epoch (0-based) whose loss crossed the line.
     """
+
+    #: Reads only the epoch logs, never the model: the compiled training loop
+    #: need not copy the weights into Keras after each epoch for it.
+    reads_logs_only = True
 
     def __init__(self, threshold=1e3):
         super().__init__()

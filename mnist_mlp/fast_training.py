@@ -312,6 +312,9 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
         list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
         verbose=verbose, epochs=epochs, steps=steps,
     )
+    # Copying the weights back into Keras costs ~1 ms a variable: do it each
+    # epoch only for callbacks that may look at the model.
+    reads_model = any(not getattr(cb, "reads_logs_only", False) for cb in callbacks)
     model.stop_training = False
     empty_order = np.empty(0, np.int64)
     kernels_args = (network.offsets, network.dims, network.activation)
@@ -336,9 +339,9 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
                     logs["val_loss"] = val_loss / len(X_val) + penalty
                     logs["val_accuracy"] = val_correct / len(X_val)
             logs = {k: float(v) for k, v in logs.items()}
-            # Callbacks may read the model's weights at an epoch's end.
-            network.write(theta)
-            optimizer.iterations.assign(iterations[0])
+            if reads_model:  # the model holds each epoch's weights when its callbacks run
+                network.write(theta)
+                optimizer.iterations.assign(iterations[0])
             callback_list.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break

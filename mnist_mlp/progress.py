@@ -59,6 +59,10 @@ def progress_display(description, total_fits, *, enabled=None):
 class ProgressCallback(keras.callbacks.Callback):
     """Advance the display registered under ``key``; a no-op where there is none."""
 
+    #: Reads only the epoch logs, never the model: the compiled training loop
+    #: need not copy the weights into Keras after each epoch for it.
+    reads_logs_only = True
+
     #: Display only: a fit's result, and so its resume fingerprint, ignore it.
     affects_training = False
 
