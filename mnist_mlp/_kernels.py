@@ -18,7 +18,7 @@ import platform
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import intrinsic
 from numba.typed import List
 
@@ -35,7 +35,9 @@ _BLOCK = 16384
 # MXCSR bits: flush denormal results to zero (FTZ), read denormals as zero (DAZ).
 _FTZ_DAZ = 0x8040
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
-#: Set False to measure what flushing saves (benchmarks/training_speed.py --ablation).
+#: Set False to measure what flushing saves in the calling thread
+#: (benchmarks/training_speed.py --ablation); threads that split a matrix
+#: product always flush.
 FLUSH_DENORMALS = True
 
 
@@ -73,14 +75,25 @@ def _mxcsr_load(typingctx, value):
     return types.none(types.uint32), codegen
 
 
-@njit("uint32()", cache=True, nogil=True)
-def _enter_flush_denormals():
-    return _mxcsr_set_bits(np.uint32(_FTZ_DAZ))
+if _X86:
 
+    @njit(cache=True, nogil=True)
+    def _flush_on():
+        return _mxcsr_set_bits(np.uint32(_FTZ_DAZ))
 
-@njit("void(uint32)", cache=True, nogil=True)
-def _restore_mxcsr(value):
-    _mxcsr_load(np.uint32(value))
+    @njit(cache=True, nogil=True)
+    def _flush_restore(old):
+        _mxcsr_load(old)
+
+else:  # the SSE control register is x86's: elsewhere, nothing to set
+
+    @njit(cache=True, nogil=True)
+    def _flush_on():
+        return np.uint32(0)
+
+    @njit(cache=True, nogil=True)
+    def _flush_restore(old):
+        pass
 
 
 @contextlib.contextmanager
@@ -94,11 +107,11 @@ def flush_denormals():
     if not (_X86 and FLUSH_DENORMALS):
         yield
         return
-    old = _enter_flush_denormals()
+    old = _flush_on()
     try:
         yield
     finally:
-        _restore_mxcsr(old)
+        _flush_restore(old)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -136,6 +149,52 @@ def _activation_grad(d, a, code):
                 d[i, j] *= a[i, j] * (_ONE - a[i, j])
 
 
+# Matrix products with at least this many rows are split across threads.
+_PARALLEL_MIN_ROWS = 64
+
+
+# BLAS's own worker threads do not flush denormals (TensorFlow's do), and a
+# product that meets them runs up to 10x slower: with an L2 or L1 penalty,
+# weights and gradients shrink into that range. So BLAS runs single-threaded
+# inside our loop and the products are split across Numba's threads here,
+# each flushing denormals like the calling thread.
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _matmul(A, B, n_threads):
+    """``A @ B``, the rows of ``A`` split across ``n_threads`` threads."""
+    rows = A.shape[0]
+    if n_threads <= 1 or rows < _PARALLEL_MIN_ROWS:
+        return np.dot(A, B)
+    out = np.empty((rows, B.shape[1]), np.float32)
+    chunk = (rows + n_threads - 1) // n_threads
+    for c in prange(n_threads):
+        lo = c * chunk
+        hi = min(lo + chunk, rows)
+        if lo < hi:
+            old = _flush_on()
+            out[lo:hi] = np.dot(A[lo:hi], B)
+            _flush_restore(old)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _matmul_tn(A, D, out, n_threads):
+    """``out[:] = A.T @ D``, the columns of ``D`` (and ``out``) split across threads."""
+    cols = D.shape[1]
+    if n_threads <= 1 or A.shape[0] < _PARALLEL_MIN_ROWS or cols < n_threads:
+        out[:] = np.dot(A.T, D)
+        return
+    chunk = (cols + n_threads - 1) // n_threads
+    for c in prange(n_threads):
+        lo = c * chunk
+        hi = min(lo + chunk, cols)
+        if lo < hi:
+            old = _flush_on()
+            out[:, lo:hi] = np.dot(A.T, np.ascontiguousarray(D[:, lo:hi]))
+            _flush_restore(old)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _kernel(theta, offsets, dims, layer):
     start = offsets[layer]
@@ -149,12 +208,12 @@ def _bias(theta, offsets, dims, layer):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _logits(theta, offsets, dims, x, act):
+def _logits(theta, offsets, dims, x, act, n_threads):
     """Forward pass without dropout: the output layer's logits."""
     h = x
     n_layers = dims.shape[0] - 1
     for layer in range(n_layers):
-        z = np.dot(h, _kernel(theta, offsets, dims, layer))
+        z = _matmul(h, _kernel(theta, offsets, dims, layer), n_threads)
         z += _bias(theta, offsets, dims, layer)
         if layer < n_layers - 1:
             _activate(z, act)
@@ -207,25 +266,25 @@ def penalty_value(theta, offsets, dims, penalty, alpha):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def predict_proba(theta, offsets, dims, act, X, chunk):
+def predict_proba(theta, offsets, dims, act, X, chunk, n_threads):
     """Softmax probabilities of ``X``, computed ``chunk`` rows at a time."""
     out = np.empty((X.shape[0], dims[-1]), np.float32)
     for start in range(0, X.shape[0], chunk):
         stop = min(start + chunk, X.shape[0])
-        z = _logits(theta, offsets, dims, X[start:stop], act)
+        z = _logits(theta, offsets, dims, X[start:stop], act, n_threads)
         _softmax_rows(z)
         out[start:stop] = z
     return out
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def evaluate(theta, offsets, dims, act, X, y, chunk):
+def evaluate(theta, offsets, dims, act, X, y, chunk, n_threads):
     """Summed cross-entropy and the count of correct predictions over ``X``."""
     loss = np.float64(0.0)
     correct = 0
     for start in range(0, X.shape[0], chunk):
         stop = min(start + chunk, X.shape[0])
-        z = _logits(theta, offsets, dims, X[start:stop], act)
+        z = _logits(theta, offsets, dims, X[start:stop], act, n_threads)
         for i in range(stop - start):
             k = y[start + i]
             if _argmax_row(z, i) == k:
@@ -358,7 +417,7 @@ def _update(w, g, s0, s1, s2, penalty, alpha, opt, hyper, step):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets, dims,
-                act, dropout, penalty, alpha, opt, hyper, seed):
+                act, dropout, penalty, alpha, opt, hyper, seed, n_threads):
     """One epoch of mini-batch training, in place on ``theta`` and ``state``.
 
     Parameters
@@ -376,6 +435,8 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
         The rows' order this epoch; empty means ``X``'s own order.
     seed : int
         Seeds this epoch's dropout masks.
+    n_threads : int
+        Threads for the matrix products (BLAS itself should run on one).
 
     Returns
     -------
@@ -412,7 +473,7 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
         masks = List()
         inputs.append(np.ascontiguousarray(xb))
         for layer in range(n_layers):
-            z = np.dot(inputs[layer], _kernel(theta, offsets, dims, layer))
+            z = _matmul(inputs[layer], _kernel(theta, offsets, dims, layer), n_threads)
             z += _bias(theta, offsets, dims, layer)
             if layer < n_layers - 1:
                 _activate(z, act)
@@ -452,7 +513,7 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
         for layer in range(n_layers):
             deltas.append(logits)
         for layer in range(n_layers - 1, 0, -1):
-            d_in = np.dot(deltas[layer], _kernel(theta, offsets, dims, layer).T)
+            d_in = _matmul(deltas[layer], _kernel(theta, offsets, dims, layer).T, n_threads)
             if dropout > 0:
                 d_in *= masks[layer - 1]
             _activation_grad(d_in, outputs[layer - 1], act)
@@ -483,8 +544,7 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
                     pen += _update(theta[at:end], g, s0[at:end], s1[at:end], s2[at:end],
                                    layer_penalty, alpha, opt, hyper, step)
             else:
-                g_kernel = _kernel(grad, offsets, dims, layer)
-                g_kernel[:] = np.dot(inputs[layer].T, d)
+                _matmul_tn(inputs[layer], d, _kernel(grad, offsets, dims, layer), n_threads)
                 hi = lo + n_in * n_out_l
                 pen += _update(theta[lo:hi], grad[lo:hi], s0[lo:hi], s1[lo:hi], s2[lo:hi],
                                layer_penalty, alpha, opt, hyper, step)

@@ -37,7 +37,9 @@ Dense and Dropout; ``fit`` arguments other than the estimator's own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import os
 
 import numpy as np
 
@@ -240,13 +242,29 @@ def unsupported_reason(model, callbacks, fit_args):
     return None
 
 
-@contextlib.contextmanager
-def _blas_threads():
-    """Give BLAS the thread count TensorFlow was given (cluster workers set it)."""
-    from threadpoolctl import threadpool_limits
+def _threads():
+    """Threads for the compiled matrix products: TensorFlow's intra-op setting
+    (cluster workers set it) or every core."""
+    import numba
 
-    threads = tf.config.threading.get_intra_op_parallelism_threads()
-    with threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext():
+    wanted = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+    return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # scans the loaded libraries once
+
+
+@contextlib.contextmanager
+def _compiled_section():
+    """Flush denormals in this thread and keep BLAS on it: the compiled loop
+    splits products across its own threads (see mnist_mlp._kernels)."""
+    from mnist_mlp import _kernels
+
+    with _kernels.flush_denormals(), _blas_controller().limit(limits=1, user_api="blas"):
         yield
 
 
@@ -318,22 +336,24 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
     model.stop_training = False
     empty_order = np.empty(0, np.int64)
     kernels_args = (network.offsets, network.dims, network.activation)
+    n_threads = _threads()
     callback_list.on_train_begin()
     logs = {}
     try:
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
             order = rng.permutation(len(X_train)).astype(np.int64) if shuffle else empty_order
-            with _kernels.flush_denormals(), _blas_threads():
+            with _compiled_section():
                 loss_sum, correct = _kernels.train_epoch(
                     theta, grad, state, iterations, X_train, y_train, order, batch_size,
                     network.offsets, network.dims, network.activation,
                     np.float32(network.dropout), network.penalty, np.float32(network.alpha),
-                    code, hyper, int(rng.integers(2**31 - 1)),
+                    code, hyper, int(rng.integers(2**31 - 1)), n_threads,
                 )
                 logs = {"loss": loss_sum / len(X_train), "accuracy": correct / len(X_train)}
                 if len(X_val):
-                    val_loss, val_correct = _kernels.evaluate(theta, *kernels_args, X_val, y_val, _EVAL_CHUNK)
+                    val_loss, val_correct = _kernels.evaluate(theta, *kernels_args, X_val, y_val,
+                                                              _EVAL_CHUNK, n_threads)
                     penalty = _kernels.penalty_value(theta, network.offsets, network.dims,
                                                      network.penalty, np.float32(network.alpha))
                     logs["val_loss"] = val_loss / len(X_val) + penalty
@@ -367,6 +387,6 @@ def predict_proba(network, X):
     from mnist_mlp import _kernels
 
     X = _writable_float32(X)
-    with _kernels.flush_denormals(), _blas_threads():
+    with _compiled_section():
         return _kernels.predict_proba(network.read(), network.offsets, network.dims,
-                                      network.activation, X, _EVAL_CHUNK)
+                                      network.activation, X, _EVAL_CHUNK, _threads())

@@ -210,3 +210,24 @@ def test_predict_runs_compiled_unless_a_callback_hooks_prediction(flat_digits, m
     assert hooked.training_loop_ == "compiled"  # a predict hook does not matter to fit
     np.testing.assert_allclose(hooked.predict_proba(X_test), proba, atol=1e-5)  # by Keras's predict
     assert calls == [1] and PredictCounter.batches > 0
+
+
+def test_split_matrix_products_match_blas_and_flush_denormals_in_every_thread():
+    """The products are split across threads that flush denormals, as
+    TensorFlow's threads do (BLAS's own threads would not, and run up to 10x
+    slower once an L1/L2 penalty shrinks weights into that range)."""
+    from mnist_mlp import _kernels
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((300, 70)).astype(np.float32)
+    B = rng.standard_normal((70, 33)).astype(np.float32)
+    np.testing.assert_allclose(_kernels._matmul(A, B, 2), A @ B, rtol=1e-5, atol=1e-5)
+    out = np.empty((70, 33), np.float32)
+    D = rng.standard_normal((300, 33)).astype(np.float32)
+    _kernels._matmul_tn(A, D, out, 2)
+    np.testing.assert_allclose(out, A.T @ D, rtol=1e-5, atol=1e-4)
+    if not _kernels._X86:
+        return
+    tiny = np.full((300, 4), 1e-20, np.float32)  # products of 1e-40: denormal
+    assert (tiny @ tiny.T[:4, :1]).max() > 0  # plain BLAS keeps them
+    assert _kernels._matmul(tiny, np.ascontiguousarray(tiny.T[:, :1]), 2).max() == 0
