@@ -307,6 +307,13 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
     X = _writable_float32(X)
     labels = np.ascontiguousarray(np.argmax(y, axis=1), dtype=np.int64)
     split_at = _validation_split(len(X), validation_split)
+    if validation_split and split_at in (0, len(X)):  # Keras's own check and message
+        raise ValueError(
+            f"Training data contains {len(X)} samples, which is not sufficient to split it "
+            f"into a validation and training set as specified by "
+            f"`validation_split={validation_split}`. Either provide more data, or a different "
+            "value for the `validation_split` argument."
+        )
     X_train, y_train = X[:split_at], labels[:split_at]
     X_val, y_val = X[split_at:], labels[split_at:]
     batch_size = int(batch_size or 32)

@@ -231,3 +231,12 @@ def test_split_matrix_products_match_blas_and_flush_denormals_in_every_thread():
     tiny = np.full((300, 4), 1e-20, np.float32)  # products of 1e-40: denormal
     assert (tiny @ tiny.T[:4, :1]).max() > 0  # plain BLAS keeps them
     assert _kernels._matmul(tiny, np.ascontiguousarray(tiny.T[:, :1]), 2).max() == 0
+
+
+@pytest.mark.parametrize("loop", ["keras", "auto"])
+def test_too_little_data_to_split_is_the_same_error_in_both_loops(flat_digits, loop):
+    X, y, _, _ = flat_digits
+    rows = [0, int(np.argmax(y != y[0]))]  # two rows, two classes: floor(2 * 0.4) = 0 to train on
+    clf = MLPClassifier(**SMALL, validation_split=0.6, training_loop=loop)
+    with pytest.raises(ValueError, match="not sufficient to split it into a validation and training set"):
+        clf.fit(X[rows], y[rows])
