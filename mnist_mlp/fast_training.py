@@ -40,6 +40,7 @@ import contextlib
 import functools
 import math
 import os
+import threading
 
 import numpy as np
 
@@ -244,11 +245,37 @@ def unsupported_reason(model, callbacks, fit_args):
 
 def _threads():
     """Threads for the compiled matrix products: TensorFlow's intra-op setting
-    (cluster workers set it) or every core."""
+    (cluster workers set it) or every core; 1 where Numba's threads can't be
+    shared safely."""
     import numba
 
+    layer = _threading_layer()
+    if layer is None or (layer == "workqueue" and threading.current_thread() is not threading.main_thread()):
+        return 1
     wanted = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
     return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
+
+
+@functools.lru_cache(maxsize=1)
+def _threading_layer():
+    """Start Numba's threads once, on a layer that is safe to call from several
+    threads at once (TBB or OpenMP) unless the user chose one; None if none starts.
+
+    Numba's fallback layer, workqueue, aborts the process when two threads
+    (say, two fits on one Dask worker) enter it together.
+    """
+    import numba
+
+    from mnist_mlp import _kernels
+
+    if numba.config.THREADING_LAYER == "default":
+        numba.config.THREADING_LAYER = "threadsafe"
+    try:
+        _kernels._matmul(np.ones((2 * _kernels._PARALLEL_MIN_ROWS, 2), np.float32),
+                         np.ones((2, 2), np.float32), 2)
+        return numba.threading_layer()
+    except Exception:  # no threadsafe layer here: products stay on the calling thread
+        return None
 
 
 @functools.lru_cache(maxsize=1)

@@ -240,3 +240,20 @@ def test_too_little_data_to_split_is_the_same_error_in_both_loops(flat_digits, l
     clf = MLPClassifier(**SMALL, validation_split=0.6, training_loop=loop)
     with pytest.raises(ValueError, match="not sufficient to split it into a validation and training set"):
         clf.fit(X[rows], y[rows])
+
+
+def test_concurrent_fits_in_threads(flat_digits):
+    """Two fits at once in one process (threads of a Dask worker, joblib's
+    threading backend): Numba's threads run on a thread-safe layer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnist_mlp import fast_training
+
+    X, y, X_test, _ = flat_digits
+    params = dict(SMALL, epochs=2, batch_size=128)
+    with ThreadPoolExecutor(2) as pool:
+        fits = list(pool.map(lambda seed: MLPClassifier(**{**params, "random_state": seed}).fit(X, y), [0, 1]))
+    assert fast_training._threading_layer() in ("tbb", "omp", "workqueue", None)
+    alone = MLPClassifier(**{**params, "random_state": 0}).fit(X, y)
+    assert all(f.training_loop_ == "compiled" for f in fits)
+    np.testing.assert_allclose(fits[0].predict_proba(X_test), alone.predict_proba(X_test), atol=1e-5)
