@@ -147,6 +147,7 @@ def collect(tracking_uri=None):
                         "run_id": run.info.run_id,
                         "best": {k[5:]: v for k, v in run.data.params.items() if k.startswith("best.")},
                         "best_score": run.data.metrics.get("best_score"),
+                        "method": run.data.params.get("search", ""),
                         "n_fits": len(_children(client, run)),
                         "wall_time_s": _wall_time(run),
                     }
@@ -235,9 +236,9 @@ Search run `{{ s.run_id }}`{% if s.wall_time_s %}, {{ fmt(s.wall_time_s / 60, ".
 {% for r in s.rows %}{% for f in r.figures %}![{{ r.label }}](figures/{{ f }}) {% endfor %}
 {% endfor %}
 {% elif s.final %}
-| search | fits | best validation score | best parameters |
-| --- | --- | --- | --- |
-{% for scoring, x in s.searches.items() %}| {{ scoring }} | {{ x.n_fits }} | {{ fmt(x.best_score, ".4f") }} | {{ x.best }} |
+| search | method | fits | best validation score | best parameters |
+| --- | --- | --- | --- | --- |
+{% for scoring, x in s.searches.items() %}| {{ scoring }} | {{ x.method }} | {{ x.n_fits }} | {{ fmt(x.best_score, ".4f") }} | {{ x.best }} |
 {% endfor %}
 Final network, trained afresh with the accuracy search's best parameters ({{ s.final.params }}):
 
@@ -280,8 +281,8 @@ penalised rows with "Keras loss", the last epoch's training loss, penalty includ
 <td>{{ fmt(r.weight_updates, ".0f") }}</td><td>{{ fmt(r.published.weight_updates, ".0f") }}</td>
 <td>{{ r.diverged }}/{{ r.n_seeds }}</td></tr>{% endfor %}</table>
 {% for r in s.rows %}<div><strong>{{ r.label }}</strong><br>{% for f in r.figures %}<img src="figures/{{ f }}" alt="{{ r.label }}">{% endfor %}</div>{% endfor %}
-{% elif s.final %}<table><tr><th>search</th><th>fits</th><th>best validation score</th><th>best parameters</th></tr>
-{% for scoring, x in s.searches.items() %}<tr><td>{{ scoring }}</td><td>{{ x.n_fits }}</td><td>{{ fmt(x.best_score, ".4f") }}</td><td>{{ x.best }}</td></tr>{% endfor %}</table>
+{% elif s.final %}<table><tr><th>search</th><th>method</th><th>fits</th><th>best validation score</th><th>best parameters</th></tr>
+{% for scoring, x in s.searches.items() %}<tr><td>{{ scoring }}</td><td>{{ x.method }}</td><td>{{ x.n_fits }}</td><td>{{ fmt(x.best_score, ".4f") }}</td><td>{{ x.best }}</td></tr>{% endfor %}</table>
 <table><tr><th>metric</th><th>ours</th><th>study</th></tr>
 <tr><td>accuracy (%)</td><td>{{ fmt(100 * s.final.metrics.test_accuracy) }}</td><td>{{ fmt(s.published[0].accuracy) }}</td></tr>
 <tr><td>macro F1</td><td>{{ fmt(s.final.metrics.test_f1_macro, ".4f") }}</td><td>{{ fmt(s.published[0].f1_macro, ".4f") }}</td></tr>
