@@ -8,6 +8,7 @@ import time
 from numbers import Integral, Real
 
 import numpy as np
+from sklearn import config_context
 from sklearn.base import BaseEstimator
 from sklearn.utils import ClassifierTags
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -404,6 +405,9 @@ class MLPClassifier(KerasClassifier):
                     f"X has {X.shape[1]} features, but MLPClassifier is expecting "
                     f"{self.n_features_in_} features as input."
                 )
+            if y is None:  # predicting: X was just checked for NaN/inf, don't scan it again
+                with config_context(assume_finite=True):
+                    return super()._validate_data(X, y, reset=reset, y_numeric=y_numeric)
         return super()._validate_data(X, y, reset=reset, y_numeric=y_numeric)
 
     @property
