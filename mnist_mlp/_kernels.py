@@ -3,8 +3,9 @@
 The whole epoch, every mini-batch, forward and backward pass and optimizer
 update, runs inside one compiled function, so a step costs its arithmetic
 and nothing else: no per-op dispatch, no per-step Python. Matrix products go
-to BLAS (``np.dot``); the optimizer update of every parameter is one fused
-loop that also accumulates the weight penalty for the next step's loss.
+to single-threaded BLAS (``np.dot``), split across Numba's threads, each of
+which flushes denormals; the optimizer update is one vectorised loop per
+slice of parameters.
 
 The mathematics is Keras's (see :mod:`mnist_mlp.fast_training`): parameters
 are float32 and laid out flat, layer by layer, kernel (row-major, shape
@@ -255,13 +256,9 @@ def _argmax_row(z, i):
 def penalty_value(theta, offsets, dims, penalty, alpha):
     """The weight penalty of the hidden kernels (what Keras adds to the loss)."""
     total = np.float64(0.0)
-    if penalty == PENALTY_NONE:
-        return total
     for layer in range(dims.shape[0] - 2):
         start = offsets[layer]
-        for i in range(start, start + dims[layer] * dims[layer + 1]):
-            w = theta[i]
-            total += abs(w) if penalty == PENALTY_L1 else w * w
+        total += _penalty_sum(theta[start:start + dims[layer] * dims[layer + 1]], penalty)
     return alpha * total
 
 

@@ -44,6 +44,7 @@ import threading
 
 import numpy as np
 
+from mnist_mlp import _kernels
 from mnist_mlp._tensorflow import keras, tf
 
 __all__ = ["fit", "unsupported_reason", "compiled_network", "predict_proba", "overrides_hooks"]
@@ -61,7 +62,8 @@ _FIT_ARGS = frozenset(
     {"batch_size", "epochs", "initial_epoch", "validation_split", "shuffle", "verbose",
      "callbacks", "sample_weight", "validation_batch_size"}
 )
-_ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+_ACTIVATIONS = {"linear": _kernels.ACT_LINEAR, "relu": _kernels.ACT_RELU, "tanh": _kernels.ACT_TANH,
+                "sigmoid": _kernels.ACT_SIGMOID}
 _EVAL_CHUNK = 4096
 
 
@@ -120,12 +122,12 @@ def compiled_network(model):
     """
     if not isinstance(model, keras.Sequential):
         return "the model is not a keras.Sequential"
-    dense, dropouts, hidden_acts, penalties = [], set(), set(), set()
+    dense, dropouts = [], []  # dropouts: (index of the Dense layer it follows, rate)
     for layer in model.layers:
         if isinstance(layer, keras.layers.Dropout):
             if layer.noise_shape is not None or not dense:
                 return "a Dropout layer with a noise shape or before the first Dense layer"
-            dropouts.add(float(layer.rate))
+            dropouts.append((len(dense) - 1, float(layer.rate)))
             continue
         if type(layer) is not keras.layers.Dense:
             return f"layer {layer.name!r} is a {type(layer).__name__}, not Dense or Dropout"
@@ -135,39 +137,38 @@ def compiled_network(model):
         if layer.dtype_policy.name != "float32":
             return f"layer {layer.name!r} computes in {layer.dtype_policy.name}, not float32"
         dense.append(layer)
-        reg = layer.kernel_regularizer
-        penalties.add(None if reg is None else (type(reg).__name__, tuple(sorted(reg.get_config().items()))))
-    if len(dense) < 2:
+    hidden = dense[:-1]
+    if not hidden:
         return "the model has no hidden Dense layer"
     if dense[-1].activation is not keras.activations.softmax:
         return "the output layer is not a softmax"
     if dense[-1].kernel_regularizer is not None:
         return "the output layer's kernel is regularized"
-    hidden_acts = {_activation_name(layer.activation) for layer in dense[:-1]}
-    if len(hidden_acts) != 1 or None in hidden_acts:
+    activations = {_activation_name(layer.activation) for layer in hidden}
+    if len(activations) != 1 or None in activations:
         return f"hidden activations must be one of {sorted(_ACTIVATIONS)}, the same in every layer"
-    if len(dropouts) > 1 or (dropouts and len([lay for lay in model.layers if isinstance(lay, keras.layers.Dropout)]) != len(dense) - 1):
-        return "dropout must follow every hidden layer with one rate"
-    hidden_regs = {layer.kernel_regularizer for layer in dense[:-1]}
-    penalty, alpha = 0, 0.0
-    if hidden_regs != {None}:
-        if len({p for p in penalties if p is not None}) != 1 or None in hidden_regs:
-            return "every hidden kernel must have the same regularizer"
-        reg = dense[0].kernel_regularizer
-        if type(reg) is keras.regularizers.L1:
-            penalty, alpha = 1, float(reg.l1)
-        elif type(reg) is keras.regularizers.L2:
-            penalty, alpha = 2, float(reg.l2)
-        else:
-            return f"kernel regularizer {type(reg).__name__} is not L1 or L2"
-    return _Network(dense, _ACTIVATIONS[hidden_acts.pop()], dropouts.pop() if dropouts else 0.0,
-                    penalty, alpha)
+    rates = {rate for _, rate in dropouts}
+    if dropouts and (len(rates) != 1 or [i for i, _ in dropouts] != list(range(len(hidden)))):
+        return "dropout must follow every hidden layer, and only those, with one rate"
+    regularizers = {None if layer.kernel_regularizer is None else
+                    (type(layer.kernel_regularizer), tuple(sorted(layer.kernel_regularizer.get_config().items())))
+                    for layer in hidden}
+    if len(regularizers) != 1:
+        return "every hidden kernel must have the same regularizer"
+    reg = hidden[0].kernel_regularizer
+    if reg is None:
+        penalty, alpha = _kernels.PENALTY_NONE, 0.0
+    elif type(reg) is keras.regularizers.L1:
+        penalty, alpha = _kernels.PENALTY_L1, float(reg.l1)
+    elif type(reg) is keras.regularizers.L2:
+        penalty, alpha = _kernels.PENALTY_L2, float(reg.l2)
+    else:
+        return f"kernel regularizer {type(reg).__name__} is not L1 or L2"
+    return _Network(dense, _ACTIVATIONS[activations.pop()], rates.pop() if rates else 0.0, penalty, alpha)
 
 
 def _optimizer_rule(optimizer):
     """``(code, hyper, slot variables per weight)`` for the loop, or a reason string."""
-    from mnist_mlp import _kernels
-
     if optimizer.clipnorm or optimizer.clipvalue or optimizer.global_clipnorm:
         return "the optimizer clips gradients"
     if optimizer.weight_decay or optimizer.use_ema or optimizer.loss_scale_factor \
@@ -266,8 +267,6 @@ def _threading_layer():
     """
     import numba
 
-    from mnist_mlp import _kernels
-
     if numba.config.THREADING_LAYER == "default":
         numba.config.THREADING_LAYER = "threadsafe"
     try:
@@ -289,8 +288,6 @@ def _blas_controller():
 def _compiled_section():
     """Flush denormals in this thread and keep BLAS on it: the compiled loop
     splits products across its own threads (see mnist_mlp._kernels)."""
-    from mnist_mlp import _kernels
-
     with _kernels.flush_denormals(), _blas_controller().limit(limits=1, user_api="blas"):
         yield
 
@@ -327,8 +324,6 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
     -------
     keras.callbacks.History
     """
-    from mnist_mlp import _kernels
-
     network = compiled_network(model)
     code, hyper, slot_vars = _optimizer_rule(model.optimizer)
     X = _writable_float32(X)
@@ -418,8 +413,6 @@ def _slots(weight_slices, var_index, slot_vars):
 
 def predict_proba(network, X):
     """Softmax output of a :func:`compiled_network` for float32 rows ``X``."""
-    from mnist_mlp import _kernels
-
     X = _writable_float32(X)
     with _compiled_section():
         return _kernels.predict_proba(network.read(), network.offsets, network.dims,

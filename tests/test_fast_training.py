@@ -257,3 +257,23 @@ def test_concurrent_fits_in_threads(flat_digits):
     alone = MLPClassifier(**{**params, "random_state": 0}).fit(X, y)
     assert all(f.training_loop_ == "compiled" for f in fits)
     np.testing.assert_allclose(fits[0].predict_proba(X_test), alone.predict_proba(X_test), atol=1e-5)
+
+
+def test_compiled_network_accepts_only_what_the_loop_computes():
+    from mnist_mlp import fast_training
+
+    def model(*layers):
+        return keras.Sequential([keras.Input((4,)), *layers])
+
+    ours = fast_training.compiled_network(model(
+        keras.layers.Dense(8, activation="tanh", kernel_regularizer=keras.regularizers.L1(0.01)),
+        keras.layers.Dropout(0.3), keras.layers.Dense(3, activation="softmax")))
+    assert not isinstance(ours, str)
+    assert (ours.dropout, ours.alpha, list(ours.dims)) == (0.3, pytest.approx(0.01), [4, 8, 3])
+    dropout_after_output = model(keras.layers.Dense(8, activation="relu"),
+                                 keras.layers.Dense(3, activation="softmax"), keras.layers.Dropout(0.2))
+    assert "dropout must follow every hidden layer" in fast_training.compiled_network(dropout_after_output)
+    mixed_penalties = model(
+        keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.1)),
+        keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3, activation="softmax"))
+    assert "same regularizer" in fast_training.compiled_network(mixed_penalties)
