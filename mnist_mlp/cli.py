@@ -6,7 +6,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 
 __all__ = ["main"]
@@ -277,11 +279,39 @@ def main(argv=None):
     args = _build_parser().parse_args(argv)
     command = {"fit": _fit, "study": _study, "tune": _tune, "report": _report}[args.command]
     try:
-        with _project_run():
+        with _project_run(), _terminate_as_interrupt():
             return command(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"mnist-mlp: error: {exc}", file=sys.stderr)
         return 2
+    except _Terminated:
+        print("mnist-mlp: terminated; the runs in progress were ended KILLED", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the work stands, so it unwinds as Ctrl-C does."""
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """Treat SIGTERM (``kill``, a CI timeout, ``mlflow run`` cancelled) like Ctrl-C.
+
+    Python's default is to die on the spot, leaving the MLflow runs in
+    progress RUNNING for ever; as an exception, every run ends KILLED.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        raise _Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

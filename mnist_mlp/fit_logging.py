@@ -106,7 +106,9 @@ def log_fit_results(run, estimator, diverged, pending_epochs=()):
     tags = {"diverged": str(bool(diverged)).lower(), "training_loop": estimator.training_loop_}
     if estimator.training_loop_reason_:
         tags["training_loop_fallback"] = estimator.training_loop_reason_[:500]
-    run.log_metric_series([*pending_epochs, (0, final)], tags=tags)
+    # Written with the run's end, in the same call as its last tags.
+    run.end_metrics.extend([*pending_epochs, (0, final)])
+    run.end_tags.update(tags)
     run.log_files(
         {
             "history.csv": _history_csv(estimator.history_),
@@ -212,18 +214,16 @@ def log_model(run, model, input_example):
         inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
         outputs=Schema([TensorSpec(classes.dtype, (-1,))]),
     )
-    with tempfile.TemporaryDirectory() as tmp, _without_pickle_warning(), _without_callbacks(model):
-        path = Path(tmp) / "model"
+    with run.staged_artifacts() as folder, _without_pickle_warning(), _without_callbacks(model):
         mlflow.sklearn.save_model(
             model,
-            str(path),
+            str(folder / "model"),
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
             signature=signature,
             input_example=example,
             pip_requirements=_pip_requirements(),
             code_paths=[_code_dir()],
         )
-        run.log_dir(path, "model")
     run.end_tags["model_uri"] = f"runs:/{run.run_id}/model"
 
 

@@ -28,8 +28,11 @@ import math
 import os
 import platform
 import sqlite3
+import shutil
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from importlib import metadata
 from pathlib import Path
 
@@ -346,15 +349,19 @@ class FitRun:
         Whether the owner of this run should log its model.
     """
 
-    def __init__(self, client, run_id, experiment_id, *, log_model=True):
+    def __init__(self, client, run_id, experiment_id, *, log_model=True, artifact_uri=None):
         self.client = client
         self.run_id = run_id
+        #: Where the run's artifacts live; None: ask MLflow for each upload.
+        self.artifact_uri = artifact_uri
         self.experiment_id = experiment_id
         self.log_model = log_model
         self.tracking_uri = client.tracking_uri
         #: Params and tags to write with the next ``log_params`` / at the end,
         #: saving the store a round trip each.
         self.pending_params = {}
+        #: Metrics ``[(step, {name: value})]`` and tags written when the run ends.
+        self.end_metrics = []
         self.end_tags = {}
         self._ended = False
         #: Set once the store failed mid-fit; from then on records go to ``fallback_dir``.
@@ -455,19 +462,21 @@ class FitRun:
             client.create_run, experiment_id,
             tags={k: str(v) for k, v in tags.items()}, run_name=run_name,
         )
-        return cls(client, run.info.run_id, experiment_id, log_model=log_model)
+        return cls(client, run.info.run_id, experiment_id, log_model=log_model,
+                   artifact_uri=run.info.artifact_uri)
 
     @classmethod
     def attach(cls, tracking_uri, run_id):
         """Log more into an existing run (e.g. test metrics after the fit). Never ends it."""
         client = _client(tracking_uri)
         try:
-            experiment_id = _retrying(client.get_run, run_id).info.experiment_id
+            info = _retrying(client.get_run, run_id).info
         except _STORE_ERRORS as exc:
             attached = cls(client, run_id, None, log_model=False)
             attached._lose(exc)
         else:
-            attached = cls(client, run_id, experiment_id, log_model=False)
+            attached = cls(client, run_id, info.experiment_id, log_model=False,
+                           artifact_uri=info.artifact_uri)
         attached._ended = True  # not ours to end
         return attached
 
@@ -521,13 +530,12 @@ class FitRun:
 
     def log_files(self, files, artifact_path=None, dpi=80):
         """Log several artifacts in one call: ``{name: str text or matplotlib Figure}``."""
-        with tempfile.TemporaryDirectory() as tmp:
+        with self.staged_artifacts(artifact_path) as folder:
             for name, content in files.items():
                 if isinstance(content, str):
-                    (Path(tmp) / name).write_text(content)
+                    (folder / name).write_text(content)
                 else:  # fast zlib level: a few % larger PNG, a third of the encode time
-                    content.savefig(Path(tmp) / name, dpi=dpi, pil_kwargs={"compress_level": 1})
-            self.log_dir(tmp, artifact_path)
+                    content.savefig(folder / name, dpi=dpi, pil_kwargs={"compress_level": 1})
 
     def log_file(self, path, artifact_path=None):
         self._store(self.client.log_artifact, self.run_id, str(path), artifact_path,
@@ -536,6 +544,55 @@ class FitRun:
     def log_dir(self, path, artifact_path):
         self._store(self.client.log_artifacts, self.run_id, str(path), artifact_path,
                     local=lambda: self._local_artifacts(path, artifact_path))
+
+    def _local_artifact_root(self):
+        """The run's artifact folder if it is on this machine's disk, else None."""
+        uri = self.artifact_uri or ""
+        parsed = urllib.parse.urlparse(uri)
+        if parsed.scheme == "file":
+            return Path(urllib.request.url2pathname(parsed.path))
+        if parsed.scheme == "" and uri:
+            return Path(uri)
+        return None
+
+    @contextlib.contextmanager
+    def staged_artifacts(self, artifact_path=None):
+        """A folder to write artifacts in; on leaving the block they join the run.
+
+        When the run's artifacts are on local disk, the folder is made beside
+        them and its entries are renamed into place: no second copy of a model,
+        and never a half-written artifact (a failed block publishes nothing).
+        Elsewhere (a tracking server), the folder is uploaded.
+        """
+        root = self._local_artifact_root()
+        staging_parent = None
+        if root is not None and not self.lost:
+            with contextlib.suppress(OSError):
+                root.mkdir(parents=True, exist_ok=True)
+                staging_parent = root.parent
+        try:
+            folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=staging_parent))
+        except OSError:
+            staging_parent, folder = None, Path(tempfile.mkdtemp(prefix="mnist_mlp-"))
+        try:
+            yield folder
+            if staging_parent is not None:
+                self._store(self._rename_into, folder, root / (artifact_path or ""),
+                            local=lambda: self._local_artifacts(folder, artifact_path))
+            else:
+                self.log_dir(folder, artifact_path)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    @staticmethod
+    def _rename_into(folder, target):
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in folder.iterdir():
+            destination = target / entry.name
+            if entry.is_dir() and destination.exists():  # rename cannot merge folders
+                shutil.copytree(entry, destination, dirs_exist_ok=True)
+            else:
+                os.replace(entry, destination)
 
     # ending --------------------------------------------------------------------
 
@@ -546,8 +603,9 @@ class FitRun:
         tags = dict(self.end_tags)
         if error is not None:
             tags["error"] = f"{type(error).__name__}: {error}"[:5000]
-        with contextlib.suppress(Exception):  # a logging error must not hide the fit's own
-            self.set_tags(tags)
+        if self.end_metrics or tags:
+            with contextlib.suppress(Exception):  # a logging error must not hide the fit's own
+                self.log_metric_series(self.end_metrics, tags)
         self._store(self.client.set_terminated, self.run_id, status,
                     local=lambda: self._local_json("info.json", {"status": status}))
 

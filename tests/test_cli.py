@@ -45,6 +45,35 @@ def test_argument_errors_exit_2(capsys):
     assert "comma-separated" in capsys.readouterr().err
 
 
+@pytest.mark.timeout(300)
+def test_sigterm_ends_the_run_killed_not_running(tmp_path):
+    import os
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
+    env.pop("MNIST_MLP_DATA_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "fit", "--epochs", "100000"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client, deadline = MlflowClient(uri), time.monotonic() + 200
+    while time.monotonic() < deadline:  # wait until it trains, with epochs logged
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        runs = client.search_runs(["0"]) if (tmp_path / "mlflow.db").exists() else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "terminated" in err and "Traceback" not in err
+    (run,) = client.search_runs(["0"])
+    assert run.info.status == "KILLED"
+    assert "SIGTERM" in run.data.tags["error"]
+
+
 def test_help_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "mnist_mlp", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "fit" in proc.stdout
