@@ -5,6 +5,7 @@ Trains on the full MNIST (MNIST_MLP_DATA_DIR or ../shared/data/mnist), 50 epochs
 
     python benchmarks/tuned_final_seeds.py --seeds 0 1 2
     python benchmarks/tuned_final_seeds.py --hidden-layer-sizes 128 256 --seeds 0 1 2 3 4
+    python benchmarks/tuned_final_seeds.py --hidden-layer-sizes 512 512 --dropout 0.2 --seeds 0 1 2 3 4
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--hidden-layer-sizes", type=int, nargs="+", default=[128, 512],
                         help="our tuning's pick (default) or the study's, 128 256")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="0.2: the wide search's pick (with 512 512)")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir or SHARED)
@@ -34,7 +37,7 @@ def main(argv=None):
         pipe = make_pipeline(
             optimizer="rmsprop", kernel_initializer="he_normal", penalty="l2", alpha=1e-6,
             hidden_layer_sizes=tuple(args.hidden_layer_sizes), learning_rate_init=1e-3, epochs=50,
-            validation_split=0.0, random_state=seed,
+            dropout=args.dropout, validation_split=0.0, random_state=seed,
         ).fit(x_train, y_train)
         scores = evaluate(pipe, x_test, y_test)
         clf = pipe["classifier"]
@@ -43,7 +46,7 @@ def main(argv=None):
                      "test_f1_macro": scores["test_f1_macro"], "run_id": getattr(pipe, "run_id_", None)})
         print(rows[-1])
     accuracies = [r["test_accuracy"] for r in rows]
-    summary = {"hidden_layer_sizes": args.hidden_layer_sizes, "runs": rows,
+    summary = {"hidden_layer_sizes": args.hidden_layer_sizes, "dropout": args.dropout, "runs": rows,
                "mean_accuracy": statistics.fmean(accuracies),
                "sd_accuracy": statistics.stdev(accuracies) if len(rows) > 1 else 0.0}
     output = args.output or RESULTS / "tuned_final_seeds.json"

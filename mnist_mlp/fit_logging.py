@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import io
 import json
 import logging
 import math
+import platform
 import shutil
 import tempfile
 from importlib import metadata
@@ -142,6 +144,21 @@ def _pip_requirements():
 
 
 @functools.lru_cache(maxsize=1)
+def _model_environment():
+    """The logged model's environment as a conda env dict (MLflow's documented form).
+
+    Built once per process. Given as ``pip_requirements``, MLflow would check
+    every pin against the installed packages again for each model: work that
+    does not depend on the fit. MLflow derives ``requirements.txt`` from it.
+    """
+    return {
+        "name": "mlflow-env",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={platform.python_version()}", "pip", {"pip": _pip_requirements()}],
+    }
+
+
+@functools.lru_cache(maxsize=1)
 def _code_dir():
     """This package's Python sources, copied once, shipped with each model.
 
@@ -221,7 +238,7 @@ def log_model(run, model, input_example):
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
             signature=signature,
             input_example=example,
-            pip_requirements=_pip_requirements(),
+            conda_env=copy.deepcopy(_model_environment()),
             code_paths=[_code_dir()],
         )
     run.end_tags["model_uri"] = f"runs:/{run.run_id}/model"

@@ -148,6 +148,7 @@ def collect(tracking_uri=None):
                         "best": {k[5:]: v for k, v in run.data.params.items() if k.startswith("best.")},
                         "best_score": run.data.metrics.get("best_score"),
                         "method": run.data.params.get("search", ""),
+                        "space": run.data.tags.get("space", "–"),
                         "n_fits": len(_children(client, run)),
                         "wall_time_s": _wall_time(run),
                     }
@@ -156,7 +157,7 @@ def collect(tracking_uri=None):
                 section["final"] = {
                     "run_id": final.info.run_id,
                     "params": {k: final.data.params.get(k) for k in
-                               ("hidden_layer_sizes", "alpha", "learning_rate", "epochs")},
+                               ("hidden_layer_sizes", "dropout", "alpha", "learning_rate", "epochs")},
                     "metrics": {k: v for k, v in final.data.metrics.items() if k.startswith("test_")},
                     "wall_time_s": _wall_time(final),
                 }
@@ -236,9 +237,9 @@ Search run `{{ s.run_id }}`{% if s.wall_time_s %}, {{ fmt(s.wall_time_s / 60, ".
 {% for r in s.rows %}{% for f in r.figures %}![{{ r.label }}](figures/{{ f }}) {% endfor %}
 {% endfor %}
 {% elif s.final %}
-| search | method | fits | best validation score | best parameters |
-| --- | --- | --- | --- | --- |
-{% for scoring, x in s.searches.items() %}| {{ scoring }} | {{ x.method }} | {{ x.n_fits }} | {{ fmt(x.best_score, ".4f") }} | {{ x.best }} |
+| search | method | space | fits | best validation score | best parameters |
+| --- | --- | --- | --- | --- | --- |
+{% for scoring, x in s.searches.items() %}| {{ scoring }} | {{ x.method }} | {{ x.space }} | {{ x.n_fits }} | {{ fmt(x.best_score, ".4f") }} | {{ x.best }} |
 {% endfor %}
 Final network, trained afresh with the accuracy search's best parameters ({{ s.final.params }}):
 
@@ -281,8 +282,8 @@ penalised rows with "Keras loss", the last epoch's training loss, penalty includ
 <td>{{ fmt(r.weight_updates, ".0f") }}</td><td>{{ fmt(r.published.weight_updates, ".0f") }}</td>
 <td>{{ r.diverged }}/{{ r.n_seeds }}</td></tr>{% endfor %}</table>
 {% for r in s.rows %}<div><strong>{{ r.label }}</strong><br>{% for f in r.figures %}<img src="figures/{{ f }}" alt="{{ r.label }}">{% endfor %}</div>{% endfor %}
-{% elif s.final %}<table><tr><th>search</th><th>method</th><th>fits</th><th>best validation score</th><th>best parameters</th></tr>
-{% for scoring, x in s.searches.items() %}<tr><td>{{ scoring }}</td><td>{{ x.method }}</td><td>{{ x.n_fits }}</td><td>{{ fmt(x.best_score, ".4f") }}</td><td>{{ x.best }}</td></tr>{% endfor %}</table>
+{% elif s.final %}<table><tr><th>search</th><th>method</th><th>space</th><th>fits</th><th>best validation score</th><th>best parameters</th></tr>
+{% for scoring, x in s.searches.items() %}<tr><td>{{ scoring }}</td><td>{{ x.method }}</td><td>{{ x.space }}</td><td>{{ x.n_fits }}</td><td>{{ fmt(x.best_score, ".4f") }}</td><td>{{ x.best }}</td></tr>{% endfor %}</table>
 <table><tr><th>metric</th><th>ours</th><th>study</th></tr>
 <tr><td>accuracy (%)</td><td>{{ fmt(100 * s.final.metrics.test_accuracy) }}</td><td>{{ fmt(s.published[0].accuracy) }}</td></tr>
 <tr><td>macro F1</td><td>{{ fmt(s.final.metrics.test_f1_macro, ".4f") }}</td><td>{{ fmt(s.published[0].f1_macro, ".4f") }}</td></tr>

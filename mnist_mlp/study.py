@@ -245,13 +245,15 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
         x_train, y_train = x_train[:n_train], y_train[:n_train]
     start = time.perf_counter()
     searches = {}
+    space = "custom" if grid else "wide" if wide else "study"  # which grid: the study's or ours
     with tracking.dataset(getattr(data, "name", "mnist")):
         for scoring in ("accuracy", "f1_macro"):
             search = _configure(
                 module.make_search(**({"epochs": epochs} if epochs else {}), seeds=(seed,),
                                    scoring=scoring, method=method, wide=wide),
                 experiment, grid=grid, n_jobs=n_jobs, resume=resume,
-                run_name=f"study 3 search ({scoring})", tags={"scoring": scoring}, progress=progress,
+                run_name=f"study 3 search ({scoring})", tags={"scoring": scoring, "space": space},
+                progress=progress,
             )
             search.fit(x_train, y_train)
             searches[scoring] = {
@@ -266,7 +268,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
         ).set_params(**best)
         with tracking.FitRun.open(
             run_name="study 3 final", experiment_name=experiment.experiment_name,
-            tags={"section": "3", "study": "mnist-mlp", "role": "final"},
+            tags={"section": "3", "study": "mnist-mlp", "role": "final", "space": space},
         ) as run, run.as_current():
             final.fit(x_train, y_train)
             scores = evaluate(final, x_test, y_test)

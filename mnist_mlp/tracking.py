@@ -27,8 +27,8 @@ import logging
 import math
 import os
 import platform
-import sqlite3
 import shutil
+import sqlite3
 import tempfile
 import time
 import urllib.parse
@@ -408,8 +408,6 @@ class FitRun:
                     fh.write(json.dumps({"key": key, "value": float(value), "step": step}) + "\n")
 
     def _local_artifacts(self, path, artifact_path):
-        import shutil
-
         target = self.fallback_dir / "artifacts" / (artifact_path or "")
         if Path(path).is_dir():
             shutil.copytree(path, target, dirs_exist_ok=True)

@@ -60,6 +60,13 @@ def test_tuning_is_the_studys_36_point_grid_by_successive_halving():
     assert load_experiment("3").make_search(scoring="f1_macro").scoring == "f1_macro"
 
 
+def test_the_wide_tuning_space_reaches_beyond_the_study():
+    wide = load_experiment("3").make_search(method="grid", wide=True)
+    grid = wide.param_grid
+    assert (512, 512) in grid["classifier__hidden_layer_sizes"] and 0.2 in grid["classifier__dropout"]
+    assert count_fits(wide) == 4 * 2 * 2 * 2
+
+
 def test_unknown_experiment():
     with pytest.raises(ValueError, match="unknown experiment '9'"):
         load_experiment("9")
@@ -90,6 +97,7 @@ def test_tuning_trains_the_best_afresh_and_evaluates_it(tracked, embedded):
     assert set(result["searches"]) == {"accuracy", "f1_macro"}
     final = tracked.get_run(result["final"]["run_id"])
     assert final.data.tags["role"] == "final" and final.info.status == "FINISHED"
+    assert final.data.tags["space"] == "custom"  # the grid given here, neither the study's nor --wide
     assert final.data.params["epochs"] == "2"
     assert float(final.data.params["learning_rate"]) == \
         result["searches"]["accuracy"]["best_params"]["classifier__learning_rate_init"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import urllib.parse
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -131,6 +133,43 @@ def test_a_failing_fit_ends_its_run_and_logs_no_model(tracked, digits, exc, stat
     assert type(exc).__name__ in run.data.tags["error"]
     assert "model" not in artifact_paths(tracked, run.info.run_id)
     assert len(tracked.get_metric_history(run.info.run_id, "loss")) == 2  # the epochs that ran
+
+
+def test_a_model_that_fails_to_save_leaves_no_half_written_artifact(tracked, digits, monkeypatch):
+    import mlflow.sklearn
+
+    def save_half(model, path, **kwargs):
+        Path(path).mkdir()
+        (Path(path) / "model.pkl").write_bytes(b"half")  # then the disk fills up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mlflow.sklearn, "save_model", save_half)
+    x_train, y_train, _, _ = digits
+    with pytest.raises(OSError, match="No space"):
+        make_pipeline(**FAST).fit(x_train[:300], y_train[:300])
+    (run,) = all_runs(tracked)
+    assert run.info.status == "FAILED" and "No space" in run.data.tags["error"]
+    assert "model" not in artifact_paths(tracked, run.info.run_id)
+    assert {"learning_curves.png", "history.csv"} <= set(artifact_paths(tracked, run.info.run_id))
+    run_folder = Path(urllib.parse.urlparse(run.info.artifact_uri).path).parent
+    assert not [p for p in run_folder.iterdir() if p.name.startswith(".staging")]  # cleaned up
+
+
+def test_the_last_metrics_and_tags_are_written_with_the_runs_end(tracked, flat_digits, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    calls = []
+    log_batch = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, *a, **k: calls.append(k) or log_batch(self, *a, **k))
+    X, y, _, _ = flat_digits
+    clf = MLPClassifier(**FAST).fit(X[:300], y[:300])
+    # Params at the start, then one write at the end: per-epoch and final metrics and tags together.
+    assert len(calls) == 2 and calls[0]["params"] and not calls[0].get("metrics")
+    names = {m.key for m in calls[1]["metrics"]}
+    assert {"loss", "val_accuracy", "fit_time_s", "weight_updates", "epochs_run"} <= names
+    assert {t.key for t in calls[1]["tags"]} >= {"diverged", "training_loop", "model_uri"}
+    run = tracked.get_run(clf.run_id_)
+    assert run.info.status == "FINISHED" and run.data.tags["model_uri"].endswith("/model")
 
 
 def test_bad_input_leaves_no_running_run_and_no_model(tracked, flat_digits):
