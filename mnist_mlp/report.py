@@ -162,13 +162,57 @@ def collect(tracking_uri=None):
                     "wall_time_s": _wall_time(final),
                 }
             continue
-        parent = _latest(client, found.experiment_id, "tags.role = 'search'")
-        if parent is None:
+        parents, children = _pooled_fits(client, found.experiment_id)
+        if not parents:
             continue
-        children = [c for c in _children(client, parent) if c.data.tags.get("role") == "fold"]
-        section.update(ran=True, run_id=parent.info.run_id, wall_time_s=_wall_time(parent),
+        walls = [_wall_time(p) for p in parents]
+        section.update(ran=True, run_id=parents[0].info.run_id,
+                       run_ids=[p.info.run_id for p in parents],
+                       wall_time_s=sum(w for w in walls if w) or None,
                        rows=_rows(experiment, children))
     return sections
+
+
+#: Params that make two fits of a section comparable (same data, same length).
+_FIDELITY = ("epochs", "n_train", "n_val", "dataset")
+
+
+def _pooled_fits(client, experiment_id):
+    """The section's fits at the fidelity of its newest search, seeds of every search pooled.
+
+    A section re-run with more seeds (``--seeds 3,4,5``) adds to the rows of
+    the earlier run instead of hiding it; a quick run at other epochs or data
+    sizes is left out. Where a seed ran twice, the newer fit counts.
+
+    Returns
+    -------
+    parents : list of Run
+        The searches whose fits are pooled, newest first.
+    children : list of Run
+    """
+    searches = client.search_runs(
+        [experiment_id], filter_string="tags.role = 'search' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=500,
+    )
+    pooled, fidelity = {}, None
+    by_id = {search.info.run_id: search for search in searches}
+    for search in searches:
+        fits = [c for c in _children(client, search) if c.data.tags.get("role") == "fold"]
+        if not fits:
+            continue
+        mine = {tuple(c.data.params.get(k) for k in _FIDELITY) for c in fits}
+        fidelity = fidelity or mine
+        if mine != fidelity:
+            continue
+        for fit in sorted(fits, key=lambda r: r.info.start_time, reverse=True):
+            key = tuple(sorted((k, v) for k, v in fit.data.params.items() if k != "random_state"))
+            # A fit reused on resume counts for the search that ran it (its time is there).
+            origin = by_id.get(fit.data.tags.get("mlflow.parentRunId"), search)
+            pooled.setdefault((key, fit.data.params.get("random_state")), (fit, origin))  # newest wins
+    # Only the searches whose fits are shown.
+    parents = {search.info.run_id: search for _, search in pooled.values()}
+    parents = sorted(parents.values(), key=lambda r: r.info.start_time, reverse=True)
+    return parents, sorted((fit for fit, _ in pooled.values()), key=lambda r: r.info.start_time)
 
 
 def _download(client, run_id, artifact, target):
@@ -232,7 +276,7 @@ compare it with "Keras loss": the training loss of the last epoch, penalty inclu
 | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {% for r in s.rows %}| {{ r.label }} | {{ r.n_seeds }} | {{ fmt(r.accuracy) }}{% if r.n_seeds > 1 %} ± {{ fmt(r.accuracy_sd) }}{% endif %} | {{ fmt(r.published.accuracy) }} | {{ fmt(r.delta, "+.2f") }} | {{ fmt(r.loss, ".3f") }} | {{ fmt(r.train_loss, ".3g") }} | {{ fmt(r.published.loss) }} | {{ fmt(r.fit_time_s, ".0f") }} | {{ fmt(r.published.fit_time_s, ".0f") }} | {{ fmt(r.weight_updates, ".0f") }} | {{ fmt(r.published.weight_updates, ".0f") }} | {{ r.diverged }}/{{ r.n_seeds }} |
 {% endfor %}
-Search run `{{ s.run_id }}`{% if s.wall_time_s %}, {{ fmt(s.wall_time_s / 60, ".1f") }} min{% endif %}.
+Search run{% if s.run_ids|length > 1 %}s {% for r in s.run_ids %}`{{ r }}`{% if not loop.last %}, {% endif %}{% endfor %} (seeds pooled){% else %} `{{ s.run_id }}`{% endif %}{% if s.wall_time_s %}, {{ fmt(s.wall_time_s / 60, ".1f") }} min{% endif %}.
 
 {% for r in s.rows %}{% for f in r.figures %}![{{ r.label }}](figures/{{ f }}) {% endfor %}
 {% endfor %}

@@ -27,3 +27,15 @@ def test_report_sets_our_figures_beside_the_published_ones(tracked, embedded, tm
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
     assert "2.4.1-0-curves.png" in figures and "2.3-0-weights.png" in figures
     assert json.loads(data)["sections"][3]["name"] == "2.4.1"
+
+
+def test_a_rerun_with_more_seeds_adds_to_the_rows_and_a_quick_run_does_not(tracked, embedded):
+    run_experiment("2.5.1", embedded, epochs=1, n_train=300, seeds=[0, 1])
+    run_experiment("2.5.1", embedded, epochs=1, n_train=300, seeds=[1, 2])  # seed 1 again: newer counts
+    (row,) = {s["name"]: s for s in collect()}["2.5.1"]["rows"]
+    assert row["seeds"] == ["0", "1", "2"] and row["n_seeds"] == 3
+    section = {s["name"]: s for s in collect()}["2.5.1"]
+    assert len(section["run_ids"]) == 2
+    run_experiment("2.5.1", embedded, epochs=2, n_train=300, seeds=[5])  # another fidelity: its own
+    (row,) = {s["name"]: s for s in collect()}["2.5.1"]["rows"]
+    assert row["seeds"] == ["5"]
