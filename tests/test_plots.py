@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 
 from mnist_mlp.plots import plot_confusion_matrix, plot_learning_curves, plot_weight_violins
@@ -41,3 +43,18 @@ def test_confusion_matrix_is_annotated():
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert {"0.90", "0.10", "0.20", "0.80"} <= texts
     assert fig.axes[0].get_xlabel() == "predicted"
+
+
+def test_violin_density_is_matplotlibs_kde_and_survives_a_constant_layer():
+    from matplotlib import mlab
+
+    from mnist_mlp.plots import _scott_density
+
+    sample = np.random.default_rng(0).normal(size=500)
+    coords = np.linspace(-4, 4, 50)
+    np.testing.assert_allclose(_scott_density(sample, coords),
+                               mlab.GaussianKDE(sample, "scott").evaluate(coords), atol=1e-12)
+    spike = _scott_density(np.zeros(30), np.zeros(5))  # matplotlib's own KDE raises here
+    assert spike.tolist() == [1.0] * 5
+    fig = plot_weight_violins([np.zeros((4, 3))], [np.full((4, 3), np.nan)])
+    fig.savefig(io.BytesIO(), format="png")
