@@ -266,7 +266,7 @@ def _client(tracking_uri):
     path.parent.mkdir(parents=True, exist_ok=True)
     _TUNED_STORES.add(path.resolve())
     _install_sqlite_tuning()
-    with open(f"{path}.lock", "w") as lock:
+    with open(f"{path}.lock", "w") as lock, _quiet_schema_setup():
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             client = MlflowClient(tracking_uri)
@@ -274,6 +274,23 @@ def _client(tracking_uri):
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return client
+
+
+@contextlib.contextmanager
+def _quiet_schema_setup():
+    """Hide MLflow's INFO lines on creating a store ("Creating initial MLflow database tables...").
+
+    A first fit into a new store is routine here, not news; warnings still show.
+    """
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic.runtime.migration")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
 
 
 def resolve_tracking_uri():

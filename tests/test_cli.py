@@ -94,6 +94,17 @@ def test_tensorflow_start_up_noise_is_hidden():
     assert "oneDNN" not in proc.stderr and "absl::InitializeLog" not in proc.stderr
 
 
+def test_a_first_fit_into_a_new_store_prints_no_mlflow_set_up_noise(tmp_path):
+    import os
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/new.db", "MNIST_MLP_TRACKING": "1"}
+    env.pop("MNIST_MLP_DATA_DIR", None)
+    proc = subprocess.run([sys.executable, "-m", "mnist_mlp", "fit", "--epochs", "1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "database tables" not in proc.stderr + proc.stdout and (tmp_path / "new.db").exists()
+
+
 def test_study_command_runs_a_section_and_writes_json(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
