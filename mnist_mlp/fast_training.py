@@ -270,7 +270,7 @@ def _threading_layer():
     if numba.config.THREADING_LAYER == "default":
         numba.config.THREADING_LAYER = "threadsafe"
     try:
-        _kernels._matmul(np.ones((2 * _kernels._PARALLEL_MIN_ROWS, 2), np.float32),
+        _kernels._matmul(np.ones((2 * _kernels._MIN_BLOCK_ROWS, 2), np.float32),
                          np.ones((2, 2), np.float32), 2)
         return numba.threading_layer()
     except Exception:  # no threadsafe layer here: products stay on the calling thread

@@ -277,3 +277,30 @@ def test_compiled_network_accepts_only_what_the_loop_computes():
         keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.1)),
         keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3, activation="softmax"))
     assert "same regularizer" in fast_training.compiled_network(mixed_penalties)
+
+
+def test_the_weights_do_not_depend_on_the_number_of_threads(monkeypatch, flat_digits):
+    """Products run in fixed blocks: one thread (a Dask worker) and two give the same bits."""
+    from mnist_mlp import _kernels, fast_training
+
+    rng = np.random.default_rng(0)
+    for rows, inner, cols in ((144, 784, 16), (100, 784, 16), (64, 784, 32), (256, 128, 256)):
+        A = rng.random((rows, inner), dtype=np.float32)
+        B = rng.standard_normal((inner, cols), dtype=np.float32)
+        D = rng.standard_normal((rows, cols), dtype=np.float32)
+        np.testing.assert_array_equal(_kernels._matmul(A, B, 1), _kernels._matmul(A, B, 2))
+        one, two = np.empty((inner, cols), np.float32), np.empty((inner, cols), np.float32)
+        _kernels._matmul_tn(A, D, one, 1)
+        _kernels._matmul_tn(A, D, two, 2)
+        np.testing.assert_array_equal(one, two)
+
+    X, y, _, _ = flat_digits
+    weights = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(fast_training, "_threads", lambda threads=threads: threads)
+        clf = MLPClassifier(hidden_layer_sizes=(32,), epochs=2, learning_rate_init=1e-2, random_state=0,
+                            tracking=False).fit(X[:500], y[:500])
+        assert clf.training_loop_ == "compiled"
+        weights[threads] = clf.model_.get_weights()
+    for one, two in zip(weights[1], weights[2]):
+        np.testing.assert_array_equal(one, two)
