@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import threading
 import time
 from numbers import Integral, Real
 
@@ -65,6 +66,25 @@ class _SoftmaxLabelEncoder(ClassifierLabelEncoder):
             ).fit(y)
             self._target_type = "multiclass"
         return self
+
+
+
+#: scikeras makes ``random_state`` work by seeding Python's, NumPy's and
+#: TensorFlow's *global* generators around a model's build and fit. Two fits
+#: in threads of one process (a Dask worker's, joblib's threading backend)
+#: would then draw from each other's seeds: the same random_state, other
+#: weights. Seeded sections therefore take turns.
+_GLOBAL_SEEDS = threading.RLock()
+
+
+@contextlib.contextmanager
+def _released(lock):
+    """Let other threads take ``lock`` (held once by this one) for the block."""
+    lock.release()
+    try:
+        yield
+    finally:
+        lock.acquire()
 
 
 class MLPClassifier(KerasClassifier):
@@ -550,7 +570,18 @@ class MLPClassifier(KerasClassifier):
         # version squeezes a single sample's row to 1D.
         return np.asarray(self._predict_raw(X=X)).reshape(-1, self.n_classes_)
 
+    def _build_keras_model(self):
+        # Seeded build: see _GLOBAL_SEEDS.
+        with _GLOBAL_SEEDS:
+            return super()._build_keras_model()
+
     def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
+        # Seeded fit: see _GLOBAL_SEEDS. The compiled loop lets go of it once
+        # it has drawn its seed; keras.Model.fit draws all along, so keeps it.
+        with _GLOBAL_SEEDS:
+            self._fit_seeded(X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs)
+
+    def _fit_seeded(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
         self.initial_coefs_, self.initial_intercepts_ = self._dense_weights()
         user_callbacks = self._fit_callbacks
         # Tracking first: an epoch that finished is logged even if a user callback then raises.
@@ -588,7 +619,8 @@ class MLPClassifier(KerasClassifier):
             self.training_loop_, self.training_loop_reason_ = "compiled", None
             # Inside scikeras's seeded context when random_state is set.
             seed = np.random.randint(2**31 - 1)
-            return fast_training.fit(self.model_, x, y, seed=seed, **fit_args)
+            with _released(_GLOBAL_SEEDS):  # from here on, no global generator is used
+                return fast_training.fit(self.model_, x, y, seed=seed, **fit_args)
 
         return fit
 

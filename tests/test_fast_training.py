@@ -251,12 +251,18 @@ def test_concurrent_fits_in_threads(flat_digits):
 
     X, y, X_test, _ = flat_digits
     params = dict(SMALL, epochs=2, batch_size=128)
-    with ThreadPoolExecutor(2) as pool:
-        fits = list(pool.map(lambda seed: MLPClassifier(**{**params, "random_state": seed}).fit(X, y), [0, 1]))
+    seeds = [0, 1, 2, 3] * 2
+    with ThreadPoolExecutor(4) as pool:
+        fits = list(pool.map(lambda seed: MLPClassifier(**{**params, "random_state": seed}).fit(X, y), seeds))
     assert fast_training._threading_layer() in ("tbb", "omp", "workqueue", None)
-    alone = MLPClassifier(**{**params, "random_state": 0}).fit(X, y)
     assert all(f.training_loop_ == "compiled" for f in fits)
-    np.testing.assert_allclose(fits[0].predict_proba(X_test), alone.predict_proba(X_test), atol=1e-5)
+    # Each fit is what its random_state gives alone: scikeras seeds global
+    # generators, and without turns the threads drew from each other's seeds
+    # (6 of 24 such fits differed before).
+    alone = {seed: MLPClassifier(**{**params, "random_state": seed}).fit(X, y).predict_proba(X_test)
+             for seed in set(seeds)}
+    for seed, fit in zip(seeds, fits):
+        np.testing.assert_allclose(fit.predict_proba(X_test), alone[seed], atol=1e-5)
 
 
 def test_compiled_network_accepts_only_what_the_loop_computes():
