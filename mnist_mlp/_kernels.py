@@ -150,12 +150,13 @@ def _activation_grad(d, a, code):
                 d[i, j] *= a[i, j] * (_ONE - a[i, j])
 
 
-# Matrix products with at least this many rows are split across threads.
+# A.T @ D (a kernel's gradient) over fewer rows (a small batch) is not split.
 _PARALLEL_MIN_ROWS = 64
-# ... in blocks whose size depends on the shape only, never on the number of
-# threads: BLAS may sum a block of another size in another order, so blocks
-# sized by the thread count would make the weights depend, in their last
-# bits, on the cores a fit ran on (a one-thread Dask worker against a laptop).
+# Products are split in blocks whose size depends on the shape only, never on
+# the number of threads: BLAS may sum a block of another size in another
+# order, so blocks sized by the thread count would make the weights depend, in
+# their last bits, on the cores a fit ran on (a one-thread Dask worker against
+# a laptop).
 # At least 128 rows (64 columns) a block: smaller ones pay BLAS's packing of
 # the other operand again for each block (14 % slower epochs at batch 256);
 # at most 8 blocks, so that large products still use up to 8 threads.
@@ -180,12 +181,12 @@ def _block_size(n, smallest):
 def _matmul(A, B, n_threads):
     """``A @ B`` in blocks of rows of ``A`` (see ``_block_size``), shared among ``n_threads`` threads."""
     rows = A.shape[0]
-    if rows < _PARALLEL_MIN_ROWS:
-        return np.dot(A, B)
-    out = np.empty((rows, B.shape[1]), np.float32)
     size = _block_size(rows, _MIN_BLOCK_ROWS)
     n_blocks = (rows + size - 1) // size
-    if n_threads <= 1 or n_blocks == 1:  # the same blocks, on the calling thread only
+    if n_blocks == 1:
+        return np.dot(A, B)
+    out = np.empty((rows, B.shape[1]), np.float32)
+    if n_threads <= 1:  # the same blocks, on the calling thread only
         for b in range(n_blocks):
             out[b * size:(b + 1) * size] = np.dot(A[b * size:(b + 1) * size], B)
         return out

@@ -68,7 +68,6 @@ class _SoftmaxLabelEncoder(ClassifierLabelEncoder):
         return self
 
 
-
 #: scikeras makes ``random_state`` work by seeding Python's, NumPy's and
 #: TensorFlow's *global* generators around a model's build and fit. Two fits
 #: in threads of one process (a Dask worker's, joblib's threading backend)
