@@ -47,7 +47,7 @@ import numpy as np
 from mnist_mlp import _kernels
 from mnist_mlp._tensorflow import keras, tf
 
-__all__ = ["fit", "unsupported_reason", "compiled_network", "predict_proba", "overrides_hooks"]
+__all__ = ["fit", "unsupported_reason", "compiled_network", "predict_proba", "overrides_hooks", "OptimizerState"]
 
 #: Callback hooks the compiled loop never calls: a callback that overrides
 #: one of them makes fit fall back to keras.Model.fit.
@@ -325,7 +325,6 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
     keras.callbacks.History
     """
     network = compiled_network(model)
-    code, hyper, slot_vars = _optimizer_rule(model.optimizer)
     X = _writable_float32(X)
     labels = np.ascontiguousarray(np.argmax(y, axis=1), dtype=np.int64)
     split_at = _validation_split(len(X), validation_split)
@@ -341,18 +340,10 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
     batch_size = int(batch_size or 32)
     rng = np.random.default_rng(seed)
 
-    optimizer = model.optimizer
-    if not optimizer.built:
-        optimizer.build(model.trainable_variables)
     theta = network.read()
     grad = np.zeros_like(theta)
-    state = np.zeros((3, network.n_params), np.float32)
-    weight_slices = network.slices()
-    var_index = {id(v): optimizer._get_variable_index(v) for v, _ in weight_slices}
-    for slot, var_slot in _slots(weight_slices, var_index, slot_vars):
-        state[slot[0], slot[1]] = np.asarray(var_slot.numpy()).ravel()
-    iterations = np.array([int(optimizer.iterations.numpy())], np.int64)
-    hyper = np.asarray(hyper, np.float32)
+    opt_state = OptimizerState(model, network)
+    state, iterations, code, hyper = opt_state.slots, opt_state.iterations, opt_state.code, opt_state.hyper
     steps = -(-len(X_train) // batch_size)
 
     callback_list = keras.callbacks.CallbackList(
@@ -390,25 +381,60 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
             logs = {k: float(v) for k, v in logs.items()}
             if reads_model:  # the model holds each epoch's weights when its callbacks run
                 network.write(theta)
-                optimizer.iterations.assign(iterations[0])
+                opt_state.write(slots=False)
             callback_list.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
     finally:
         network.write(theta)
-        optimizer.iterations.assign(iterations[0])
-        for slot, var_slot in _slots(weight_slices, var_index, slot_vars):
-            var_slot.assign(state[slot[0], slot[1]].reshape(var_slot.shape))
+        opt_state.write()
     callback_list.on_train_end(logs)
     return model.history
 
 
-def _slots(weight_slices, var_index, slot_vars):
-    """``((row, flat slice), slot variable)`` for every optimizer slot in use."""
-    for var, part in weight_slices:
-        for row, slot_var in enumerate(slot_vars(var_index[id(var)])):
-            if slot_var is not None:
-                yield (row, part), slot_var
+class OptimizerState:
+    """A Keras optimizer's rule, step count and slots as the kernels take them.
+
+    ``code`` and ``hyper`` name the update rule (see ``_kernels._update``);
+    ``slots`` is a float32 array ``(3, n_params)`` laid out like the network's
+    flat parameters (Adam: m, v, v_hat; RMSprop: velocity, average gradient,
+    momentum; SGD: momentum; unused rows stay 0); ``iterations`` the step count.
+    :meth:`write` puts them back into the optimizer.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A compiled model whose optimizer :func:`unsupported_reason` accepts.
+    network : _Network
+        ``compiled_network(model)``.
+    """
+
+    def __init__(self, model, network):
+        optimizer = model.optimizer
+        self.code, hyper, self._slot_vars = _optimizer_rule(optimizer)
+        self.hyper = np.asarray(hyper, np.float32)
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        self._optimizer = optimizer
+        self._weight_slices = network.slices()
+        self.slots = np.zeros((3, network.n_params), np.float32)
+        for (row, part), var in self._pairs():
+            self.slots[row, part] = np.asarray(var.numpy()).ravel()
+        self.iterations = np.array([int(optimizer.iterations.numpy())], np.int64)
+
+    def _pairs(self):
+        """``((row, flat slice), slot variable)`` for every optimizer slot in use."""
+        for var, part in self._weight_slices:
+            for row, slot_var in enumerate(self._slot_vars(self._optimizer._get_variable_index(var))):
+                if slot_var is not None:
+                    yield (row, part), slot_var
+
+    def write(self, slots=True):
+        """Put the step count (and the slots) back into the Keras optimizer."""
+        self._optimizer.iterations.assign(self.iterations[0])
+        if slots:
+            for (row, part), var in self._pairs():
+                var.assign(self.slots[row, part].reshape(var.shape))
 
 
 def predict_proba(network, X):

@@ -1,0 +1,453 @@
+"""One training step of the compiled loop against one step of Keras, from identical state.
+
+Whole-fit comparisons are fragile (a ReLU pre-activation at +2e-7 in one loop
+and -2e-7 in the other sends two fits apart) and loose (a tolerance wide enough
+for that lets a halved L2 gradient through). So each case here starts two
+copies of one network from the same weights, the same optimizer slots and the
+same step count (a few Keras steps in, so every slot is non-zero and Adam's bias
+correction is not at step 1), takes one step with ``keras.Model.train_on_batch``
+on one copy and one step of :func:`mnist_mlp.fast_training.fit` on the other,
+and compares every kernel, intercept, slot and the reported loss at float32
+round-off.
+
+The matrix covers every optimizer rule and variant the loop accepts, each
+penalty with each of them, every hidden activation, one to three hidden layers,
+and layer widths and batch sizes that take every product path of
+:mod:`mnist_mlp._kernels` (unsplit, split in row or column blocks, and the
+online outer-product update in cache blocks). Dropout, whose masks are NumPy's
+and not TensorFlow's, is checked against a NumPy reference step with the same
+mask, and that reference is itself checked against Keras without dropout.
+
+``scripts/mutation_check.py`` breaks the kernels on purpose (a halved L2
+gradient, no dropout scaling, no bias correction, ...) and shows each mutant
+fails this module.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mnist_mlp import _kernels, fast_training
+from mnist_mlp._tensorflow import keras
+
+# Float32 round-off allowed, as |ours - keras| (less one float32 rounding of
+# the stored value) over a scale: the largest magnitude of the step's change for
+# weights, of the quantity itself for slots and the loss.
+# - A gradient, or an update rule given the same gradient: 1e-6 (measured: at
+#   most 2e-7 and 1 float32 rounding).
+# - A whole step: 1e-5 on the loss and the slots; 2e-4 on the weights, since
+#   Adam and RMSprop divide by sqrt(v): where v is tiny, a gradient's last-bit
+#   difference is magnified (measured: at most 1.1e-4, RMSprop online). The two
+#   tests above it show where each part's difference comes from.
+# A halved L2 gradient, a missing dropout scale or bias correction, a moved
+# epsilon are off by 1e-3 to 1 (scripts/mutation_check.py).
+TOL_PART = 1e-6
+TOL_STEP = {"loss": 1e-5, "slots": 1e-5, "kernels": 2e-4, "intercepts": 2e-4}
+
+OPTIMIZERS = {
+    "adam": lambda: keras.optimizers.Adam(1e-3),
+    "adam-betas-eps": lambda: keras.optimizers.Adam(3e-3, beta_1=0.8, beta_2=0.95, epsilon=1e-4),
+    "amsgrad": lambda: keras.optimizers.Adam(1e-3, amsgrad=True),
+    "rmsprop-rho0.99": lambda: keras.optimizers.RMSprop(1e-3, rho=0.99),
+    "rmsprop-rho0.01": lambda: keras.optimizers.RMSprop(1e-3, rho=0.01),
+    "rmsprop-centered": lambda: keras.optimizers.RMSprop(1e-3, centered=True),
+    "rmsprop-momentum": lambda: keras.optimizers.RMSprop(1e-3, momentum=0.5),
+    "rmsprop-centered-momentum": lambda: keras.optimizers.RMSprop(1e-3, rho=0.8, momentum=0.9, centered=True,
+                                                                  epsilon=1e-5),
+    "sgd": lambda: keras.optimizers.SGD(0.1),
+    "sgd-momentum": lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+    "sgd-nesterov": lambda: keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+}
+PENALTIES = {"none": (None, 0.0), "l1": ("l1", 1e-3), "l2": ("l2", 1e-2)}  # 1e-2: the study's 2.4.1
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+# (layer sizes from input to output, rows in the batch). The kernels split a
+# product X @ W into row blocks above 128 rows, a gradient X.T @ D into column
+# blocks when the batch has 64 rows or more and the layer more than 64 units,
+# and apply a batch of one row as outer products in blocks of 16,384 parameters.
+SHAPES = {
+    "study-128-256-batch256": ((784, 128, 256, 10), 256),  # split rows and columns
+    "one-hidden-32-batch32": ((784, 32, 10), 32),  # nothing split
+    "three-hidden-batch200": ((784, 96, 48, 80, 10), 200),  # widths either side of 64
+    "study-128-256-online": ((784, 128, 256, 10), 1),  # outer products, several cache blocks
+}
+
+# Each optimizer with each penalty, the activation and shape rotating; then
+# each activation on each shape. Every row of the matrix names what it covers.
+CASES = [
+    (opt, pen, ACTIVATIONS[i % 4], list(SHAPES)[(i + j) % 4])
+    for i, opt in enumerate(OPTIMIZERS) for j, pen in enumerate(PENALTIES)
+] + [("adam", "l2", act, shape) for act in ACTIVATIONS for shape in SHAPES]
+CASES = list(dict.fromkeys(CASES))  # one of the second list is already in the first
+
+
+def _data(rng, rows, n_in, n_out):
+    X = rng.random((rows, n_in), dtype=np.float32)
+    X[:, : n_in // 8] = 0.0  # columns that are always 0 (MNIST's border pixels): zero gradients
+    y = np.eye(n_out, dtype=np.float32)[rng.integers(0, n_out, rows)]
+    return X, y
+
+
+def _model(dims, activation, penalty, alpha, optimizer, dropout=0.0):
+    reg = {None: None, "l1": keras.regularizers.L1, "l2": keras.regularizers.L2}[penalty]
+    layers = [keras.Input((dims[0],))]
+    for units in dims[1:-1]:
+        layers.append(keras.layers.Dense(units, activation=activation,
+                                         kernel_regularizer=reg(alpha) if reg else None))
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(dims[-1], activation="softmax"))
+    model = keras.Sequential(layers)
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _twins(opt, pen, activation, dims, seed=0, warmup_rows=64):
+    """Two copies of one network in one state: weights, slots and step count."""
+    keras.utils.set_random_seed(seed)
+    penalty, alpha = PENALTIES[pen]
+    keras_model = _model(dims, activation, penalty, alpha, OPTIMIZERS[opt]())
+    rng = np.random.default_rng(seed)
+    for _ in range(3):  # non-zero slots, non-zero intercepts, bias correction past step 1
+        keras_model.train_on_batch(*_data(rng, warmup_rows, dims[0], dims[-1]))
+    ours = _model(dims, activation, penalty, alpha, OPTIMIZERS[opt]())
+    ours.set_weights(keras_model.get_weights())
+    ours.optimizer.build(ours.trainable_variables)
+    assert len(ours.optimizer.variables) == len(keras_model.optimizer.variables)
+    for mine, theirs in zip(ours.optimizer.variables, keras_model.optimizer.variables):
+        mine.assign(theirs)
+    return keras_model, ours, rng
+
+
+def _compiled_step(model, X, y):
+    assert fast_training.unsupported_reason(model, [], {"batch_size": len(X)}) is None
+    history = fast_training.fit(model, X, y, batch_size=len(X), epochs=1, shuffle=False, seed=0)
+    return history.history["loss"][0]
+
+
+def _relative_error(ours, theirs, scale):
+    """``max |ours - theirs|`` over ``max |scale|``, less one float32 rounding
+    of each stored value (``w + step`` rounds to a neighbouring float32 when
+    the steps differ in their last bits)."""
+    ulp = np.spacing(np.abs(np.asarray(theirs, np.float32))).astype(np.float64)
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    scale = float(np.max(np.abs(scale))) if np.size(scale) else 0.0
+    err = float(np.max(np.maximum(np.abs(ours - theirs) - ulp, 0.0))) if np.size(theirs) else 0.0
+    return err / scale if scale > 0 else err
+
+
+def compare_one_step(opt, pen, activation, shape, seed=0):
+    """One step each way; the largest relative difference per kind of quantity."""
+    dims, rows = SHAPES[shape]
+    keras_model, ours, rng = _twins(opt, pen, activation, dims, seed)
+    X, y = _data(rng, rows, dims[0], dims[-1])
+    before = [w.copy() for w in keras_model.get_weights()]
+    keras_loss = float(keras_model.train_on_batch(X, y)[0])
+    our_loss = _compiled_step(ours, X, y)
+    errors = {"loss": _relative_error(our_loss, keras_loss, keras_loss)}
+    weights = list(zip(ours.get_weights(), keras_model.get_weights(), before))
+    errors["kernels"] = max(_relative_error(o, k, k - b) for o, k, b in weights[0::2])
+    errors["intercepts"] = max(_relative_error(o, k, k - b) for o, k, b in weights[1::2])
+    slots = [(m.numpy(), t.numpy()) for m, t in zip(ours.optimizer.variables, keras_model.optimizer.variables)
+             if m.shape != ()]  # the step count and learning rate are scalars, compared below
+    errors["slots"] = max((_relative_error(m, t, t) for m, t in slots), default=0.0)
+    assert int(ours.optimizer.iterations.numpy()) == int(keras_model.optimizer.iterations.numpy()) == 4
+    return errors
+
+
+@pytest.mark.parametrize("opt, pen, activation, shape", CASES, ids=["-".join(c) for c in CASES])
+def test_one_step_is_keras_to_float32_round_off(opt, pen, activation, shape):
+    errors = compare_one_step(opt, pen, activation, shape)
+    assert all(errors[k] <= TOL_STEP[k] for k in errors), errors
+
+
+def _keras_gradients(model, X, y):
+    """The gradient ``keras.Model.train_on_batch`` takes: mean cross-entropy plus the penalties."""
+    from mnist_mlp._tensorflow import tf
+
+    with tf.GradientTape() as tape:
+        p = model(X, training=True)
+        loss = keras.ops.mean(keras.losses.categorical_crossentropy(y, p))
+        if model.losses:
+            loss = loss + tf.add_n(model.losses)
+    return [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
+
+
+GRADIENT_CASES = [(act, pen, shape) for act in ACTIVATIONS for pen in PENALTIES
+                  for shape in SHAPES if SHAPES[shape][1] > 1]
+
+
+@pytest.mark.parametrize("activation, pen, shape", GRADIENT_CASES, ids=["-".join(c) for c in GRADIENT_CASES])
+def test_gradient_is_keras_to_float32_round_off(activation, pen, shape):
+    """The loop's gradient buffer after one step at learning rate 0 is Keras's gradient."""
+    errors = compare_gradient(activation, pen, shape)
+    assert max(errors.values()) <= TOL_PART, errors
+
+
+def compare_gradient(activation, pen, shape):
+    """Largest relative difference per variable between our gradient and Keras's."""
+    dims, rows = SHAPES[shape]
+    keras.utils.set_random_seed(1)
+    penalty, alpha = PENALTIES[pen]
+    model = _model(dims, activation, penalty, alpha, keras.optimizers.SGD(0.0))
+    rng = np.random.default_rng(1)
+    for w in model.trainable_variables[1::2]:  # non-zero intercepts
+        w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
+    X, y = _data(rng, rows, dims[0], dims[-1])
+    want = _keras_gradients(model, X, y)
+    network = fast_training.compiled_network(model)
+    theta, grad = network.read(), np.zeros(network.n_params, np.float32)
+    opt = fast_training.OptimizerState(model, network)
+    with fast_training._compiled_section():
+        _kernels.train_epoch(theta, grad, opt.slots, opt.iterations, X, np.argmax(y, 1).astype(np.int64),
+                             np.empty(0, np.int64), rows, network.offsets, network.dims, network.activation,
+                             np.float32(0.0), network.penalty, np.float32(network.alpha), opt.code, opt.hyper,
+                             0, 2)
+    return {var.path: _relative_error(grad[part].reshape(g.shape), g, g)
+            for (var, part), g in zip(network.slices(), want)}
+
+
+def _random_slots(model, rng):
+    """Slots a few hundred steps in: signed momenta, positive velocities, and a
+    centered RMSprop's average gradient inside its velocity's square root."""
+    opt = model.optimizer
+    opt.build(model.trainable_variables)
+    opt.iterations.assign(7)
+    slots = {v.path: v for v in opt.variables if v.shape != ()}
+    for path, var in slots.items():
+        if path.endswith(("_velocity", "_velocity_hat")):
+            var.assign(rng.uniform(1e-8, 1e-4, var.shape).astype(np.float32))
+        elif not path.endswith("_average_gradient"):
+            var.assign(rng.normal(0, 1e-3, var.shape).astype(np.float32))
+    for path, var in slots.items():
+        if path.endswith("_average_gradient"):
+            velocity = slots[path.replace("_average_gradient", "_velocity")].numpy()
+            var.assign((rng.uniform(-0.9, 0.9, var.shape) * np.sqrt(velocity)).astype(np.float32))
+
+
+UPDATE_CASES = [(opt, pen) for opt in OPTIMIZERS for pen in PENALTIES]
+
+
+@pytest.mark.parametrize("opt, pen", UPDATE_CASES, ids=["-".join(c) for c in UPDATE_CASES])
+def test_update_rule_is_keras_given_the_same_gradient(opt, pen):
+    """``_kernels._update`` against the optimizer's own ``apply``, on the same
+    gradients, weights and slots: every weight and slot to float32 round-off."""
+    errors = compare_update(opt, pen)
+    assert max(errors.values()) <= TOL_PART, errors
+
+
+def compare_update(opt, pen):
+    """Largest relative difference per weight and slot row after one update each way."""
+    dims = (20, 70, 10)
+    keras.utils.set_random_seed(2)
+    penalty, alpha = PENALTIES[pen]
+    model = _model(dims, "relu", penalty, alpha, OPTIMIZERS[opt]())
+    rng = np.random.default_rng(2)
+    for w in model.trainable_variables[1::2]:
+        w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
+    _random_slots(model, rng)
+    data_grads = [rng.normal(0, 1e-2, w.shape).astype(np.float32) for w in model.trainable_variables]
+    data_grads[0][:3] = 0.0  # weights with no gradient (border pixels): only the penalty moves them
+    network = fast_training.compiled_network(model)
+    theta, state = network.read(), fast_training.OptimizerState(model, network)
+    before = [w.numpy().copy() for w in model.trainable_variables]
+
+    with_penalty = [g.copy() for g in data_grads]  # Keras's penalty gradient, from its own regularizer
+    if penalty:
+        from mnist_mlp._tensorflow import tf
+
+        with tf.GradientTape() as tape:
+            reg = tf.add_n(model.losses)
+        for i, g in enumerate(tape.gradient(reg, model.trainable_variables)):
+            if g is not None:
+                with_penalty[i] = with_penalty[i] + g.numpy()
+    model.optimizer.apply(with_penalty, model.trainable_variables)
+
+    state.iterations[0] += 1
+    step = _kernels._step_size(state.code, state.hyper, np.float32(state.iterations[0]))
+    n_kernels = len(network.slices()) // 2
+    s0, s1, s2 = state.slots
+    for i, ((var, part), g) in enumerate(zip(network.slices(), data_grads)):
+        hidden_kernel = i % 2 == 0 and i // 2 < n_kernels - 1
+        _kernels._update(theta[part], g.ravel().copy(), s0[part], s1[part], s2[part],
+                         network.penalty if hidden_kernel else _kernels.PENALTY_NONE, np.float32(network.alpha),
+                         state.code, state.hyper, step)
+    after = [w.numpy() for w in model.trainable_variables]
+    errors = {var.path: _relative_error(theta[part].reshape(want.shape), want, want - old)
+              for (var, part), want, old in zip(network.slices(), after, before)}
+    keras_state = fast_training.OptimizerState(model, network)
+    assert keras_state.iterations[0] == state.iterations[0] == 8
+    for row in range(3):
+        errors[f"slot {row}"] = _relative_error(state.slots[row], keras_state.slots[row], keras_state.slots[row])
+    return errors
+
+
+def test_every_slot_kind_is_compared():
+    """The matrix above touches every slot the loop reads and writes."""
+    seen = set()
+    for opt in OPTIMIZERS:
+        _, ours, _ = _twins(opt, "none", "relu", (8, 4, 3), warmup_rows=4)
+        seen |= {v.name.rsplit("_", 1)[-1] for v in ours.optimizer.variables if v.shape != ()}
+    assert {"momentum", "velocity", "hat", "gradient"} <= seen, seen
+
+
+# -- dropout: a NumPy reference with the same mask ----------------------------
+
+_ACT = {
+    "relu": (lambda z: np.maximum(z, 0), lambda a: (a > 0).astype(a.dtype)),
+    "tanh": (np.tanh, lambda a: 1 - a * a),
+    "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda a: a * (1 - a)),
+    "linear": (lambda z: z, np.ones_like),
+}
+
+
+def reference_adam_step(weights, m, v, t, X, y, activation, penalty, alpha, dropout, masks, lr=1e-3,
+                        beta_1=0.9, beta_2=0.999, eps=1e-7):
+    """One Keras Adam step of a dense softmax MLP, in float64 NumPy.
+
+    ``weights`` alternates kernels and intercepts; ``masks[l]`` is the 0/1 keep
+    mask of hidden layer ``l`` (inverted dropout scales kept units by
+    ``1 / (1 - dropout)``). Returns the new weights, slots and the loss.
+    """
+    f, df = _ACT[activation]
+    W = [np.asarray(w, np.float64) for w in weights]
+    n_layers = len(W) // 2
+    inputs, hidden = [np.asarray(X, np.float64)], []
+    for layer in range(n_layers):
+        z = inputs[-1] @ W[2 * layer] + W[2 * layer + 1]
+        if layer < n_layers - 1:
+            a = f(z)
+            hidden.append(a)
+            inputs.append(a * masks[layer] / (1 - dropout) if dropout else a)
+        else:
+            logits = z
+    logits = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    rows = len(X)
+    kernels = W[0:-2:2]
+    pen = {None: 0.0, "l1": sum(np.abs(k).sum() for k in kernels),
+           "l2": sum((k * k).sum() for k in kernels)}[penalty] * alpha
+    loss = -np.mean(np.log(p[np.arange(rows), y.argmax(1)])) + pen
+    delta = (p - y) / rows
+    grads = [None] * len(W)
+    for layer in range(n_layers - 1, -1, -1):
+        grads[2 * layer] = inputs[layer].T @ delta
+        grads[2 * layer + 1] = delta.sum(axis=0)
+        if layer < n_layers - 1 and penalty:
+            k = W[2 * layer]
+            grads[2 * layer] += alpha * (np.sign(k) if penalty == "l1" else 2 * k)
+        if layer:
+            back = delta @ W[2 * layer].T
+            if dropout:
+                back = back * masks[layer - 1] / (1 - dropout)
+            delta = back * df(hidden[layer - 1])
+    t += 1
+    step = lr * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+    new_w, new_m, new_v = [], [], []
+    for w, g, mi, vi in zip(W, grads, m, v):
+        mi = mi + (g - mi) * (1 - beta_1)
+        vi = vi + (g * g - vi) * (1 - beta_2)
+        new_w.append(w - mi * step / (np.sqrt(vi) + eps))
+        new_m.append(mi)
+        new_v.append(vi)
+    return new_w, new_m, new_v, loss
+
+
+def _adam_slots(model):
+    opt = model.optimizer
+    variables = model.trainable_variables
+    by_name = {v.path: v.numpy() for v in opt.variables}
+    m = [by_name[f"{opt.name}/{v.path.replace('/', '_')}_momentum"] for v in variables]
+    v = [by_name[f"{opt.name}/{w.path.replace('/', '_')}_velocity"] for w in variables]
+    return m, v
+
+
+def _dropout_masks(seed, rows, widths, rate):
+    """The keep masks ``_kernels.train_epoch`` draws from ``seed``: Numba's
+    generator is NumPy's Mersenne Twister, seeded the same way, and draws one
+    uniform per unit, row by row, layer by layer."""
+    stream = np.random.RandomState(seed)
+    return [(stream.random_sample((rows, width)) >= rate).astype(np.float64) for width in widths]
+
+
+@pytest.mark.parametrize("activation, penalty, dims, rows", [
+    ("relu", "l1", (784, 128, 256, 10), 256),
+    ("tanh", "l2", (784, 96, 48, 10), 1),
+    ("sigmoid", None, (784, 32, 10), 40),
+])
+def test_dropout_step_equals_a_numpy_reference_with_the_same_mask(activation, penalty, dims, rows):
+    rate, seed, alpha = 0.3, 1234, 1e-3
+    keras.utils.set_random_seed(0)
+    model = _model(dims, activation, penalty, alpha, keras.optimizers.Adam(1e-3), dropout=rate)
+    rng = np.random.default_rng(0)
+    model.optimizer.build(model.trainable_variables)
+    for w in model.trainable_variables[1::2]:  # non-zero intercepts
+        w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
+    X, y = _data(rng, rows, dims[0], dims[-1])
+    weights = model.get_weights()
+    m, v = _adam_slots(model)
+    masks = _dropout_masks(seed, rows, dims[1:-1], rate)
+    want_w, want_m, want_v, want_loss = reference_adam_step(weights, m, v, 0, X, y, activation, penalty,
+                                                            alpha, rate, masks)
+
+    network = fast_training.compiled_network(model)
+    theta = network.read()
+    opt = fast_training.OptimizerState(model, network)
+    state = opt.slots
+    with fast_training._compiled_section():
+        loss_sum, _ = _kernels.train_epoch(
+            theta, np.zeros_like(theta), state, opt.iterations, X, np.argmax(y, 1).astype(np.int64),
+            np.empty(0, np.int64), rows, network.offsets, network.dims, network.activation,
+            np.float32(rate), network.penalty, np.float32(network.alpha), opt.code, opt.hyper, seed, 2)
+    network.write(theta)
+    got_w = model.get_weights()
+    assert _relative_error(loss_sum / rows, want_loss, want_loss) < 1e-5
+    for got, want, old in zip(got_w, want_w, weights):
+        assert _relative_error(got, want, want - old) < 1e-3  # float32 against float64
+    assert _relative_error(state[0], np.concatenate([x.ravel() for x in want_m]),
+                           np.concatenate([x.ravel() for x in want_m])) < 1e-4
+
+
+def test_the_numpy_reference_is_keras_without_dropout():
+    """The reference above is Keras's step (so the dropout case is Keras's step with that mask)."""
+    dims, rows = (784, 64, 32, 10), 50
+    keras.utils.set_random_seed(0)
+    model = _model(dims, "relu", "l2", 1e-2, keras.optimizers.Adam(1e-3))
+    rng = np.random.default_rng(1)
+    model.train_on_batch(*_data(rng, rows, dims[0], dims[-1]))
+    X, y = _data(rng, rows, dims[0], dims[-1])
+    weights = model.get_weights()
+    m, v = _adam_slots(model)
+    want_w, _, _, want_loss = reference_adam_step(weights, m, v, 1, X, y, "relu", "l2", 1e-2, 0.0, None)
+    loss = float(model.train_on_batch(X, y)[0])
+    assert _relative_error(loss, want_loss, want_loss) < 1e-5
+    for got, want, old in zip(model.get_weights(), want_w, weights):
+        assert _relative_error(got, want, want - old) < 1e-3
+
+
+def test_dropout_masks_are_the_documented_stream():
+    """The mask the loop draws from a seed is the one the reference rebuilds:
+    with a network whose output is the mask itself, one step of SGD at learning
+    rate 1 moves exactly the kept units' weights."""
+    rate, seed, rows, width = 0.4, 99, 3, 50
+    masks = _dropout_masks(seed, rows, [width], rate)
+    assert 0.25 < 1 - masks[0].mean() < 0.55  # about `rate` dropped
+    keras.utils.set_random_seed(0)
+    model = _model((1, width, 2), "linear", None, 0.0, keras.optimizers.SGD(1.0), dropout=rate)
+    network = fast_training.compiled_network(model)
+    theta = network.read()
+    theta[:] = 0.0
+    # Hidden pre-activation 1 everywhere (bias 1, input 0), output kernel 0:
+    # the output kernel's gradient for hidden unit j is the sum over rows of
+    # kept_j * scale * (p - y), non-zero exactly where a row kept unit j.
+    theta[network.offsets[0] + width:network.offsets[0] + 2 * width] = 1.0
+    X = np.zeros((rows, 1), np.float32)
+    y = np.zeros(rows, np.int64)
+    opt = fast_training.OptimizerState(model, network)
+    _kernels.train_epoch(theta, np.zeros_like(theta), opt.slots, opt.iterations, X, y, np.empty(0, np.int64),
+                         rows, network.offsets, network.dims, network.activation, np.float32(rate),
+                         network.penalty, np.float32(0.0), opt.code, opt.hyper, seed, 1)
+    out_kernel = theta[network.offsets[1]:network.offsets[1] + width * 2].reshape(width, 2)
+    # p = (0.5, 0.5), y = class 0: gradient of column 0 is -0.5 / rows * scale * (kept count).
+    expected = 0.5 / rows / (1 - rate) * masks[0].sum(axis=0)
+    np.testing.assert_allclose(out_kernel[:, 0], expected, rtol=1e-6)
