@@ -167,25 +167,65 @@ def compiled_network(model):
     return _Network(dense, _ACTIVATIONS[activations.pop()], rates.pop() if rates else 0.0, penalty, alpha)
 
 
+# Options every Keras optimizer has, and the values at which they leave the
+# update alone; any other value means Keras must train.
+_NEUTRAL_OPTIONS = {
+    "weight_decay": (None, 0, 0.0), "clipnorm": (None,), "global_clipnorm": (None,), "clipvalue": (None,),
+    "use_ema": (False,), "loss_scale_factor": (None,), "gradient_accumulation_steps": (None, 1),
+}
+# Options that do not change the update (EMA settings matter only with use_ema).
+_INERT_OPTIONS = {"name", "ema_momentum", "ema_overwrite_frequency"}
+# Per rule: the options the kernels implement, and the Keras attributes (its
+# private slot lists) the loop reads the slots from. Anything else in an
+# optimizer's config makes the fit fall back, so a Keras release that adds an
+# option cannot be silently ignored.
+_RULES = {
+    "Adam": ({"learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad"},
+             ("_momentums", "_velocities", "_velocity_hats")),
+    "RMSprop": ({"learning_rate", "rho", "momentum", "epsilon", "centered"},
+                ("_velocities", "_average_gradients", "_momentums")),
+    "SGD": ({"learning_rate", "momentum", "nesterov"}, ("momentums",)),
+}
+
+
+def _rule_reason(optimizer):
+    """Why the kernels cannot apply ``optimizer``'s update, or None."""
+    kind = type(optimizer).__name__
+    if kind not in _RULES or type(optimizer) is not getattr(keras.optimizers, kind):
+        return f"optimizer {kind} is not Adam, RMSprop or SGD"
+    options, _ = _RULES[kind]
+    for key, value in optimizer.get_config().items():
+        if key in _INERT_OPTIONS or key in options and key != "learning_rate":
+            continue
+        if key == "learning_rate":
+            if not isinstance(value, (int, float)):
+                return "the learning rate is a schedule"
+        elif key not in _NEUTRAL_OPTIONS:
+            return f"optimizer option {key!r} is not one the compiled loop implements"
+        elif value not in _NEUTRAL_OPTIONS[key]:
+            what = {"clipnorm": "clips gradients", "global_clipnorm": "clips gradients",
+                    "clipvalue": "clips gradients", "weight_decay": "uses weight decay",
+                    "use_ema": "uses EMA", "loss_scale_factor": "uses loss scaling",
+                    "gradient_accumulation_steps": "uses gradient accumulation"}[key]
+            return f"the optimizer {what} ({key}={value!r})"
+    return None
+
+
 def _optimizer_rule(optimizer):
-    """``(code, hyper, slot variables per weight)`` for the loop, or a reason string."""
-    if optimizer.clipnorm or optimizer.clipvalue or optimizer.global_clipnorm:
-        return "the optimizer clips gradients"
-    if optimizer.weight_decay or optimizer.use_ema or optimizer.loss_scale_factor \
-            or optimizer.gradient_accumulation_steps:
-        return "the optimizer uses weight decay, EMA, loss scaling or gradient accumulation"
-    if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule) \
-            or callable(optimizer._learning_rate):
-        return "the learning rate is a schedule"
+    """``(code, hyper, slot variables per weight index)`` for the kernels.
+
+    The one place that reads Keras's private optimizer state; call it only for
+    an optimizer :func:`_rule_reason` accepts and that is built.
+    """
     lr = float(np.asarray(optimizer.learning_rate))
-    kind = type(optimizer)
-    if kind is keras.optimizers.Adam:
+    kind = type(optimizer).__name__
+    if kind == "Adam":
         hyper = (lr, 1 - optimizer.beta_1, 1 - optimizer.beta_2, optimizer.epsilon,
                  optimizer.beta_1, optimizer.beta_2, float(optimizer.amsgrad))
         slots = lambda i: [optimizer._momentums[i], optimizer._velocities[i]] + (  # noqa: E731
             [optimizer._velocity_hats[i]] if optimizer.amsgrad else [])
         return _kernels.OPT_ADAM, hyper, slots
-    if kind is keras.optimizers.RMSprop:
+    if kind == "RMSprop":
         hyper = (lr, optimizer.rho, optimizer.epsilon, optimizer.momentum, float(optimizer.centered))
 
         def slots(i):
@@ -194,10 +234,45 @@ def _optimizer_rule(optimizer):
                     optimizer._momentums[i] if optimizer.momentum > 0 else None]
 
         return _kernels.OPT_RMSPROP, hyper, slots
-    if kind is keras.optimizers.SGD:
-        hyper = (lr, optimizer.momentum, float(optimizer.nesterov))
-        return _kernels.OPT_SGD, hyper, lambda i: [optimizer.momentums[i] if optimizer.momentum != 0 else None]
-    return f"optimizer {kind.__name__} is not Adam, RMSprop or SGD"
+    hyper = (lr, optimizer.momentum, float(optimizer.nesterov))
+    return _kernels.OPT_SGD, hyper, lambda i: [optimizer.momentums[i] if optimizer.momentum != 0 else None]
+
+
+def _slot_lists(optimizer):
+    """``(attribute, used)`` for each of the rule's slot lists: Keras creates
+    some only with the option that needs them (AMSGrad, centered, momentum)."""
+    kind = type(optimizer).__name__
+    used = {"_velocity_hats": kind == "Adam" and optimizer.amsgrad,
+            "_average_gradients": kind == "RMSprop" and optimizer.centered,
+            "_momentums": kind != "RMSprop" or optimizer.momentum > 0,
+            "momentums": kind == "SGD" and optimizer.momentum != 0}
+    return [(name, used.get(name, True)) for name in _RULES[kind][1]]
+
+
+def _keras_internals_reason(model):
+    """Why Keras's private optimizer state is not where the loop reads it, or None.
+
+    Builds the optimizer (``fit`` would build it anyway) so that its slot
+    lists exist, then checks every attribute the loop touches: a Keras release
+    that renames one makes the fit fall back instead of crashing.
+    """
+    optimizer = model.optimizer
+    try:
+        if not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        slot_lists = [name for name, used in _slot_lists(optimizer) if used]
+        missing = [name for name in ["_get_variable_index", "iterations", *slot_lists]
+                   if not hasattr(optimizer, name)]
+        if missing:
+            return f"this Keras ({keras.__version__}) has no optimizer attribute {missing[0]!r} the loop reads"
+        for name in slot_lists:
+            if len(getattr(optimizer, name)) != len(model.trainable_variables):
+                return f"this Keras ({keras.__version__}) keeps optimizer slots in {name!r} differently"
+        for variable in model.trainable_variables:
+            optimizer._get_variable_index(variable)
+    except Exception as exc:  # any surprise in Keras's internals: Keras trains
+        return f"this Keras ({keras.__version__}) optimizer state is not as the loop expects: {exc!r}"
+    return None
 
 
 def overrides_hooks(callback, hooks):
@@ -235,9 +310,9 @@ def unsupported_reason(model, callbacks, fit_args):
     network = compiled_network(model)
     if isinstance(network, str):
         return network
-    rule = _optimizer_rule(model.optimizer)
-    if isinstance(rule, str):
-        return rule
+    reason = _rule_reason(model.optimizer) or _keras_internals_reason(model)
+    if reason:
+        return reason
     hooked = [type(cb).__name__ for cb in callbacks if overrides_hooks(cb, PER_BATCH_HOOKS)]
     if hooked:
         return f"callbacks with per-batch hooks: {hooked}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -15,9 +16,19 @@ BIN = Path(sys.executable).parent
 
 
 def free_port():
+    """A port that was free a moment ago: start servers on it with :func:`start_http_server`,
+    which retries on another port if something took this one in between."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def refused_port():
+    """A port that refuses connections for the whole block: bound here, never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 def wait_for_http(url, process, timeout=120):
@@ -59,20 +70,37 @@ class ServerProcess:
         return Path(self.log_path).read_text(errors="replace")
 
 
+def start_http_server(args_for_port, log_path, probe, env=None, attempts=5):
+    """Start ``args_for_port(port)`` on a free port and wait until ``probe`` answers 200.
+
+    The port is free when chosen but may be taken before the server binds it:
+    a server that exits saying its address is in use is started again on
+    another port. Returns ``(server, port)``.
+    """
+    for attempt in range(attempts):
+        port = free_port()
+        server = ServerProcess(args_for_port(port), log_path, env=env)
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}{probe}", server.process)
+            return server, port
+        except RuntimeError:
+            server.stop()
+            if "in use" not in server.output().lower() or attempt == attempts - 1:
+                raise
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable")
+
+
 def start_mlflow_server(tmp_path):
     """A real ``mlflow server`` (SQLite backend, local artifacts) on 127.0.0.1; returns (server, uri)."""
-    port = free_port()
-    server = ServerProcess(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        tmp_path / "server.log",
+    server, port = start_http_server(
+        lambda port: [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+                      "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                      "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+        tmp_path / "server.log", "/health",
     )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/health", server.process)
-    except BaseException:
-        server.stop()
-        raise
     return server, f"http://127.0.0.1:{port}"
 
 

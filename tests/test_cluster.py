@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -15,7 +17,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from mnist_mlp import GridSearchCV, make_pipeline  # noqa: E402
 from mnist_mlp.cluster import on_cluster  # noqa: E402
-from tests.helpers import BIN, ServerProcess, free_port, start_mlflow_server  # noqa: E402
+from mnist_mlp._tensorflow import keras  # noqa: E402
+from tests.helpers import BIN, ServerProcess, start_mlflow_server  # noqa: E402
 
 GRID = {"classifier__learning_rate_init": [1e-3, 1e-2], "classifier__hidden_layer_sizes": [(16,), (32,)]}
 
@@ -30,21 +33,29 @@ def _wait_for_workers(address, n, timeout=60):
 @pytest.fixture
 def cluster(tmp_path, monkeypatch):
     """A dask scheduler, two single-thread workers and an mlflow server on 127.0.0.1."""
-    sched_port = free_port()
     env = {"MNIST_MLP_TF_THREADS": "1"}
     mlflow_server, uri = start_mlflow_server(tmp_path)
+    # Port 0: the scheduler binds a port itself and writes its address into the
+    # scheduler file (no race for a port chosen beforehand).
+    scheduler_file = tmp_path / "scheduler.json"
     servers = [
-        ServerProcess([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(sched_port),
-                       "--no-dashboard"], tmp_path / "scheduler.log", env=env),
+        ServerProcess([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                       "--scheduler-file", str(scheduler_file), "--no-dashboard"], tmp_path / "scheduler.log",
+                      env=env),
         mlflow_server,
     ]
-    address = f"tcp://127.0.0.1:{sched_port}"
-    workers = [
-        ServerProcess([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard",
-                       "--host", "127.0.0.1"], tmp_path / f"worker{i}.log", env=env)
-        for i in range(2)
-    ]
+    workers = []
     try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.is_file() or not scheduler_file.read_text().strip():
+            assert time.monotonic() < deadline and servers[0].process.poll() is None, servers[0].output()
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        workers = [
+            ServerProcess([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard",
+                           "--host", "127.0.0.1"], tmp_path / f"worker{i}.log", env=env)
+            for i in range(2)
+        ]
         _wait_for_workers(address, 2)
         monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -87,30 +98,57 @@ def test_a_local_store_is_refused_before_any_work(tmp_path, monkeypatch):
             pass
 
 
-def test_a_killed_worker_does_not_stop_the_search(cluster, digits):
+class PauseOnce(keras.callbacks.Callback):
+    """The first fit anywhere to reach ``epoch`` writes its process id into
+    ``marker`` and waits there to be killed; every other fit goes on.
+
+    The kill then lands mid-fit, at a known epoch, whatever the timing."""
+
+    reads_logs_only = True
+
+    def __init__(self, marker, epoch):
+        super().__init__()
+        self.marker, self.epoch = str(marker), epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch != self.epoch:
+            return
+        try:
+            fd = os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return  # another fit already paused: this one carries on
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        time.sleep(600)  # killed long before this ends
+
+
+def test_a_killed_worker_does_not_stop_the_search(cluster, digits, tmp_path):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers can't import tests/
     x_train, y_train, _, _ = digits
     client = MlflowClient(cluster["uri"])
+    marker = tmp_path / "paused.pid"
     result = {}
 
     def search():
         try:
             with on_cluster(cluster["address"]):
-                s = GridSearchCV(make_pipeline(epochs=6, random_state=0), GRID, cv=2)
+                pipe = make_pipeline(epochs=6, random_state=0, callbacks=[PauseOnce(marker, epoch=2)])
+                s = GridSearchCV(pipe, GRID, cv=2)
                 result["search"] = s.fit(x_train[:1500], y_train[:1500])
         except BaseException as exc:  # reported by the assertion below
             result["error"] = exc
 
     thread = threading.Thread(target=search)
     thread.start()
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # kill a worker while fits are running on it
-        runs = client.search_runs(["0"], filter_string="tags.role = 'fold'")
-        if any(r.info.status == "FINISHED" for r in runs) and \
-                sum(r.info.status == "RUNNING" for r in runs) >= 2:
-            break
-        time.sleep(0.2)
-    victim = cluster["workers"][0].process
-    os.killpg(victim.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 300
+    while not (marker.is_file() and marker.read_text()):  # a fit is paused at its third epoch
+        assert time.monotonic() < deadline and thread.is_alive(), repr(result.get("error"))
+        time.sleep(0.1)
+    paused = int(marker.read_text())
+    (victim,) = [w for w in cluster["workers"] if os.getpgid(paused) == w.process.pid]
+    os.killpg(victim.process.pid, signal.SIGKILL)
     thread.join(timeout=400)
     assert not thread.is_alive() and "search" in result, repr(result.get("error"))
 
@@ -120,7 +158,7 @@ def test_a_killed_worker_does_not_stop_the_search(cluster, digits):
                       if r.info.status == "FINISHED")
     assert finished == sorted({(str(c), str(f)) for c in range(4) for f in range(2)})  # one each
     interrupted = [r for r in folds if r.info.status != "FINISHED"]
-    assert interrupted and {r.info.status for r in interrupted} <= {"KILLED", "FAILED"}
+    assert [r.info.status for r in interrupted] == ["KILLED"]  # the paused fit, and only it
     assert not [r for r in children if r.info.status == "RUNNING"]
     print(f"fold runs: {len(finished)} FINISHED, {len(interrupted)} interrupted "
           f"({sorted(r.info.status for r in interrupted)})")

@@ -17,9 +17,31 @@ SECTION = "2.4.1"  # 3 alphas x 2 seeds = 6 fits
 ARGS = ["study", SECTION, "--epochs", "3", "--n-train", "1200", "--seeds", "0,1"]
 
 
-def _study(uri, *extra):
+# The CLI, with a pause: the process writes its id into MARKER and waits to be
+# killed at the end of the AT-th epoch it trains (counted over all its fits).
+_PAUSING = """
+import os, sys, time
+from mnist_mlp._tensorflow import keras
+marker, at = sys.argv[1], int(sys.argv[2])
+original, seen = keras.callbacks.CallbackList.on_epoch_end, [0]
+def on_epoch_end(self, epoch, logs=None):
+    original(self, epoch, logs)
+    seen[0] += 1
+    if seen[0] == at:
+        with open(marker + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(marker + ".tmp", marker)
+        time.sleep(600)
+keras.callbacks.CallbackList.on_epoch_end = on_epoch_end
+from mnist_mlp.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _study(uri, *extra, pause=None):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mnist_mlp", *ARGS, *extra], env=env,
+    start = [sys.executable, "-c", _PAUSING, *map(str, pause)] if pause else [sys.executable, "-m", "mnist_mlp"]
+    return subprocess.Popen([*start, *ARGS, *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -46,19 +68,17 @@ def _fold_results(runs):
 def test_sigkill_mid_study_then_rerun(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
-    proc = _study(uri)
+    marker = tmp_path / "paused.pid"
+    proc = _study(uri, pause=(marker, 2 * 3 + 2))  # two fits of 3 epochs done, the third at epoch 2
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # kill mid-fit, once two fits have finished
-        counts, _ = _counts(client)
-        if counts.get(("fold", "FINISHED"), 0) >= 2 and counts.get(("fold", "RUNNING"), 0):
-            break
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        time.sleep(0.3)
+    while not marker.is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before, _ = _counts(client)
-    assert before[("search", "RUNNING")] == 1 and before[("fold", "RUNNING")] == 1
-    finished_before = before[("fold", "FINISHED")]
+    assert before == {("search", "RUNNING"): 1, ("fold", "RUNNING"): 1, ("fold", "FINISHED"): 2}
+    finished_before = 2
 
     rerun = _study(uri)
     out, err = rerun.communicate(timeout=600)
@@ -112,3 +132,55 @@ def test_fingerprints_see_what_changes_a_fit_and_ignore_what_does_not():
         fingerprint(kernel_initializer=keras.initializers.RandomNormal(mean=10.0))
     assert fit_fingerprint(make_pipeline(epochs=2), {}, X + 1, y, *rows) != base  # the data
     assert fit_fingerprint(make_pipeline(epochs=2), {}, X, y, np.arange(15), rows[1]) != base  # the rows
+
+
+def test_fingerprints_cannot_go_stale(monkeypatch):
+    """An array changed in place, or other training code, is another fit."""
+    import numpy as np
+
+    from mnist_mlp import make_pipeline, resume
+
+    X, y = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 2
+    rows = (np.arange(16), np.arange(16, 20))
+    pipe = make_pipeline(epochs=2)
+    base = resume.fit_fingerprint(pipe, {}, X, y, *rows)
+    search = resume.search_fingerprint(pipe, X, y)
+    X[3, 5, 5] = 1  # the same object, other contents
+    assert resume.fit_fingerprint(pipe, {}, X, y, *rows) != base
+    assert resume.search_fingerprint(pipe, X, y) != search
+    X[3, 5, 5] = 0
+    assert resume.fit_fingerprint(pipe, {}, X, y, *rows) == base
+    assert resume.fit_fingerprint(pipe, {}, X, np.array([str(v) for v in y], object), *rows) != base
+
+    identity = resume.code_identity()
+    assert set(identity) == {"version", "training_code", "keras", "tensorflow"}
+    assert identity["keras"] and identity["tensorflow"]
+    for key, other in [("training_code", "0" * 16), ("keras", "9.9.9"), ("version", "9.9")]:
+        monkeypatch.setattr(resume, "code_identity", lambda key=key, other=other: {**identity, key: other})
+        assert resume.fit_fingerprint(pipe, {}, X, y, *rows) != base, key
+        assert resume.search_fingerprint(pipe, X, y) != search, key
+
+
+def test_the_code_identity_follows_the_training_source(tmp_path, monkeypatch):
+    import shutil
+
+    import mnist_mlp
+    from mnist_mlp import resume
+
+    real = resume.code_identity()
+    copy = tmp_path / "mnist_mlp"
+    folder = __import__("pathlib").Path(mnist_mlp.__file__).parent
+    copy.mkdir()
+    for name in resume._TRAINING_CODE:
+        shutil.copy(folder / name, copy / name)
+    monkeypatch.setattr(mnist_mlp, "__file__", str(copy / "__init__.py"))
+    resume.code_identity.cache_clear()
+    try:
+        same = resume.code_identity()
+        (copy / "_kernels.py").write_text((copy / "_kernels.py").read_text().replace("2.0", "1.0"))
+        resume.code_identity.cache_clear()
+        changed = resume.code_identity()
+    finally:
+        resume.code_identity.cache_clear()
+    assert same == real  # the same source, wherever it lies
+    assert changed["training_code"] != real["training_code"]
