@@ -35,18 +35,23 @@ def _noop():
 
 
 def main():
-    from tests.helpers import ServerProcess, free_port, start_mlflow_server
+    from tests.helpers import ServerProcess, start_mlflow_server
 
     tmp = Path(tempfile.mkdtemp(prefix="cluster_bench_"))
-    sched = free_port()
     env = {"MNIST_MLP_TF_THREADS": "1"}
     mlflow_server, uri = start_mlflow_server(tmp)
+    scheduler_file = tmp / "scheduler.json"  # port 0: the scheduler picks its port and writes it here
     procs = [
         mlflow_server,
-        ServerProcess([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(sched),
-                       "--no-dashboard"], tmp / "sched.log", env=env),
+        ServerProcess([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                       "--scheduler-file", str(scheduler_file), "--no-dashboard"], tmp / "sched.log", env=env),
     ]
-    address = f"tcp://127.0.0.1:{sched}"
+    deadline = time.monotonic() + 60
+    while not scheduler_file.is_file() or not scheduler_file.read_text().strip():
+        if time.monotonic() > deadline or procs[1].process.poll() is not None:
+            sys.exit(procs[1].output())
+        time.sleep(0.2)
+    address = json.loads(scheduler_file.read_text())["address"]
     procs += [ServerProcess([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard",
                              "--host", "127.0.0.1"], tmp / f"w{i}.log", env=env) for i in range(2)]
     try:
@@ -85,6 +90,10 @@ def main():
             "local_n_jobs_1_s": round(local_1, 2),
             "local_n_jobs_2_s": round(local_2, 2),
             "cluster_2_workers_s": round(cluster_t, 2),
+            "speedup_cluster_over_local_n_jobs_1": round(local_1 / cluster_t, 2),
+            "speedup_cluster_over_local_n_jobs_2": round(local_2 / cluster_t, 2),
+            "command": "python benchmarks/cluster_overhead.py",
+            "date": time.strftime("%Y-%m-%d %H:%M"),
             "same_scores": bool((s1.cv_results_["mean_test_score"] == s3.cv_results_["mean_test_score"]).all()),
             "scheduler_overhead_per_task_ms": round(1000 * statistics.median(per_task), 2),
         }

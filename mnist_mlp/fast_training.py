@@ -32,6 +32,17 @@ other than Adam, RMSprop and SGD, or with gradient clipping, weight decay,
 EMA, loss scaling, gradient accumulation or a learning-rate schedule;
 activations other than relu, tanh, sigmoid and linear; layers other than
 Dense and Dropout; ``fit`` arguments other than the estimator's own.
+
+Optimizers are accepted, not rejected: every option in an optimizer's config
+must be one the kernels implement or one at its neutral value, so an option a
+later Keras adds makes the fit fall back rather than be silently ignored. The
+loop reads Keras's private slot lists (``_momentums``, ``_velocities``, ...)
+in :func:`_optimizer_rule` and :class:`OptimizerState` only, after
+:func:`_keras_internals_reason` has checked they are where it expects; if not,
+the fit falls back with the reason.
+
+``tests/test_kernels.py`` proves the mathematics step by step against Keras;
+``scripts/mutation_check.py`` shows those tests catch deliberate bugs.
 """
 
 from __future__ import annotations

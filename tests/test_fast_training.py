@@ -40,18 +40,25 @@ def fit_both(X, y, **params):
 )
 def test_same_mathematics_as_keras_fit(flat_digits, params):
     """Without dropout or shuffling both loops take the same steps: the same
-    per-epoch metrics, weights and predictions up to float32 round-off."""
+    per-epoch metrics, weights and predictions up to float32 round-off.
+
+    Whole fits, so each case is a fixed seed: a ReLU pre-activation within
+    round-off of 0 can send two fits apart (tests/test_kernels.py compares
+    single steps, which cannot). Measured differences at these seeds: histories
+    2e-7 relative, kernels 1.5e-6, intercepts 4e-8, probabilities 5.4e-7; the
+    bounds below leave 6-60x of room, and a halved L2 gradient moves the
+    kernels by 5e-4."""
     X, y, X_test, _ = flat_digits
     n = 300 if params.get("batch_size") == 1 else len(X)
     keras_fit, compiled = fit_both(X[:n], y[:n], **params)
     assert compiled.history_.keys() == keras_fit.history_.keys()
     for key, values in keras_fit.history_.items():
-        np.testing.assert_allclose(compiled.history_[key], values, rtol=2e-3, atol=2e-4, err_msg=key)
-    for ours, theirs in zip(compiled.coefs_, keras_fit.coefs_):
-        np.testing.assert_allclose(ours, theirs, atol=5e-4)
+        np.testing.assert_allclose(compiled.history_[key], values, rtol=2e-6, err_msg=key)
+    for ours, theirs in zip(compiled.coefs_ + compiled.intercepts_, keras_fit.coefs_ + keras_fit.intercepts_):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
     assert compiled.n_weight_updates_ == keras_fit.n_weight_updates_
-    np.testing.assert_allclose(compiled.predict_proba(X_test), keras_fit.predict_proba(X_test), atol=1e-3)
-    assert np.mean(compiled.predict(X_test) == keras_fit.predict(X_test)) > 0.99
+    np.testing.assert_allclose(compiled.predict_proba(X_test), keras_fit.predict_proba(X_test), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(compiled.predict(X_test), keras_fit.predict(X_test))
 
 
 def test_dropout_and_shuffle_are_seeded_and_still_learn(flat_digits):
