@@ -60,7 +60,7 @@ def main():
         from distributed import Client
 
         from mnist_mlp import GridSearchCV, load_embedded_mnist, make_pipeline
-        from mnist_mlp.cluster import on_cluster
+        from mnist_mlp.model_selection import on_cluster
 
         with Client(address) as c:
             c.wait_for_workers(2, timeout=60)
@@ -69,7 +69,7 @@ def main():
 
         def search(n_jobs=None):
             s = GridSearchCV(make_pipeline(epochs=2, random_state=0), GRID, cv=2, n_jobs=n_jobs)
-            s.resume = False
+            s.set_params(resume=False)
             start = time.perf_counter()
             s.fit(x, y)
             return time.perf_counter() - start, s

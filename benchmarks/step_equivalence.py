@@ -1,4 +1,4 @@
-"""The per-step equivalence matrix of ``tests/test_kernels.py``, with the largest difference per row.
+"""The per-step equivalence matrix of ``tests/test_training_kernels.py``, with the largest difference per row.
 
 Runs the same comparisons as the tests (one step of the compiled loop against
 one step of Keras from identical state; the gradient alone; the update rule
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import test_kernels as t  # noqa: E402
+import test_training_kernels as t  # noqa: E402
 
 
 def main():
@@ -40,7 +40,7 @@ def main():
     lines = [
         "# One step of the compiled loop against Keras",
         "",
-        "Written by `python benchmarks/step_equivalence.py` (the comparisons of `tests/test_kernels.py`).",
+        "Written by `python benchmarks/step_equivalence.py` (the comparisons of `tests/test_training_kernels.py`).",
         "Each figure is the largest |ours - Keras| over the row, less one float32 rounding of the stored",
         "value, divided by the largest magnitude of the step's change (weights) or of the value itself",
         "(slots, loss, gradient).",

@@ -212,7 +212,8 @@ def main(argv=None):
     parser.add_argument("--output", type=Path, default=RESULTS / "training_speed.json")
     args = parser.parse_args(argv)
 
-    from mnist_mlp import _kernels, load_mnist
+    from mnist_mlp import load_mnist
+    from mnist_mlp.training import kernels as _kernels
 
     (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, download=False)
     if len(x_train) != 60000:

@@ -26,8 +26,8 @@ _EXPORTS = {
     "load_embedded_mnist": "mnist_mlp.data",
     "load_idx_dataset": "mnist_mlp.data",
     "evaluate": "mnist_mlp.evaluation",
-    "GridSearchCV": "mnist_mlp.search",
-    "HalvingGridSearchCV": "mnist_mlp.search",
+    "GridSearchCV": "mnist_mlp.model_selection.search",
+    "HalvingGridSearchCV": "mnist_mlp.model_selection.search",
     "TrackedPipeline": "mnist_mlp.pipeline",
 }
 

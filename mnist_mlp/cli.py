@@ -48,7 +48,7 @@ def _layer_sizes(text):
     return sizes
 
 
-def _build_parser():
+def build_parser():
     parser = argparse.ArgumentParser(
         prog="mnist-mlp",
         description="Train, study and tune Keras MLPs on MNIST the scikit-learn way.",
@@ -162,13 +162,13 @@ def _cluster(args):
     """The Dask cluster block for ``--scheduler``, or nothing."""
     if not getattr(args, "scheduler", None):
         return contextlib.nullcontext()
-    from mnist_mlp.cluster import on_cluster
+    from mnist_mlp.model_selection import on_cluster
 
     return on_cluster(args.scheduler)
 
 
 def _study(args):
-    from mnist_mlp.progress import progress_display
+    from mnist_mlp.study import progress_display
     from mnist_mlp.study import experiment_names, load_experiment, run_experiment
 
     names = experiment_names() if args.experiment == "all" else [args.experiment]
@@ -193,7 +193,7 @@ def _study(args):
 
 
 def _tune(args):
-    from mnist_mlp.progress import progress_display
+    from mnist_mlp.study import progress_display
     from mnist_mlp.study import run_tuning
 
     splits = _load_data(args)
@@ -212,7 +212,7 @@ def _tune(args):
 
 
 def _report(args):
-    from mnist_mlp.report import write_report
+    from mnist_mlp.study import write_report
 
     paths = write_report(args.output, tracking_uri=args.tracking_uri or None)
     for path in paths:
@@ -243,7 +243,7 @@ def _fit(args):
         verbose=args.verbose,
     )
     print(f"data: {splits.name} from {splits.source}: {len(x_train)} train, {len(x_test)} test")
-    from mnist_mlp.progress import progress_display
+    from mnist_mlp.study import progress_display
     from mnist_mlp.tracking import dataset
 
     with progress_display("fit", 1) as callback, dataset(splits.name):
@@ -276,7 +276,7 @@ def _fit(args):
 
 def main(argv=None):
     """Run the ``mnist-mlp`` command line; returns the exit status."""
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     command = {"fit": _fit, "study": _study, "tune": _tune, "report": _report}[args.command]
     try:
         with _project_run(), _terminate_as_interrupt():

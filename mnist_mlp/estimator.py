@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import threading
 import time
 from numbers import Integral, Real
 
@@ -18,6 +17,7 @@ from sklearn.utils.validation import check_array, column_or_1d
 
 from mnist_mlp._switch import tracking_enabled
 from mnist_mlp._tensorflow import keras
+from mnist_mlp.training import seeded, train
 
 from scikeras._utils import route_params, unflatten_params  # noqa: E402  (after keras)
 from scikeras.utils.transformers import ClassifierLabelEncoder, TargetReshaper  # noqa: E402
@@ -66,24 +66,6 @@ class _SoftmaxLabelEncoder(ClassifierLabelEncoder):
             ).fit(y)
             self._target_type = "multiclass"
         return self
-
-
-#: scikeras makes ``random_state`` work by seeding Python's, NumPy's and
-#: TensorFlow's *global* generators around a model's build and fit. Two fits
-#: in threads of one process (a Dask worker's, joblib's threading backend)
-#: would then draw from each other's seeds: the same random_state, other
-#: weights. Seeded sections therefore take turns.
-_GLOBAL_SEEDS = threading.RLock()
-
-
-@contextlib.contextmanager
-def _released(lock):
-    """Let other threads take ``lock`` (held once by this one) for the block."""
-    lock.release()
-    try:
-        yield
-    finally:
-        lock.acquire()
 
 
 class MLPClassifier(KerasClassifier):
@@ -148,7 +130,7 @@ class MLPClassifier(KerasClassifier):
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss.
     training_loop : {"auto", "keras"}, default="auto"
-        ``"auto"`` trains in a compiled loop (:mod:`mnist_mlp.fast_training`)
+        ``"auto"`` trains in a compiled loop (:mod:`mnist_mlp.training`)
         with Keras's mathematics, several times faster than
         ``keras.Model.fit`` (about 3x at batch size 256, 20x at batch size 1),
         and predicts with a
@@ -394,8 +376,36 @@ class MLPClassifier(KerasClassifier):
                 f"initializer or its name; got {init!r} ({exc})"
             ) from None
 
-    def _validate_hyperparameters(self):
-        """Check every parameter before any data is touched or a model built."""
+    def network_spec(self):
+        """The network these parameters build, as the fit will build it.
+
+        Returns
+        -------
+        dict
+            ``hidden_layer_sizes`` (list of int), ``activation`` (the Keras
+            name, scikit-learn's aliases resolved) and ``optimizer`` (a fresh
+            Keras optimizer with ``learning_rate_init`` and the routed
+            ``optimizer__`` settings).
+
+        Raises
+        ------
+        ValueError
+            Naming the parameter that is invalid.
+        """
+        return {"hidden_layer_sizes": self._hidden_layer_sizes(), "activation": self._activation(),
+                "optimizer": self._make_optimizer()}
+
+    def validate_hyperparameters(self):
+        """Check every parameter, before any data is touched or a model built.
+
+        ``fit`` calls it first; a tracked pipeline calls it before it opens its
+        run, so that bad parameters leave no run behind.
+
+        Raises
+        ------
+        ValueError
+            Naming the parameter that is invalid.
+        """
         self._validate_params()
         unknown = [
             k for k in vars(self)
@@ -517,7 +527,7 @@ class MLPClassifier(KerasClassifier):
             For an invalid parameter (raised before any training), or for
             ``y`` that is not a single column of at least two classes.
         """
-        self._validate_hyperparameters()
+        self.validate_hyperparameters()
         target_type = type_of_target(y, input_name="y", raise_unknown=True)
         if target_type not in ("binary", "multiclass"):
             raise ValueError(
@@ -533,24 +543,16 @@ class MLPClassifier(KerasClassifier):
         return self._tracked_fit(X, y, sample_weight=sample_weight, **kwargs)
 
     def _tracked_fit(self, X, y, **kwargs):
-        from mnist_mlp import fit_logging, tracking
-        from mnist_mlp.callbacks import DivergenceMonitor, EpochMetricsLogger
+        from mnist_mlp import tracking
 
-        with tracking.owned_run(type(self).__name__) as (run, owned):
-            run.log_params(fit_logging.estimator_params(self, len(X)))
-            monitor, epochs = DivergenceMonitor(), EpochMetricsLogger(run)
-            self._tracking_callbacks = [epochs, monitor]
+        def fit(callbacks):
+            self._tracking_callbacks = callbacks
             try:
-                super().fit(X, y, **kwargs)
-            except BaseException:
-                with contextlib.suppress(Exception):  # keep the epochs a failed fit did run
-                    epochs.flush()
-                raise
+                super(MLPClassifier, self).fit(X, y, **kwargs)
             finally:
                 del self._tracking_callbacks
-            fit_logging.log_fit_results(run, self, monitor.diverged, epochs.take_pending())
-            if owned and run.log_model:
-                fit_logging.log_model(run, self, X[:5])
+
+        run = tracking.track_fit(self, X, fit)
         self.run_id_, self.tracking_uri_ = run.run_id, run.tracking_uri
         return self
 
@@ -570,14 +572,11 @@ class MLPClassifier(KerasClassifier):
         return np.asarray(self._predict_raw(X=X)).reshape(-1, self.n_classes_)
 
     def _build_keras_model(self):
-        # Seeded build: see _GLOBAL_SEEDS.
-        with _GLOBAL_SEEDS:
+        with seeded():  # scikeras seeds the global generators around the build
             return super()._build_keras_model()
 
     def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
-        # Seeded fit: see _GLOBAL_SEEDS. The compiled loop lets go of it once
-        # it has drawn its seed; keras.Model.fit draws all along, so keeps it.
-        with _GLOBAL_SEEDS:
+        with seeded():  # and around the fit; the compiled loop lets go once it has its seed
             self._fit_seeded(X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs)
 
     def _fit_seeded(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
@@ -585,12 +584,11 @@ class MLPClassifier(KerasClassifier):
         user_callbacks = self._fit_callbacks
         # Tracking first: an epoch that finished is logged even if a user callback then raises.
         self._fit_callbacks = getattr(self, "_tracking_callbacks", []) + user_callbacks
-        self.training_loop_, self.training_loop_reason_ = "keras", "training_loop='keras'"
         start = time.perf_counter()
         try:
             # scikeras calls model.fit (seeded, with the routed fit__ arguments):
-            # the call may take the compiled loop instead.
-            with _shadowed(self.model_, "fit", self._choose_training_loop):
+            # the call goes through mnist_mlp.training.train instead.
+            with _shadowed(self.model_, "fit", self._train):
                 super()._fit_keras_model(
                     X, y, sample_weight=sample_weight, warm_start=warm_start,
                     epochs=epochs, initial_epoch=initial_epoch, **kwargs,
@@ -603,43 +601,29 @@ class MLPClassifier(KerasClassifier):
         self.n_weight_updates_ = int(self.model_.optimizer.iterations.numpy())
         self.n_iter_ = len(self.history_.get("loss", []))
 
-    def _choose_training_loop(self, keras_fit):
-        """``model.fit`` that takes the compiled loop where it applies."""
+    def _train(self, keras_fit):
+        """``model.fit`` for scikeras: :func:`mnist_mlp.training.train`, recording which loop ran."""
 
         def fit(x, y, **fit_args):
-            if self.training_loop == "keras":
-                return keras_fit(x, y, **fit_args)
-            from mnist_mlp import fast_training
-
-            reason = fast_training.unsupported_reason(self.model_, fit_args.get("callbacks") or [], fit_args)
-            if reason is not None:
-                self.training_loop_reason_ = reason
-                return keras_fit(x, y, **fit_args)
-            self.training_loop_, self.training_loop_reason_ = "compiled", None
-            # Inside scikeras's seeded context when random_state is set.
-            seed = np.random.randint(2**31 - 1)
-            with _released(_GLOBAL_SEEDS):  # from here on, no global generator is used
-                return fast_training.fit(self.model_, x, y, seed=seed, **fit_args)
+            result = train(self.model_, x, y, keras_fit=keras_fit, training_loop=self.training_loop, **fit_args)
+            self.training_loop_, self.training_loop_reason_ = result.loop, result.reason
+            return result.history
 
         return fit
 
     def _predict_raw(self, X, **kwargs):
-        with _shadowed(self.model_, "predict", self._choose_inference) if self.initialized_ \
+        with _shadowed(self.model_, "predict", self._predict) if self.initialized_ \
                 else contextlib.nullcontext():
             return super()._predict_raw(X, **kwargs)
 
-    def _choose_inference(self, keras_predict):
-        """``model.predict`` that runs the compiled forward pass where it applies."""
+    def _predict(self, keras_predict):
+        """``model.predict`` for scikeras: the compiled forward pass where it applies."""
+        from mnist_mlp import training
 
         def predict(x, **predict_args):
-            from mnist_mlp import fast_training
-
-            network = fast_training.compiled_network(self.model_)
-            callbacks = predict_args.get("callbacks") or []
-            if self.training_loop == "keras" or isinstance(network, str) \
-                    or any(fast_training.overrides_hooks(cb, fast_training.PREDICT_HOOKS) for cb in callbacks):
-                return keras_predict(x, **predict_args)
-            return fast_training.predict_proba(network, x)
+            proba = training.predict_proba(self.model_, x, predict_args.get("callbacks") or [],
+                                           self.training_loop)
+            return keras_predict(x, **predict_args) if proba is None else proba
 
         return predict
 

@@ -76,8 +76,8 @@ def evaluate(estimator, X, y, *, log=True):
     }
     tracking_uri, run_id = _fit_run_of(estimator)
     if log and run_id and tracking_enabled():
-        from mnist_mlp import fit_logging, tracking
+        from mnist_mlp import tracking
 
         report = classification_report(y, y_pred, labels=classes, output_dict=True, zero_division=0)
-        fit_logging.log_evaluation(tracking.FitRun.attach(tracking_uri, run_id), scores, classes, report)
+        tracking.log_evaluation(tracking.FitRun.attach(tracking_uri, run_id), scores, classes, report)
     return scores

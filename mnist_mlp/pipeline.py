@@ -35,12 +35,12 @@ class TrackedPipeline(Pipeline):
         clf = self._final_estimator
         if not (isinstance(clf, MLPClassifier) and tracking_enabled(clf.tracking)):
             return super().fit(X, y, **params)
-        from mnist_mlp import fit_logging, tracking
+        from mnist_mlp import tracking
 
-        clf._validate_hyperparameters()  # bad parameters fail before a run exists
+        clf.validate_hyperparameters()  # bad parameters fail before a run exists
         with tracking.owned_run("pipeline") as (run, owned):
             # Written together with the classifier's params, in one call.
-            run.pending_params.update({f"step.{n}": type(step).__name__ for n, step in self.steps})
+            run.defer_params({f"step.{n}": type(step).__name__ for n, step in self.steps})
             super().fit(X, y, **params)
             test = tracking.current_test_set()
             if test is not None:
@@ -48,7 +48,7 @@ class TrackedPipeline(Pipeline):
 
                 evaluate(self, *test)
             if owned and run.log_model:
-                fit_logging.log_model(run, self, np.asarray(X[:5]))
+                tracking.log_model(run, self, np.asarray(X[:5]))
         self.run_id_ = run.run_id
         return self
 

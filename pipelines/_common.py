@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mnist_mlp._tensorflow import keras
-from mnist_mlp.search import GridSearchCV
-from mnist_mlp.study import TrainValidationSplit
+from mnist_mlp.model_selection import GridSearchCV
+from mnist_mlp.model_selection import TrainValidationSplit
 
 #: The study's bad start: weights drawn from a normal distribution with mean 10.
 NORMAL_MEAN_10 = keras.initializers.RandomNormal(mean=10.0, stddev=0.05)

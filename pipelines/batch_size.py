@@ -4,7 +4,7 @@ of 256 (188 per epoch) and the full batch of 48,000 (1 per epoch), for 100
 epochs each."""
 
 from mnist_mlp import make_pipeline
-from pipelines._common import study_grid_search
+from ._common import study_grid_search
 
 TITLE = "batch size"
 

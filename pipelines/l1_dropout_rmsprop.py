@@ -3,7 +3,7 @@ penalty of 0.01 on the hidden layers and dropout 0.3 after each: too much
 regularisation, the network under-fits (repeated over seeds: it swings)."""
 
 from mnist_mlp import make_pipeline
-from pipelines._common import study_grid_search
+from ._common import study_grid_search
 
 TITLE = "L1 and dropout with RMSprop"
 

@@ -3,7 +3,7 @@ normal(mean 10) initialisation, L1 penalty 0.01 on the hidden layers and
 dropout 0.3: the loss explodes, accuracy stays at chance."""
 
 from mnist_mlp import make_pipeline
-from pipelines._common import NORMAL_MEAN_10, study_grid_search
+from ._common import NORMAL_MEAN_10, study_grid_search
 
 TITLE = "L1 and dropout with SGD and normal(mean 10) initialisation"
 

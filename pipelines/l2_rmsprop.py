@@ -4,7 +4,7 @@ strong penalties under-fit (their results swing with the seed, so they are
 repeated over seeds), the weak one barely changes the network."""
 
 from mnist_mlp import make_pipeline
-from pipelines._common import study_grid_search
+from ._common import study_grid_search
 
 TITLE = "L2 with RMSprop"
 

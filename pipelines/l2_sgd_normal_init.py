@@ -3,7 +3,7 @@ initialisation and an L2 penalty of 0.1, 0.01 or 0.001 on the hidden layers:
 the penalty on weights near 10 is enormous and the loss diverges."""
 
 from mnist_mlp import make_pipeline
-from pipelines._common import NORMAL_MEAN_10, study_grid_search
+from ._common import NORMAL_MEAN_10, study_grid_search
 
 TITLE = "L2 with SGD and normal(mean 10) initialisation"
 

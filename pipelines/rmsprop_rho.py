@@ -3,7 +3,7 @@ batch size 256, with the moving-average decay rho at 0.01 (nearly no memory
 of past gradients) and at 0.99."""
 
 from mnist_mlp import make_pipeline
-from pipelines._common import study_grid_search
+from ._common import study_grid_search
 
 TITLE = "RMSprop rho"
 

@@ -3,7 +3,7 @@ from a normal distribution of mean 10: the huge initial activations saturate
 the softmax and training never recovers (loss 2.30, accuracy at chance)."""
 
 from mnist_mlp import make_pipeline
-from pipelines._common import NORMAL_MEAN_10, study_grid_search
+from ._common import NORMAL_MEAN_10, study_grid_search
 
 TITLE = "SGD with normal(mean 10) initialisation"
 

@@ -6,8 +6,8 @@ macro F1. A fresh network with the best parameters is then trained for 50
 epochs and evaluated on the test set."""
 
 from mnist_mlp import make_pipeline
-from mnist_mlp.search import GridSearchCV, HalvingGridSearchCV
-from mnist_mlp.study import TrainValidationSplit
+from mnist_mlp.model_selection import GridSearchCV, HalvingGridSearchCV
+from mnist_mlp.model_selection import TrainValidationSplit
 
 TITLE = "tuning"
 

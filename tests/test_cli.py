@@ -127,7 +127,7 @@ def test_report_command(tmp_path, capsys):
 
 
 def test_progress_display_counts_fits_and_epochs():
-    from mnist_mlp.progress import _DISPLAYS, progress_display
+    from mnist_mlp.study.progress import _DISPLAYS, progress_display
 
     with progress_display("demo", 2, enabled=True) as callback:
         display = _DISPLAYS[callback.key]
@@ -193,3 +193,42 @@ def test_mlproject_passes_every_declared_parameter():
     for name, entry in project["entry_points"].items():
         used = set(re.findall(r"\{(\w+)\}", entry["command"]))
         assert used == set(entry["parameters"]), name
+
+
+def test_the_cli_and_mlproject_defaults_are_the_estimators():
+    """One source of defaults: the estimator's. The CLI's ``fit`` and MLproject's
+    ``main`` may differ only where they say so (a seeded run by default)."""
+    import inspect
+    from pathlib import Path
+
+    import yaml
+
+    from mnist_mlp import MLPClassifier
+    from mnist_mlp.cli import build_parser
+
+    estimator = {name: p.default for name, p in inspect.signature(MLPClassifier).parameters.items()
+                 if p.default is not inspect.Parameter.empty}
+    deliberate = {"random_state": 0}  # the CLI and MLproject seed a run; the estimator leaves it to the user
+
+    fit = build_parser()._subparsers._group_actions[0].choices["fit"]
+    cli = {a.dest: a.default for a in fit._actions if a.dest in estimator}
+    assert len(cli) >= 12, sorted(cli)
+    for name, value in cli.items():
+        assert value == deliberate.get(name, estimator[name]), (name, value, estimator[name])
+
+    project = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())
+    main = {k: v["default"] for k, v in project["entry_points"]["main"]["parameters"].items()}
+    names = {"learning_rate": "learning_rate_init"}
+    as_estimator = {
+        "hidden_layer_sizes": lambda v: tuple(int(s) for s in v.split(",")),
+        "penalty": lambda v: None if v == "none" else v,
+        "epochs": int, "batch_size": int, "random_state": int,
+    }
+    compared = 0
+    for key, value in main.items():
+        name = names.get(key, key)
+        if name in estimator:
+            value = as_estimator.get(name, lambda v: v)(value)
+            assert value == deliberate.get(name, estimator[name]), (key, value, estimator[name])
+            compared += 1
+    assert compared >= 12

@@ -138,7 +138,7 @@ def on_cluster(scheduler_address, *, tracking_uri=None):
 
     Examples
     --------
-    >>> from mnist_mlp.cluster import on_cluster
+    >>> from mnist_mlp.model_selection import on_cluster
     >>> with on_cluster("tcp://scheduler:8786"):  # doctest: +SKIP
     ...     search.fit(x_train, y_train)
     """

@@ -24,7 +24,8 @@ __all__ = ["fit_fingerprint", "mark_stale", "record_result", "reuse_finished", "
 _RESULT_TAG = "cv_result"
 # The modules whose code decides what a fit computes: a change to any of them
 # (a kernel fixed, a default changed) must not let an old run stand in.
-_TRAINING_CODE = ("_kernels.py", "fast_training.py", "estimator.py", "preprocessing.py", "pipeline.py")
+_TRAINING_CODE = ("training/kernels.py", "training/loop.py", "training/keras_adapter.py", "estimator.py",
+                  "preprocessing.py", "pipeline.py")
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,7 +50,7 @@ def code_identity():
 
 
 def _describe(value):
-    from mnist_mlp.fit_logging import _describe as describe_object
+    from mnist_mlp.tracking.values import describe as describe_object
 
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
@@ -128,31 +129,31 @@ def reuse_finished(context, fingerprint):
     Marks any run left RUNNING with this fingerprint KILLED: the attempt that
     owned it is gone (a search never runs the same fit twice at once).
     """
-    from mnist_mlp.tracking import _client, _retrying
+    from mnist_mlp.tracking import client as tracking_client, retrying
 
-    client = _client(context.tracking_uri)
+    client = tracking_client(context.tracking_uri)
     mark_stale(client, context.experiment_id, fingerprint)
-    for run in _retrying(_runs_with, client, context.experiment_id, fingerprint, "FINISHED"):
+    for run in retrying(_runs_with, client, context.experiment_id, fingerprint, "FINISHED"):
         recorded = run.data.tags.get(_RESULT_TAG)
         if recorded:
-            _retrying(client.set_tag, run.info.run_id, "reused_by", context.parent_run_id)
+            retrying(client.set_tag, run.info.run_id, "reused_by", context.parent_run_id)
             return json.loads(recorded)
         # Killed between the end of its fit and the recording of its score:
         # it cannot stand in, and one FINISHED run per fit must remain.
-        _retrying(client.set_tag, run.info.run_id, "error", "finished without a recorded result; refitted")
-        _retrying(client.set_terminated, run.info.run_id, "KILLED")
+        retrying(client.set_tag, run.info.run_id, "error", "finished without a recorded result; refitted")
+        retrying(client.set_terminated, run.info.run_id, "KILLED")
     return None
 
 
 def mark_stale(client, experiment_id, fingerprint, exclude=None):
     """Mark runs left RUNNING with this fingerprint (but ``exclude``) KILLED; returns how many."""
-    from mnist_mlp.tracking import _retrying
+    from mnist_mlp.tracking import retrying
 
-    stale = [r for r in _retrying(_runs_with, client, experiment_id, fingerprint, "RUNNING")
+    stale = [r for r in retrying(_runs_with, client, experiment_id, fingerprint, "RUNNING")
              if r.info.run_id != exclude]
     for run in stale:
-        _retrying(client.set_tag, run.info.run_id, "error", "interrupted; found RUNNING on resume")
-        _retrying(client.set_terminated, run.info.run_id, "KILLED")
+        retrying(client.set_tag, run.info.run_id, "error", "interrupted; found RUNNING on resume")
+        retrying(client.set_terminated, run.info.run_id, "KILLED")
     return len(stale)
 
 
@@ -170,7 +171,7 @@ def search_fingerprint(search, X, y):
 
 def record_result(context, run_id, result):
     """Record on the fit's run what ``_fit_and_score`` returned, for later reuse."""
-    from mnist_mlp.tracking import _client, _retrying
+    from mnist_mlp.tracking import client as tracking_client, retrying
 
-    client = _client(context.tracking_uri)
-    _retrying(client.set_tag, run_id, _RESULT_TAG, json.dumps(result, default=float))
+    client = tracking_client(context.tracking_uri)
+    retrying(client.set_tag, run_id, _RESULT_TAG, json.dumps(result, default=float))

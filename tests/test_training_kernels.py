@@ -6,14 +6,14 @@ for that lets a halved L2 gradient through). So each case here starts two
 copies of one network from the same weights, the same optimizer slots and the
 same step count (a few Keras steps in, so every slot is non-zero and Adam's bias
 correction is not at step 1), takes one step with ``keras.Model.train_on_batch``
-on one copy and one step of :func:`mnist_mlp.fast_training.fit` on the other,
+on one copy and one step of :func:`mnist_mlp.training.loop.fit` on the other,
 and compares every kernel, intercept, slot and the reported loss at float32
 round-off.
 
 The matrix covers every optimizer rule and variant the loop accepts, each
 penalty with each of them, every hidden activation, one to three hidden layers,
 and layer widths and batch sizes that take every product path of
-:mod:`mnist_mlp._kernels` (unsplit, split in row or column blocks, and the
+:mod:`mnist_mlp.training.kernels` (unsplit, split in row or column blocks, and the
 online outer-product update in cache blocks). Dropout, whose masks are NumPy's
 and not TensorFlow's, is checked against a NumPy reference step with the same
 mask, and that reference is itself checked against Keras without dropout.
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_mlp import _kernels, fast_training
+from mnist_mlp.training import keras_adapter, kernels, loop, threads
 from mnist_mlp._tensorflow import keras
 
 # Float32 round-off allowed, as |ours - keras| (less one float32 rounding of
@@ -120,8 +120,8 @@ def _twins(opt, pen, activation, dims, seed=0, warmup_rows=64):
 
 
 def _compiled_step(model, X, y):
-    assert fast_training.unsupported_reason(model, [], {"batch_size": len(X)}) is None
-    history = fast_training.fit(model, X, y, batch_size=len(X), epochs=1, shuffle=False, seed=0)
+    assert keras_adapter.unsupported_reason(model, [], {"batch_size": len(X)}) is None
+    history = loop.fit(model, X, y, batch_size=len(X), epochs=1, shuffle=False, seed=0)
     return history.history["loss"][0]
 
 
@@ -195,11 +195,11 @@ def compare_gradient(activation, pen, shape):
         w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
     X, y = _data(rng, rows, dims[0], dims[-1])
     want = _keras_gradients(model, X, y)
-    network = fast_training.compiled_network(model)
+    network = keras_adapter.compiled_network(model)
     theta, grad = network.read(), np.zeros(network.n_params, np.float32)
-    opt = fast_training.OptimizerState(model, network)
-    with fast_training._compiled_section():
-        _kernels.train_epoch(theta, grad, opt.slots, opt.iterations, X, np.argmax(y, 1).astype(np.int64),
+    opt = keras_adapter.OptimizerState(model, network)
+    with threads.compiled_section():
+        kernels.train_epoch(theta, grad, opt.slots, opt.iterations, X, np.argmax(y, 1).astype(np.int64),
                              np.empty(0, np.int64), rows, network.offsets, network.dims, network.activation,
                              np.float32(0.0), network.penalty, np.float32(network.alpha), opt.code, opt.hyper,
                              0, 2)
@@ -230,7 +230,7 @@ UPDATE_CASES = [(opt, pen) for opt in OPTIMIZERS for pen in PENALTIES]
 
 @pytest.mark.parametrize("opt, pen", UPDATE_CASES, ids=["-".join(c) for c in UPDATE_CASES])
 def test_update_rule_is_keras_given_the_same_gradient(opt, pen):
-    """``_kernels._update`` against the optimizer's own ``apply``, on the same
+    """``kernels._update`` against the optimizer's own ``apply``, on the same
     gradients, weights and slots: every weight and slot to float32 round-off."""
     errors = compare_update(opt, pen)
     assert max(errors.values()) <= TOL_PART, errors
@@ -248,8 +248,8 @@ def compare_update(opt, pen):
     _random_slots(model, rng)
     data_grads = [rng.normal(0, 1e-2, w.shape).astype(np.float32) for w in model.trainable_variables]
     data_grads[0][:3] = 0.0  # weights with no gradient (border pixels): only the penalty moves them
-    network = fast_training.compiled_network(model)
-    theta, state = network.read(), fast_training.OptimizerState(model, network)
+    network = keras_adapter.compiled_network(model)
+    theta, state = network.read(), keras_adapter.OptimizerState(model, network)
     before = [w.numpy().copy() for w in model.trainable_variables]
 
     with_penalty = [g.copy() for g in data_grads]  # Keras's penalty gradient, from its own regularizer
@@ -264,18 +264,18 @@ def compare_update(opt, pen):
     model.optimizer.apply(with_penalty, model.trainable_variables)
 
     state.iterations[0] += 1
-    step = _kernels._step_size(state.code, state.hyper, np.float32(state.iterations[0]))
+    step = kernels._step_size(state.code, state.hyper, np.float32(state.iterations[0]))
     n_kernels = len(network.slices()) // 2
     s0, s1, s2 = state.slots
     for i, ((var, part), g) in enumerate(zip(network.slices(), data_grads)):
         hidden_kernel = i % 2 == 0 and i // 2 < n_kernels - 1
-        _kernels._update(theta[part], g.ravel().copy(), s0[part], s1[part], s2[part],
-                         network.penalty if hidden_kernel else _kernels.PENALTY_NONE, np.float32(network.alpha),
+        kernels._update(theta[part], g.ravel().copy(), s0[part], s1[part], s2[part],
+                         network.penalty if hidden_kernel else kernels.PENALTY_NONE, np.float32(network.alpha),
                          state.code, state.hyper, step)
     after = [w.numpy() for w in model.trainable_variables]
     errors = {var.path: _relative_error(theta[part].reshape(want.shape), want, want - old)
               for (var, part), want, old in zip(network.slices(), after, before)}
-    keras_state = fast_training.OptimizerState(model, network)
+    keras_state = keras_adapter.OptimizerState(model, network)
     assert keras_state.iterations[0] == state.iterations[0] == 8
     for row in range(3):
         errors[f"slot {row}"] = _relative_error(state.slots[row], keras_state.slots[row], keras_state.slots[row])
@@ -363,7 +363,7 @@ def _adam_slots(model):
 
 
 def _dropout_masks(seed, rows, widths, rate):
-    """The keep masks ``_kernels.train_epoch`` draws from ``seed``: Numba's
+    """The keep masks ``kernels.train_epoch`` draws from ``seed``: Numba's
     generator is NumPy's Mersenne Twister, seeded the same way, and draws one
     uniform per unit, row by row, layer by layer."""
     stream = np.random.RandomState(seed)
@@ -390,12 +390,12 @@ def test_dropout_step_equals_a_numpy_reference_with_the_same_mask(activation, pe
     want_w, want_m, want_v, want_loss = reference_adam_step(weights, m, v, 0, X, y, activation, penalty,
                                                             alpha, rate, masks)
 
-    network = fast_training.compiled_network(model)
+    network = keras_adapter.compiled_network(model)
     theta = network.read()
-    opt = fast_training.OptimizerState(model, network)
+    opt = keras_adapter.OptimizerState(model, network)
     state = opt.slots
-    with fast_training._compiled_section():
-        loss_sum, _ = _kernels.train_epoch(
+    with threads.compiled_section():
+        loss_sum, _ = kernels.train_epoch(
             theta, np.zeros_like(theta), state, opt.iterations, X, np.argmax(y, 1).astype(np.int64),
             np.empty(0, np.int64), rows, network.offsets, network.dims, network.activation,
             np.float32(rate), network.penalty, np.float32(network.alpha), opt.code, opt.hyper, seed, 2)
@@ -434,7 +434,7 @@ def test_dropout_masks_are_the_documented_stream():
     assert 0.25 < 1 - masks[0].mean() < 0.55  # about `rate` dropped
     keras.utils.set_random_seed(0)
     model = _model((1, width, 2), "linear", None, 0.0, keras.optimizers.SGD(1.0), dropout=rate)
-    network = fast_training.compiled_network(model)
+    network = keras_adapter.compiled_network(model)
     theta = network.read()
     theta[:] = 0.0
     # Hidden pre-activation 1 everywhere (bias 1, input 0), output kernel 0:
@@ -443,8 +443,8 @@ def test_dropout_masks_are_the_documented_stream():
     theta[network.offsets[0] + width:network.offsets[0] + 2 * width] = 1.0
     X = np.zeros((rows, 1), np.float32)
     y = np.zeros(rows, np.int64)
-    opt = fast_training.OptimizerState(model, network)
-    _kernels.train_epoch(theta, np.zeros_like(theta), opt.slots, opt.iterations, X, y, np.empty(0, np.int64),
+    opt = keras_adapter.OptimizerState(model, network)
+    kernels.train_epoch(theta, np.zeros_like(theta), opt.slots, opt.iterations, X, y, np.empty(0, np.int64),
                          rows, network.offsets, network.dims, network.activation, np.float32(rate),
                          network.penalty, np.float32(0.0), opt.code, opt.hyper, seed, 1)
     out_kernel = theta[network.offsets[1]:network.offsets[1] + width * 2].reshape(width, 2)

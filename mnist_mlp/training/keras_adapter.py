@@ -1,64 +1,28 @@
-"""The default training loop: Keras's mathematics, compiled into one loop.
+"""The one place that reads Keras's internals for the compiled loop.
 
-``keras.Model.fit`` pays for its generality on every step: a ``tf.data``
-pipeline, a graph-executor call, callback hooks, metric bookkeeping. For the
-small dense networks this package trains, that overhead is most of the time
-(at batch size 1, nearly all of it). :func:`fit` trains the same Keras model
-with the same mathematics in a Numba-compiled loop (:mod:`mnist_mlp._kernels`)
-and hands the result back to Keras:
-
-- the same initial weights (Keras initialises the model, as before);
-- the same update per step: Keras's Adam, RMSprop and SGD rules on float32,
-  the same softmax cross-entropy (from the logits, as Keras computes it for a
-  softmax output), the same L1/L2 penalty on the hidden kernels, inverted
-  dropout with the same rate;
-- the same batches: the training rows in order (or reshuffled each epoch
-  with ``shuffle=True``), validation on the last ``validation_split`` of the
-  data, split where Keras splits it;
-- the same per-epoch logs (``loss``, ``accuracy``, ``val_loss``,
-  ``val_accuracy``), callbacks called at the same points (train and epoch
-  begin/end; ``model.stop_training`` honoured), a ``keras.callbacks.History``
-  returned, and the trained weights and optimizer slots written back into the
-  Keras model and optimizer, so ``warm_start`` and saving work as before.
-
-Denormal floats are flushed to zero during the loop, as TensorFlow does.
-Dropout masks and shuffling come from NumPy's generator, seeded from
-``random_state``, so they differ from TensorFlow's draws (as any two seeds do).
-
-:func:`unsupported_reason` says when the loop does not apply; the estimator
-then falls back to ``keras.Model.fit`` by itself. It does not apply to: a
-callback that overrides a per-batch hook; sample or class weights; optimizers
-other than Adam, RMSprop and SGD, or with gradient clipping, weight decay,
-EMA, loss scaling, gradient accumulation or a learning-rate schedule;
-activations other than relu, tanh, sigmoid and linear; layers other than
-Dense and Dropout; ``fit`` arguments other than the estimator's own.
+What the loop may train (:func:`unsupported_reason`), the network it trains
+(:func:`compiled_network`: a dense softmax MLP's structure and flat float32
+parameters, read from and written back to the Keras layers), and the
+optimizer's rule and slots (:class:`OptimizerState`).
 
 Optimizers are accepted, not rejected: every option in an optimizer's config
 must be one the kernels implement or one at its neutral value, so an option a
 later Keras adds makes the fit fall back rather than be silently ignored. The
 loop reads Keras's private slot lists (``_momentums``, ``_velocities``, ...)
-in :func:`_optimizer_rule` and :class:`OptimizerState` only, after
-:func:`_keras_internals_reason` has checked they are where it expects; if not,
-the fit falls back with the reason.
-
-``tests/test_kernels.py`` proves the mathematics step by step against Keras;
-``scripts/mutation_check.py`` shows those tests catch deliberate bugs.
+here only, after :func:`_keras_internals_reason` has checked that they are
+where it expects; if not, the fit falls back to ``keras.Model.fit`` with the
+reason, never crashes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import math
-import os
-import threading
-
 import numpy as np
 
-from mnist_mlp import _kernels
-from mnist_mlp._tensorflow import keras, tf
+from mnist_mlp._tensorflow import keras
+from mnist_mlp.training import kernels
 
-__all__ = ["fit", "unsupported_reason", "compiled_network", "predict_proba", "overrides_hooks", "OptimizerState"]
+__all__ = ["OptimizerState", "PER_BATCH_HOOKS", "PREDICT_HOOKS", "compiled_network", "overrides_hooks",
+           "unsupported_reason"]
 
 #: Callback hooks the compiled loop never calls: a callback that overrides
 #: one of them makes fit fall back to keras.Model.fit.
@@ -73,9 +37,8 @@ _FIT_ARGS = frozenset(
     {"batch_size", "epochs", "initial_epoch", "validation_split", "shuffle", "verbose",
      "callbacks", "sample_weight", "validation_batch_size"}
 )
-_ACTIVATIONS = {"linear": _kernels.ACT_LINEAR, "relu": _kernels.ACT_RELU, "tanh": _kernels.ACT_TANH,
-                "sigmoid": _kernels.ACT_SIGMOID}
-_EVAL_CHUNK = 4096
+_ACTIVATIONS = {"linear": kernels.ACT_LINEAR, "relu": kernels.ACT_RELU, "tanh": kernels.ACT_TANH,
+                "sigmoid": kernels.ACT_SIGMOID}
 
 
 class _Network:
@@ -168,11 +131,11 @@ def compiled_network(model):
         return "every hidden kernel must have the same regularizer"
     reg = hidden[0].kernel_regularizer
     if reg is None:
-        penalty, alpha = _kernels.PENALTY_NONE, 0.0
+        penalty, alpha = kernels.PENALTY_NONE, 0.0
     elif type(reg) is keras.regularizers.L1:
-        penalty, alpha = _kernels.PENALTY_L1, float(reg.l1)
+        penalty, alpha = kernels.PENALTY_L1, float(reg.l1)
     elif type(reg) is keras.regularizers.L2:
-        penalty, alpha = _kernels.PENALTY_L2, float(reg.l2)
+        penalty, alpha = kernels.PENALTY_L2, float(reg.l2)
     else:
         return f"kernel regularizer {type(reg).__name__} is not L1 or L2"
     return _Network(dense, _ACTIVATIONS[activations.pop()], rates.pop() if rates else 0.0, penalty, alpha)
@@ -235,7 +198,7 @@ def _optimizer_rule(optimizer):
                  optimizer.beta_1, optimizer.beta_2, float(optimizer.amsgrad))
         slots = lambda i: [optimizer._momentums[i], optimizer._velocities[i]] + (  # noqa: E731
             [optimizer._velocity_hats[i]] if optimizer.amsgrad else [])
-        return _kernels.OPT_ADAM, hyper, slots
+        return kernels.OPT_ADAM, hyper, slots
     if kind == "RMSprop":
         hyper = (lr, optimizer.rho, optimizer.epsilon, optimizer.momentum, float(optimizer.centered))
 
@@ -244,9 +207,9 @@ def _optimizer_rule(optimizer):
                     optimizer._average_gradients[i] if optimizer.centered else None,
                     optimizer._momentums[i] if optimizer.momentum > 0 else None]
 
-        return _kernels.OPT_RMSPROP, hyper, slots
+        return kernels.OPT_RMSPROP, hyper, slots
     hyper = (lr, optimizer.momentum, float(optimizer.nesterov))
-    return _kernels.OPT_SGD, hyper, lambda i: [optimizer.momentums[i] if optimizer.momentum != 0 else None]
+    return kernels.OPT_SGD, hyper, lambda i: [optimizer.momentums[i] if optimizer.momentum != 0 else None]
 
 
 def _slot_lists(optimizer):
@@ -330,158 +293,11 @@ def unsupported_reason(model, callbacks, fit_args):
     return None
 
 
-def _threads():
-    """Threads for the compiled matrix products: TensorFlow's intra-op setting
-    (cluster workers set it) or every core; 1 where Numba's threads can't be
-    shared safely."""
-    import numba
-
-    layer = _threading_layer()
-    if layer is None or (layer == "workqueue" and threading.current_thread() is not threading.main_thread()):
-        return 1
-    wanted = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
-    return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
-
-
-@functools.lru_cache(maxsize=1)
-def _threading_layer():
-    """Start Numba's threads once, on a layer that is safe to call from several
-    threads at once (TBB or OpenMP) unless the user chose one; None if none starts.
-
-    Numba's fallback layer, workqueue, aborts the process when two threads
-    (say, two fits on one Dask worker) enter it together.
-    """
-    import numba
-
-    if numba.config.THREADING_LAYER == "default":
-        numba.config.THREADING_LAYER = "threadsafe"
-    try:
-        _kernels._matmul(np.ones((2 * _kernels._MIN_BLOCK_ROWS, 2), np.float32),
-                         np.ones((2, 2), np.float32), 2)
-        return numba.threading_layer()
-    except Exception:  # no threadsafe layer here: products stay on the calling thread
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()  # scans the loaded libraries once
-
-
-@contextlib.contextmanager
-def _compiled_section():
-    """Flush denormals in this thread and keep BLAS on it: the compiled loop
-    splits products across its own threads (see mnist_mlp._kernels)."""
-    with _kernels.flush_denormals(), _blas_controller().limit(limits=1, user_api="blas"):
-        yield
-
-
-def _writable_float32(X):
-    # One compiled signature: C-contiguous, writable float32 (a read-only
-    # memmap is copied rather than compiled for separately).
-    return np.require(X, dtype=np.float32, requirements=["C", "W"])
-
-
-def _validation_split(n, validation_split):
-    # keras.utils's train_validation_split: the last fraction, floor-rounded.
-    split_at = int(math.floor(n * (1.0 - validation_split))) if validation_split else n
-    return split_at
-
-
-def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.0,
-        shuffle=True, verbose=0, callbacks=(), seed=None, **_ignored):
-    """Train a compiled Keras MLP in the compiled loop; the same contract as ``model.fit``.
-
-    Parameters
-    ----------
-    model : keras.Sequential
-        A compiled model for which :func:`unsupported_reason` is None.
-    X : ndarray of shape (n_samples, n_features), float32
-    y : ndarray of shape (n_samples, n_classes)
-        One-hot targets, as ``model.fit`` takes them.
-    batch_size, epochs, initial_epoch, validation_split, shuffle, verbose, callbacks
-        As for ``keras.Model.fit``.
-    seed : int, numpy Generator or None
-        Seeds dropout masks and shuffling.
-
-    Returns
-    -------
-    keras.callbacks.History
-    """
-    network = compiled_network(model)
-    X = _writable_float32(X)
-    labels = np.ascontiguousarray(np.argmax(y, axis=1), dtype=np.int64)
-    split_at = _validation_split(len(X), validation_split)
-    if validation_split and split_at in (0, len(X)):  # Keras's own check and message
-        raise ValueError(
-            f"Training data contains {len(X)} samples, which is not sufficient to split it "
-            f"into a validation and training set as specified by "
-            f"`validation_split={validation_split}`. Either provide more data, or a different "
-            "value for the `validation_split` argument."
-        )
-    X_train, y_train = X[:split_at], labels[:split_at]
-    X_val, y_val = X[split_at:], labels[split_at:]
-    batch_size = int(batch_size or 32)
-    rng = np.random.default_rng(seed)
-
-    theta = network.read()
-    grad = np.zeros_like(theta)
-    opt_state = OptimizerState(model, network)
-    state, iterations, code, hyper = opt_state.slots, opt_state.iterations, opt_state.code, opt_state.hyper
-    steps = -(-len(X_train) // batch_size)
-
-    callback_list = keras.callbacks.CallbackList(
-        list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
-        verbose=verbose, epochs=epochs, steps=steps,
-    )
-    # Copying the weights back into Keras costs ~1 ms a variable: do it each
-    # epoch only for callbacks that may look at the model.
-    reads_model = any(not getattr(cb, "reads_logs_only", False) for cb in callbacks)
-    model.stop_training = False
-    empty_order = np.empty(0, np.int64)
-    kernels_args = (network.offsets, network.dims, network.activation)
-    n_threads = _threads()
-    callback_list.on_train_begin()
-    logs = {}
-    try:
-        for epoch in range(initial_epoch, epochs):
-            callback_list.on_epoch_begin(epoch)
-            order = rng.permutation(len(X_train)).astype(np.int64) if shuffle else empty_order
-            with _compiled_section():
-                loss_sum, correct = _kernels.train_epoch(
-                    theta, grad, state, iterations, X_train, y_train, order, batch_size,
-                    network.offsets, network.dims, network.activation,
-                    np.float32(network.dropout), network.penalty, np.float32(network.alpha),
-                    code, hyper, int(rng.integers(2**31 - 1)), n_threads,
-                )
-                logs = {"loss": loss_sum / len(X_train), "accuracy": correct / len(X_train)}
-                if len(X_val):
-                    val_loss, val_correct = _kernels.evaluate(theta, *kernels_args, X_val, y_val,
-                                                              _EVAL_CHUNK, n_threads)
-                    penalty = _kernels.penalty_value(theta, network.offsets, network.dims,
-                                                     network.penalty, np.float32(network.alpha))
-                    logs["val_loss"] = val_loss / len(X_val) + penalty
-                    logs["val_accuracy"] = val_correct / len(X_val)
-            logs = {k: float(v) for k, v in logs.items()}
-            if reads_model:  # the model holds each epoch's weights when its callbacks run
-                network.write(theta)
-                opt_state.write(slots=False)
-            callback_list.on_epoch_end(epoch, logs)
-            if model.stop_training:
-                break
-    finally:
-        network.write(theta)
-        opt_state.write()
-    callback_list.on_train_end(logs)
-    return model.history
-
 
 class OptimizerState:
     """A Keras optimizer's rule, step count and slots as the kernels take them.
 
-    ``code`` and ``hyper`` name the update rule (see ``_kernels._update``);
+    ``code`` and ``hyper`` name the update rule (see ``kernels._update``);
     ``slots`` is a float32 array ``(3, n_params)`` laid out like the network's
     flat parameters (Adam: m, v, v_hat; RMSprop: velocity, average gradient,
     momentum; SGD: momentum; unused rows stay 0); ``iterations`` the step count.
@@ -521,11 +337,3 @@ class OptimizerState:
         if slots:
             for (row, part), var in self._pairs():
                 var.assign(self.slots[row, part].reshape(var.shape))
-
-
-def predict_proba(network, X):
-    """Softmax output of a :func:`compiled_network` for float32 rows ``X``."""
-    X = _writable_float32(X)
-    with _compiled_section():
-        return _kernels.predict_proba(network.read(), network.offsets, network.dims,
-                                      network.activation, X, _EVAL_CHUNK, _threads())

@@ -17,23 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_mlp import tracking
+from mnist_mlp.tracking import runs, values
 
-__all__ = ["estimator_params", "log_evaluation", "log_fit_results", "log_model"]
-
-
-def _describe(obj):
-    """A stable, readable string for an optimizer/initializer given as object or class."""
-    if isinstance(obj, str) or obj is None:
-        return str(obj).lower()
-    if isinstance(obj, type):
-        return obj.__name__
-    try:
-        config = {k: v for k, v in obj.get_config().items() if v is not None and k != "name"}
-    except AttributeError:
-        return type(obj).__name__
-    args = ", ".join(f"{k}={v}" for k, v in sorted(config.items()))
-    return f"{type(obj).__name__}({args})"
+__all__ = ["estimator_params", "log_evaluation", "log_fit_results", "log_model", "track_fit"]
 
 
 def estimator_params(estimator, n_samples):
@@ -49,7 +35,8 @@ def estimator_params(estimator, n_samples):
     -------
     dict
     """
-    optimizer = estimator._make_optimizer()
+    network = estimator.network_spec()
+    optimizer = network["optimizer"]
     config = optimizer.get_config()
     n_train = math.floor(n_samples * (1 - estimator.validation_split))
     params = {
@@ -59,9 +46,9 @@ def estimator_params(estimator, n_samples):
         "learning_rate": float(f"{float(config['learning_rate']):.7g}"),
         "batch_size": estimator.batch_size,
         "epochs": estimator.epochs,
-        "hidden_layer_sizes": list(estimator._hidden_layer_sizes()),
-        "activation": estimator._activation(),
-        "kernel_initializer": _describe(estimator.kernel_initializer),
+        "hidden_layer_sizes": list(network["hidden_layer_sizes"]),
+        "activation": network["activation"],
+        "kernel_initializer": values.describe(estimator.kernel_initializer),
         "penalty": str(estimator.penalty).lower(),
         "alpha": estimator.alpha,
         "dropout": estimator.dropout,
@@ -69,7 +56,7 @@ def estimator_params(estimator, n_samples):
         "shuffle": estimator.shuffle,
         "training_loop": estimator.training_loop,
         "random_state": estimator.random_state if isinstance(estimator.random_state, (int, type(None))) else "RandomState",
-        "dataset": tracking._DATASET.get() or "unspecified",
+        "dataset": runs.current_dataset() or "unspecified",
         "n_train": n_train,
         "n_val": n_samples - n_train,
     }
@@ -87,12 +74,53 @@ def _history_csv(history):
     return "\n".join(rows) + "\n"
 
 
+def track_fit(estimator, X, fit):
+    """Run ``fit(callbacks)`` as one tracked fit of ``estimator``; return its run.
+
+    The fit logs into the run of an enclosing tracked estimator (a pipeline)
+    or a run of its own (see :func:`mnist_mlp.tracking.owned_run`): its params
+    first, each epoch's metrics as it ends (through the Keras ``callbacks``
+    handed to ``fit``), then the final metrics, divergence tag, plots and
+    history, and, in a run of its own, the model. A fit that raises ends its
+    own run FAILED (KILLED on Ctrl-C) with the epochs it did train logged.
+
+    Parameters
+    ----------
+    estimator : MLPClassifier
+        Validated; fitted by ``fit``.
+    X : ndarray
+        The training rows (their count is a param; five of them are the
+        model's input example).
+    fit : callable
+        ``fit(callbacks)`` trains ``estimator`` with these Keras callbacks added.
+
+    Returns
+    -------
+    runs.FitRun
+    """
+    from mnist_mlp.tracking.callbacks import DivergenceMonitor, EpochMetricsLogger
+
+    with runs.owned_run(type(estimator).__name__) as (run, owned):
+        run.log_params(estimator_params(estimator, len(X)))
+        monitor, epochs = DivergenceMonitor(), EpochMetricsLogger(run)
+        try:
+            fit([epochs, monitor])
+        except BaseException:
+            with contextlib.suppress(Exception):  # keep the epochs a failed fit did run
+                epochs.flush()
+            raise
+        log_fit_results(run, estimator, monitor.diverged, epochs.take_pending())
+        if owned and run.log_model:
+            log_model(run, estimator, X[:5])
+    return run
+
+
 def log_fit_results(run, estimator, diverged, pending_epochs=()):
     """Log the end-of-fit metrics, the divergence tag, plots and history.
 
     Parameters
     ----------
-    run : tracking.FitRun
+    run : runs.FitRun
     estimator : fitted MLPClassifier
     diverged : bool
     pending_epochs : list of (int, dict)
@@ -109,8 +137,7 @@ def log_fit_results(run, estimator, diverged, pending_epochs=()):
     if estimator.training_loop_reason_:
         tags["training_loop_fallback"] = estimator.training_loop_reason_[:500]
     # Written with the run's end, in the same call as its last tags.
-    run.end_metrics.extend([*pending_epochs, (0, final)])
-    run.end_tags.update(tags)
+    run.defer_to_end([*pending_epochs, (0, final)], tags)
     run.log_files(
         {
             "history.csv": _history_csv(estimator.history_),
@@ -215,7 +242,7 @@ def log_model(run, model, input_example):
 
     Parameters
     ----------
-    run : tracking.FitRun
+    run : runs.FitRun
     model : fitted estimator
     input_example : ndarray
         A few raw inputs, e.g. uint8 images of shape (k, 28, 28).
@@ -241,7 +268,7 @@ def log_model(run, model, input_example):
             conda_env=copy.deepcopy(_model_environment()),
             code_paths=[_code_dir()],
         )
-    run.end_tags["model_uri"] = f"runs:/{run.run_id}/model"
+    run.defer_to_end(tags={"model_uri": f"runs:/{run.run_id}/model"})
 
 
 def log_evaluation(run, scores, labels, report):
@@ -249,7 +276,7 @@ def log_evaluation(run, scores, labels, report):
 
     Parameters
     ----------
-    run : tracking.FitRun
+    run : runs.FitRun
     scores : dict
         From :func:`mnist_mlp.evaluation.evaluate`.
     labels : sequence

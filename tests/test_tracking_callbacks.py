@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from mnist_mlp.callbacks import DivergenceMonitor, EpochMetricsLogger
+from mnist_mlp.tracking.callbacks import DivergenceMonitor, EpochMetricsLogger
 
 
 class FakeRun:

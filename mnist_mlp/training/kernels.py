@@ -7,7 +7,7 @@ to single-threaded BLAS (``np.dot``), split across Numba's threads, each of
 which flushes denormals; the optimizer update is one vectorised loop per
 slice of parameters.
 
-The mathematics is Keras's (see :mod:`mnist_mlp.fast_training`): parameters
+The mathematics is Keras's (see :mod:`mnist_mlp.training.loop`): parameters
 are float32 and laid out flat, layer by layer, kernel (row-major, shape
 ``(n_in, n_out)``) then bias, exactly as Keras stores them.
 """
@@ -23,7 +23,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 from numba.typed import List
 
-# Codes shared with mnist_mlp.fast_training.
+# Codes shared with mnist_mlp.training.keras_adapter.
 ACT_LINEAR, ACT_RELU, ACT_TANH, ACT_SIGMOID = 0, 1, 2, 3
 OPT_SGD, OPT_ADAM, OPT_RMSPROP = 0, 1, 2
 PENALTY_NONE, PENALTY_L1, PENALTY_L2 = 0, 1, 2
@@ -160,7 +160,7 @@ _PARALLEL_MIN_ROWS = 64
 # At least 128 rows (64 columns) a block: smaller ones pay BLAS's packing of
 # the other operand again for each block (14 % slower epochs at batch 256);
 # at most 8 blocks, so that large products still use up to 8 threads.
-_MIN_BLOCK_ROWS = 128
+MIN_BLOCK_ROWS = 128
 _MIN_BLOCK_COLS = 64
 _MAX_BLOCKS = 8
 
@@ -178,10 +178,10 @@ def _block_size(n, smallest):
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _matmul(A, B, n_threads):
+def matmul(A, B, n_threads):
     """``A @ B`` in blocks of rows of ``A`` (see ``_block_size``), shared among ``n_threads`` threads."""
     rows = A.shape[0]
-    size = _block_size(rows, _MIN_BLOCK_ROWS)
+    size = _block_size(rows, MIN_BLOCK_ROWS)
     n_blocks = (rows + size - 1) // size
     if n_blocks == 1:
         return np.dot(A, B)
@@ -200,7 +200,7 @@ def _matmul(A, B, n_threads):
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def _matmul_tn(A, D, out, n_threads):
+def matmul_tn(A, D, out, n_threads):
     """``out[:] = A.T @ D`` in blocks of columns of ``D`` (see ``_block_size``), shared among threads."""
     cols = D.shape[1]
     size = _block_size(cols, _MIN_BLOCK_COLS)
@@ -240,7 +240,7 @@ def _logits(theta, offsets, dims, x, act, n_threads):
     h = x
     n_layers = dims.shape[0] - 1
     for layer in range(n_layers):
-        z = _matmul(h, _kernel(theta, offsets, dims, layer), n_threads)
+        z = matmul(h, _kernel(theta, offsets, dims, layer), n_threads)
         z += _bias(theta, offsets, dims, layer)
         if layer < n_layers - 1:
             _activate(z, act)
@@ -496,7 +496,7 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
         masks = List()
         inputs.append(np.ascontiguousarray(xb))
         for layer in range(n_layers):
-            z = _matmul(inputs[layer], _kernel(theta, offsets, dims, layer), n_threads)
+            z = matmul(inputs[layer], _kernel(theta, offsets, dims, layer), n_threads)
             z += _bias(theta, offsets, dims, layer)
             if layer < n_layers - 1:
                 _activate(z, act)
@@ -536,7 +536,7 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
         for layer in range(n_layers):
             deltas.append(logits)
         for layer in range(n_layers - 1, 0, -1):
-            d_in = _matmul(deltas[layer], _kernel(theta, offsets, dims, layer).T, n_threads)
+            d_in = matmul(deltas[layer], _kernel(theta, offsets, dims, layer).T, n_threads)
             if dropout > 0:
                 d_in *= masks[layer - 1]
             _activation_grad(d_in, outputs[layer - 1], act)
@@ -567,7 +567,7 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
                     pen += _update(theta[at:end], g, s0[at:end], s1[at:end], s2[at:end],
                                    layer_penalty, alpha, opt, hyper, step)
             else:
-                _matmul_tn(inputs[layer], d, _kernel(grad, offsets, dims, layer), n_threads)
+                matmul_tn(inputs[layer], d, _kernel(grad, offsets, dims, layer), n_threads)
                 hi = lo + n_in * n_out_l
                 pen += _update(theta[lo:hi], grad[lo:hi], s0[lo:hi], s1[lo:hi], s2[lo:hi],
                                layer_penalty, alpha, opt, hyper, step)

@@ -20,46 +20,25 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
-import fcntl
-import functools
-import json
 import logging
-import math
-import os
-import platform
 import shutil
-import sqlite3
 import tempfile
 import time
-import urllib.parse
-import urllib.request
-from importlib import metadata
 from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from mnist_mlp._switch import FIT_CONTEXT, TRACKING_ENV, tracking_enabled
+from mnist_mlp._switch import FIT_CONTEXT
+from mnist_mlp.tracking import artifacts, store, values
+from mnist_mlp.tracking.fallback import FallbackFolder
 
-__all__ = [
-    "FALLBACK_DIR_ENV",
-    "TRACKING_ENV",
-    "FitContext",
-    "FitRun",
-    "TrackingLostWarning",
-    "TrackingUnavailableError",
-    "check_reachable",
-    "dataset",
-    "tracking_enabled",
-]
+__all__ = ["FitContext", "FitRun", "current_dataset", "current_run", "current_test_set", "dataset", "fit_context", "owned_run",
+           "test_set"]
 
 logger = logging.getLogger(__name__)
 
 _PARENT_TAG = "mlflow.parentRunId"
-_MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
-_LOCK_RETRIES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,205 +128,17 @@ def current_test_set():
     return _TEST_DATA.get()
 
 
+def current_dataset():
+    """The dataset name registered by :func:`dataset` for this fit, if any."""
+    return _DATASET.get()
+
+
 def current_run():
     """The run an enclosing tracked estimator opened for this fit, if any."""
     return _CURRENT_RUN.get()
 
 
-# -- the store -----------------------------------------------------------------
-
-
-class TrackingUnavailableError(ConnectionError):
-    """The tracking server cannot be reached when a fit starts; nothing was trained."""
-
-
-class TrackingLostWarning(UserWarning):
-    """The tracking store went away during a fit; what it missed was saved locally."""
-
-
-#: Where a fit's records go when the store is lost mid-fit (a folder per run).
-FALLBACK_DIR_ENV = "MNIST_MLP_FALLBACK_DIR"
-
-try:  # what a lost store raises, beside MLflow's own wrapper
-    from requests.exceptions import RequestException as _RequestException
-except ImportError:  # pragma: no cover
-    _RequestException = OSError
-_STORE_ERRORS = (MlflowException, OSError, sqlite3.Error, _RequestException)
-
-
-def check_reachable(tracking_uri, timeout=5.0):
-    """Raise :class:`TrackingUnavailableError` if an HTTP tracking server does not answer.
-
-    Local stores (SQLite, files) need no check. Done before a fit opens its
-    run, so an unreachable server fails fast and before any training, instead
-    of after MLflow's minutes of retries.
-    """
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    url = tracking_uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout):
-            return
-    except urllib.error.HTTPError:
-        return  # it answers: /health may be absent behind a proxy, the server is up
-    except (urllib.error.URLError, OSError) as exc:
-        raise TrackingUnavailableError(
-            f"MLflow tracking server {tracking_uri} is unreachable ({exc}). Start it, fix "
-            f"MLFLOW_TRACKING_URI, or turn tracking off with {TRACKING_ENV}=0."
-        ) from None
-
-
-
-def _is_locked_error(exc):
-    text = str(exc).lower()
-    return "database is locked" in text or "database table is locked" in text
-
-
-def _retrying(call, *args, **kwargs):
-    """Call the store, retrying while another process holds SQLite's write lock."""
-    for attempt in range(_LOCK_RETRIES):
-        try:
-            return call(*args, **kwargs)
-        except (MlflowException, sqlite3.OperationalError) as exc:
-            if attempt == _LOCK_RETRIES - 1 or not _is_locked_error(exc):
-                raise
-            time.sleep(0.05 * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-def _sqlite_path(uri):
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):])
-    return None
-
-
-_TUNED_STORES = set()
-
-
-def _tune_sqlite(dbapi_connection, connection_record):
-    """WAL journal, NORMAL sync: readers stop blocking writers, commits stop fsyncing.
-
-    Safe for a local store (a crash loses at most the last commits, never
-    corrupts it); MLflow's own engine leaves SQLite's rollback journal and
-    full sync on, which makes every small write wait for the disk.
-    """
-    if not isinstance(dbapi_connection, sqlite3.Connection):
-        return
-    cursor = dbapi_connection.cursor()
-    files = {Path(row[2]).resolve() for row in cursor.execute("PRAGMA database_list") if row[2]}
-    if files & _TUNED_STORES:  # only MLflow stores we opened, never a user's own database
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
-
-
-@functools.lru_cache(maxsize=None)
-def _install_sqlite_tuning():
-    import sqlalchemy
-    from sqlalchemy.engine import Engine
-
-    sqlalchemy.event.listen(Engine, "connect", _tune_sqlite)
-
-
-@functools.lru_cache(maxsize=None)
-def _client(tracking_uri):
-    """One client per store and process; a new SQLite store is created under a lock.
-
-    Several processes opening a fresh SQLite store at once race on creating
-    its schema. The first to take the file lock creates it; the rest find it made.
-    """
-    path = _sqlite_path(tracking_uri)
-    if path is None:
-        return MlflowClient(tracking_uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _TUNED_STORES.add(path.resolve())
-    _install_sqlite_tuning()
-    with open(f"{path}.lock", "w") as lock, _quiet_schema_setup():
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            client = MlflowClient(tracking_uri)
-            _retrying(client.search_experiments, max_results=1)  # creates the schema
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return client
-
-
-@contextlib.contextmanager
-def _quiet_schema_setup():
-    """Hide MLflow's INFO lines on creating a store ("Creating initial MLflow database tables...").
-
-    A first fit into a new store is routine here, not news; warnings still show.
-    """
-    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic.runtime.migration")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
-    try:
-        yield
-    finally:
-        for log, level in zip(loggers, levels):
-            log.setLevel(level)
-
-
-def resolve_tracking_uri():
-    """The tracking URI in force: ``MLFLOW_TRACKING_URI``, ``set_tracking_uri`` or MLflow's default."""
-    uri = mlflow.get_tracking_uri()
-    path = _sqlite_path(uri)
-    if path is not None and not path.is_absolute():
-        uri = f"sqlite:///{path.resolve()}"  # workers may start elsewhere
-    return uri
-
-
-def _experiment_id(client, name):
-    experiment = _retrying(client.get_experiment_by_name, name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return _retrying(client.create_experiment, name)
-    except MlflowException:  # another process created it first
-        return _retrying(client.get_experiment_by_name, name).experiment_id
-
-
-def _current_experiment_id(client):
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
-    if name:
-        return _experiment_id(client, name)
-    from mlflow.tracking.fluent import _get_experiment_id
-
-    return _get_experiment_id() or "0"
-
-
-@functools.lru_cache(maxsize=1)
-def library_versions():
-    """Versions of the libraries a fit depends on, as run tags."""
-    tags = {"python": platform.python_version()}
-    for dist in ("mnist-mlp", "tensorflow", "tensorflow-cpu", "keras", "scikeras",
-                 "scikit-learn", "mlflow", "numpy"):
-        try:
-            tags[f"version.{dist}"] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return tags
-
-
 # -- a run -----------------------------------------------------------------------
-
-
-def _param_value(value):
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text[:_MAX_PARAM_LENGTH]
-
-
-def _finite(value):
-    # MLflow stores NaN but not +-inf portably; a diverged loss stays visible as huge.
-    value = float(value)
-    if math.isinf(value):
-        return math.copysign(1.7976931348623157e308, value)
-    return value
 
 
 class FitRun:
@@ -389,51 +180,18 @@ class FitRun:
         """Write through the store; if it is lost, write ``local()`` to the fallback folder."""
         if not self.lost:
             try:
-                return _retrying(call, *args, **kwargs)
-            except _STORE_ERRORS as exc:
+                return store.retrying(call, *args, **kwargs)
+            except store.STORE_ERRORS as exc:
                 self._lose(exc)
         local()
 
     def _lose(self, exc):
-        import warnings
-
         self.lost = True
-        root = Path(os.environ.get(FALLBACK_DIR_ENV, "mlflow-unlogged"))
-        self.fallback_dir = (root / self.run_id).resolve()
-        self.fallback_dir.mkdir(parents=True, exist_ok=True)
-        info = {"tracking_uri": self.tracking_uri, "run_id": self.run_id,
-                "experiment_id": self.experiment_id, "lost_because": f"{type(exc).__name__}: {exc}"}
-        path = self.fallback_dir / "info.json"
-        known = json.loads(path.read_text()) if path.exists() else {}  # a second writer adds, never erases
-        path.write_text(json.dumps({**info, **known}, indent=2))
-        message = (f"MLflow tracking store {self.tracking_uri} was lost during run {self.run_id} "
-                   f"({type(exc).__name__}); its params, metrics, artifacts and model are being "
-                   f"saved in {self.fallback_dir} instead")
-        logger.warning(message)
-        warnings.warn(message, TrackingLostWarning, stacklevel=3)
-
-    def _local_json(self, name, update):
-        path = self.fallback_dir / name
-        data = json.loads(path.read_text()) if path.exists() else {}
-        data.update(update)
-        path.write_text(json.dumps(data, indent=2, default=str))
-
-    def _local_metrics(self, series):
-        with open(self.fallback_dir / "metrics.jsonl", "a") as fh:
-            for step, values in series:
-                for key, value in values.items():
-                    fh.write(json.dumps({"key": key, "value": float(value), "step": step}) + "\n")
-
-    def _local_artifacts(self, path, artifact_path):
-        target = self.fallback_dir / "artifacts" / (artifact_path or "")
-        if Path(path).is_dir():
-            shutil.copytree(path, target, dirs_exist_ok=True)
-        else:
-            target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+        self.fallback = FallbackFolder(self.run_id, self.tracking_uri, self.experiment_id, exc)
+        self.fallback_dir = self.fallback.path
 
     @classmethod
-    def open(cls, *, run_name, tags=None, experiment_name=None):
+    def open(cls, *, run_name, tags=None, experiment_name=None, tracking_uri=None):
         """Create a run where the current context says (see the module docstring).
 
         Parameters
@@ -445,6 +203,9 @@ class FitRun:
             run is active elsewhere, it is recorded in the ``launched_by`` tag
             rather than as the parent, which MLflow shows only within one
             experiment.
+        tracking_uri : str, default=None
+            The store of a new top-level run; None: the one in force. (A fit
+            inside a search always goes to its parent's store.)
 
         Returns
         -------
@@ -452,28 +213,29 @@ class FitRun:
         """
         tags = dict(tags or {})
         context = _FIT_CONTEXT.get()
-        check_reachable(context.tracking_uri if context is not None else resolve_tracking_uri())
+        store.check_reachable(context.tracking_uri if context is not None
+                              else tracking_uri or store.resolve_tracking_uri())
         if context is not None:
-            client = _client(context.tracking_uri)
+            client = store.client(context.tracking_uri)
             experiment_id, log_model = context.experiment_id, context.log_model
             tags.update(context.tags)
             run_name = context.run_name or run_name
             tags[_PARENT_TAG] = context.parent_run_id
         else:
-            client = _client(resolve_tracking_uri())
-            active = mlflow.active_run()
+            client = store.client(tracking_uri or store.resolve_tracking_uri())
+            active = mlflow.active_run() if tracking_uri is None else None
             log_model = True
             experiment_id = (
-                _experiment_id(client, experiment_name) if experiment_name
+                store.experiment_id_for(client, experiment_name) if experiment_name
                 else active.info.experiment_id if active is not None
-                else _current_experiment_id(client)
+                else store.current_experiment_id(client)
             )
             if active is not None:
                 same = active.info.experiment_id == experiment_id
                 tags[_PARENT_TAG if same else "launched_by"] = active.info.run_id
-        tags.update(library_versions())
+        tags.update(store.library_versions())
         tags["mlflow.runName"] = run_name
-        run = _retrying(
+        run = store.retrying(
             client.create_run, experiment_id,
             tags={k: str(v) for k, v in tags.items()}, run_name=run_name,
         )
@@ -483,10 +245,10 @@ class FitRun:
     @classmethod
     def attach(cls, tracking_uri, run_id):
         """Log more into an existing run (e.g. test metrics after the fit). Never ends it."""
-        client = _client(tracking_uri)
+        client = store.client(tracking_uri)
         try:
-            info = _retrying(client.get_run, run_id).info
-        except _STORE_ERRORS as exc:
+            info = store.retrying(client.get_run, run_id).info
+        except store.STORE_ERRORS as exc:
             attached = cls(client, run_id, None, log_model=False)
             attached._lose(exc)
         else:
@@ -504,7 +266,7 @@ class FitRun:
 
     def children(self):
         """The runs whose parent is this run."""
-        return _retrying(
+        return store.retrying(
             self.client.search_runs, [self.experiment_id],
             filter_string=f"tags.`{_PARENT_TAG}` = '{self.run_id}'", max_results=5000,
         )
@@ -515,12 +277,21 @@ class FitRun:
 
     # logging -------------------------------------------------------------------
 
+    def defer_params(self, params):
+        """Params to write with the next :meth:`log_params` (one store write for both)."""
+        self.pending_params.update(params)
+
+    def defer_to_end(self, metrics=(), tags=None):
+        """Metrics ``[(step, {name: value})]`` and tags to write in the run's closing write."""
+        self.end_metrics.extend(metrics)
+        self.end_tags.update(tags or {})
+
     def log_params(self, params):
         params, self.pending_params = {**self.pending_params, **params}, {}
-        items = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        items = [Param(str(k), values.param_value(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's per-batch param limit
             self._store(self.client.log_batch, self.run_id, params=items[start:start + 100],
-                        local=lambda: self._local_json("params.json", params))
+                        local=lambda: self.fallback.update_json("params.json", params))
 
     def log_metrics(self, metrics, *, step=0):
         self.log_metric_series([(step, metrics)])
@@ -528,11 +299,11 @@ class FitRun:
     def log_metric_series(self, series, tags=None):
         """Log ``[(step, {name: value})]`` and optional tags in as few calls as MLflow allows."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, _finite(v), now, step) for step, values in series for k, v in values.items()]
+        batch = [Metric(k, values.finite(v), now, step) for step, logged in series for k, v in logged.items()]
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         def local():
-            self._local_metrics(series)
-            self._local_json("tags.json", tags or {})
+            self.fallback.append_metrics(series)
+            self.fallback.update_json("tags.json", tags or {})
 
         for start in range(0, max(len(batch), 1), 1000):  # MLflow's per-batch metric limit
             self._store(self.client.log_batch, self.run_id, metrics=batch[start:start + 1000],
@@ -554,21 +325,11 @@ class FitRun:
 
     def log_file(self, path, artifact_path=None):
         self._store(self.client.log_artifact, self.run_id, str(path), artifact_path,
-                    local=lambda: self._local_artifacts(path, artifact_path))
+                    local=lambda: self.fallback.copy_artifacts(path, artifact_path))
 
     def log_dir(self, path, artifact_path):
         self._store(self.client.log_artifacts, self.run_id, str(path), artifact_path,
-                    local=lambda: self._local_artifacts(path, artifact_path))
-
-    def _local_artifact_root(self):
-        """The run's artifact folder if it is on this machine's disk, else None."""
-        uri = self.artifact_uri or ""
-        parsed = urllib.parse.urlparse(uri)
-        if parsed.scheme == "file":
-            return Path(urllib.request.url2pathname(parsed.path))
-        if parsed.scheme == "" and uri:
-            return Path(uri)
-        return None
+                    local=lambda: self.fallback.copy_artifacts(path, artifact_path))
 
     @contextlib.contextmanager
     def staged_artifacts(self, artifact_path=None):
@@ -579,7 +340,7 @@ class FitRun:
         and never a half-written artifact (a failed block publishes nothing).
         Elsewhere (a tracking server), the folder is uploaded.
         """
-        root = self._local_artifact_root()
+        root = artifacts.local_root(self.artifact_uri)
         staging_parent = None
         if root is not None and not self.lost:
             with contextlib.suppress(OSError):
@@ -592,22 +353,12 @@ class FitRun:
         try:
             yield folder
             if staging_parent is not None:
-                self._store(self._rename_into, folder, root / (artifact_path or ""),
-                            local=lambda: self._local_artifacts(folder, artifact_path))
+                self._store(artifacts.rename_into, folder, root / (artifact_path or ""),
+                            local=lambda: self.fallback.copy_artifacts(folder, artifact_path))
             else:
                 self.log_dir(folder, artifact_path)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-
-    @staticmethod
-    def _rename_into(folder, target):
-        target.mkdir(parents=True, exist_ok=True)
-        for entry in folder.iterdir():
-            destination = target / entry.name
-            if entry.is_dir() and destination.exists():  # rename cannot merge folders
-                shutil.copytree(entry, destination, dirs_exist_ok=True)
-            else:
-                os.replace(entry, destination)
 
     # ending --------------------------------------------------------------------
 
@@ -622,7 +373,7 @@ class FitRun:
             with contextlib.suppress(Exception):  # a logging error must not hide the fit's own
                 self.log_metric_series(self.end_metrics, tags)
         self._store(self.client.set_terminated, self.run_id, status,
-                    local=lambda: self._local_json("info.json", {"status": status}))
+                    local=lambda: self.fallback.update_json("info.json", {"status": status}))
 
     def __enter__(self):
         return self

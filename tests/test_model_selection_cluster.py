@@ -16,7 +16,7 @@ pytest.importorskip("distributed")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from mnist_mlp import GridSearchCV, make_pipeline  # noqa: E402
-from mnist_mlp.cluster import on_cluster  # noqa: E402
+from mnist_mlp.model_selection import on_cluster  # noqa: E402
 from mnist_mlp._tensorflow import keras  # noqa: E402
 from tests.helpers import BIN, ServerProcess, start_mlflow_server  # noqa: E402
 
@@ -85,7 +85,7 @@ def test_search_on_the_cluster_matches_local_and_files_every_run(cluster, digits
     assert {r.info.status for r in children} == {"FINISHED"}
 
     local = GridSearchCV(make_pipeline(epochs=2, random_state=0), GRID, cv=2)
-    local.resume = False  # really fit again, locally
+    local.set_params(resume=False)  # really fit again, locally
     local.fit(x_train[:1000], y_train[:1000])
     np.testing.assert_allclose(remote.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"])
 
@@ -127,7 +127,6 @@ def test_a_killed_worker_does_not_stop_the_search(cluster, digits, tmp_path):
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers can't import tests/
     x_train, y_train, _, _ = digits
-    client = MlflowClient(cluster["uri"])
     marker = tmp_path / "paused.pid"
     result = {}
 

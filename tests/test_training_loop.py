@@ -43,7 +43,7 @@ def test_same_mathematics_as_keras_fit(flat_digits, params):
     per-epoch metrics, weights and predictions up to float32 round-off.
 
     Whole fits, so each case is a fixed seed: a ReLU pre-activation within
-    round-off of 0 can send two fits apart (tests/test_kernels.py compares
+    round-off of 0 can send two fits apart (tests/test_training_kernels.py compares
     single steps, which cannot). Measured differences at these seeds: histories
     2e-7 relative, kernels 1.5e-6, intercepts 4e-8, probabilities 5.4e-7; the
     bounds below leave 6-60x of room, and a halved L2 gradient moves the
@@ -194,24 +194,24 @@ def test_read_only_memmap_input(flat_digits, tmp_path):
 
 
 def test_flush_denormals_is_scoped_to_the_block():
-    from mnist_mlp import _kernels
+    from mnist_mlp.training import kernels
 
-    if not _kernels._X86:
+    if not kernels._X86:
         pytest.skip("x86 only")
     tiny = np.array([1e-38], np.float32)
     assert (tiny * np.float32(0.01))[0] > 0  # a denormal result, kept
-    with _kernels.flush_denormals():
+    with kernels.flush_denormals():
         assert (tiny * np.float32(0.01))[0] == 0  # flushed, as in TensorFlow's kernels
     assert (tiny * np.float32(0.01))[0] > 0
 
 
 def test_predict_runs_compiled_unless_a_callback_hooks_prediction(flat_digits, monkeypatch):
-    from mnist_mlp import fast_training
+    from mnist_mlp.training import loop
 
     X, y, X_test, _ = flat_digits
     calls = []
-    compiled_predict = fast_training.predict_proba
-    monkeypatch.setattr(fast_training, "predict_proba", lambda *a: calls.append(1) or compiled_predict(*a))
+    compiled_predict = loop.predict_proba
+    monkeypatch.setattr(loop, "predict_proba", lambda *a: calls.append(1) or compiled_predict(*a))
 
     class PredictCounter(keras.callbacks.Callback):
         batches = 0
@@ -233,21 +233,21 @@ def test_split_matrix_products_match_blas_and_flush_denormals_in_every_thread():
     """The products are split across threads that flush denormals, as
     TensorFlow's threads do (BLAS's own threads would not, and run up to 10x
     slower once an L1/L2 penalty shrinks weights into that range)."""
-    from mnist_mlp import _kernels
+    from mnist_mlp.training import kernels
 
     rng = np.random.default_rng(0)
     A = rng.standard_normal((300, 70)).astype(np.float32)
     B = rng.standard_normal((70, 33)).astype(np.float32)
-    np.testing.assert_allclose(_kernels._matmul(A, B, 2), A @ B, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(kernels.matmul(A, B, 2), A @ B, rtol=1e-5, atol=1e-5)
     out = np.empty((70, 33), np.float32)
     D = rng.standard_normal((300, 33)).astype(np.float32)
-    _kernels._matmul_tn(A, D, out, 2)
+    kernels.matmul_tn(A, D, out, 2)
     np.testing.assert_allclose(out, A.T @ D, rtol=1e-5, atol=1e-4)
-    if not _kernels._X86:
+    if not kernels._X86:
         return
     tiny = np.full((300, 4), 1e-20, np.float32)  # products of 1e-40: denormal
     assert (tiny @ tiny.T[:4, :1]).max() > 0  # plain BLAS keeps them
-    assert _kernels._matmul(tiny, np.ascontiguousarray(tiny.T[:, :1]), 2).max() == 0
+    assert kernels.matmul(tiny, np.ascontiguousarray(tiny.T[:, :1]), 2).max() == 0
 
 
 @pytest.mark.parametrize("loop", ["keras", "auto"])
@@ -264,7 +264,7 @@ def test_concurrent_fits_in_threads(flat_digits):
     threading backend): Numba's threads run on a thread-safe layer."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from mnist_mlp import fast_training
+    from mnist_mlp.training import threads
 
     X, y, X_test, _ = flat_digits
     params = dict(SMALL, epochs=2, batch_size=128)
@@ -272,7 +272,7 @@ def test_concurrent_fits_in_threads(flat_digits):
     with ThreadPoolExecutor(4) as pool:
         fits = list(pool.map(lambda seed: MLPClassifier(**{**params, "random_state": seed}).fit(X, y), seeds))
     # A thread-safe layer (never workqueue, which aborts when two threads enter it).
-    assert fast_training._threading_layer() in ("tbb", "omp")
+    assert threads.threading_layer() in ("tbb", "omp")
     assert all(f.training_loop_ == "compiled" for f in fits)
     # Each fit is what its random_state gives alone: scikeras seeds global
     # generators, and without turns the threads drew from each other's seeds
@@ -284,48 +284,48 @@ def test_concurrent_fits_in_threads(flat_digits):
 
 
 def test_compiled_network_accepts_only_what_the_loop_computes():
-    from mnist_mlp import fast_training
+    from mnist_mlp.training import keras_adapter
 
     def model(*layers):
         return keras.Sequential([keras.Input((4,)), *layers])
 
-    ours = fast_training.compiled_network(model(
+    ours = keras_adapter.compiled_network(model(
         keras.layers.Dense(8, activation="tanh", kernel_regularizer=keras.regularizers.L1(0.01)),
         keras.layers.Dropout(0.3), keras.layers.Dense(3, activation="softmax")))
     assert not isinstance(ours, str)
     assert (ours.dropout, ours.alpha, list(ours.dims)) == (0.3, pytest.approx(0.01), [4, 8, 3])
     dropout_after_output = model(keras.layers.Dense(8, activation="relu"),
                                  keras.layers.Dense(3, activation="softmax"), keras.layers.Dropout(0.2))
-    assert "dropout must follow every hidden layer" in fast_training.compiled_network(dropout_after_output)
+    assert "dropout must follow every hidden layer" in keras_adapter.compiled_network(dropout_after_output)
     mixed_penalties = model(
         keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.1)),
         keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3, activation="softmax"))
-    assert "same regularizer" in fast_training.compiled_network(mixed_penalties)
+    assert "same regularizer" in keras_adapter.compiled_network(mixed_penalties)
 
 
 def test_the_weights_do_not_depend_on_the_number_of_threads(monkeypatch, flat_digits):
     """Products run in fixed blocks: one thread (a Dask worker) and two give the same bits."""
-    from mnist_mlp import _kernels, fast_training
+    from mnist_mlp.training import kernels, loop
 
     rng = np.random.default_rng(0)
     for rows, inner, cols in ((144, 784, 16), (100, 784, 16), (64, 784, 32), (256, 128, 256)):
         A = rng.random((rows, inner), dtype=np.float32)
         B = rng.standard_normal((inner, cols), dtype=np.float32)
         D = rng.standard_normal((rows, cols), dtype=np.float32)
-        np.testing.assert_array_equal(_kernels._matmul(A, B, 1), _kernels._matmul(A, B, 2))
+        np.testing.assert_array_equal(kernels.matmul(A, B, 1), kernels.matmul(A, B, 2))
         one, two = np.empty((inner, cols), np.float32), np.empty((inner, cols), np.float32)
-        _kernels._matmul_tn(A, D, one, 1)
-        _kernels._matmul_tn(A, D, two, 2)
+        kernels.matmul_tn(A, D, one, 1)
+        kernels.matmul_tn(A, D, two, 2)
         np.testing.assert_array_equal(one, two)
 
     X, y, _, _ = flat_digits
     weights = {}
-    for threads in (1, 2):
-        monkeypatch.setattr(fast_training, "_threads", lambda threads=threads: threads)
+    for n in (1, 2):
+        monkeypatch.setattr(loop, "n_threads", lambda n=n: n)
         clf = MLPClassifier(hidden_layer_sizes=(32,), epochs=2, learning_rate_init=1e-2, random_state=0,
                             tracking=False).fit(X[:500], y[:500])
         assert clf.training_loop_ == "compiled"
-        weights[threads] = clf.model_.get_weights()
+        weights[n] = clf.model_.get_weights()
     for one, two in zip(weights[1], weights[2]):
         np.testing.assert_array_equal(one, two)
 
@@ -334,14 +334,14 @@ def test_a_keras_that_moved_its_optimizer_state_gets_a_fallback_not_a_crash(flat
     """The loop reads Keras's private slot lists; where they are not as it
     expects (a renamed attribute), or the optimizer has an option it does not
     know, Keras trains and the reason says why."""
-    from mnist_mlp import fast_training
+    from mnist_mlp.training import keras_adapter
 
     X, y, _, _ = flat_digits
-    options, attrs = fast_training._RULES["Adam"]
-    monkeypatch.setitem(fast_training._RULES, "Adam", (options, ("_momentums", "_second_moments")))
+    options, attrs = keras_adapter._RULES["Adam"]
+    monkeypatch.setitem(keras_adapter._RULES, "Adam", (options, ("_momentums", "_second_moments")))
     clf = MLPClassifier(**SMALL).fit(X[:300], y[:300])
     assert clf.training_loop_ == "keras" and "'_second_moments'" in clf.training_loop_reason_
-    monkeypatch.setitem(fast_training._RULES, "Adam", (options, attrs))
+    monkeypatch.setitem(keras_adapter._RULES, "Adam", (options, attrs))
     assert MLPClassifier(**SMALL).fit(X[:300], y[:300]).training_loop_ == "compiled"
 
     config = keras.optimizers.Adam.get_config

@@ -111,3 +111,52 @@ def test_a_fit_crashing_mid_training_is_a_failed_child(tracked, digits):
     failed = [r for r in children if r.info.status == "FAILED"]
     assert sorted(r.data.tags["candidate"] for r in failed) == ["1", "1"]
     assert all("crash in training" in r.data.tags["error"] for r in failed)
+
+
+def test_the_sklearn_hook_still_applies_and_fails_loudly_when_it_does_not(monkeypatch):
+    """Tracked searches swap scikit-learn's per-fit function: a release that
+    renames it or stops calling it by name must fail with a clear error."""
+    from sklearn.model_selection import _search
+
+    from mnist_mlp.model_selection import sklearn_internals
+
+    sklearn_internals.check()  # this scikit-learn: the hook applies
+    monkeypatch.delattr(_search, "_fit_and_score")
+    with pytest.raises(sklearn_internals.SklearnChangedError, match=r"scikit-learn \d.*_fit_and_score is gone"):
+        sklearn_internals.check()
+    with pytest.raises(sklearn_internals.SklearnChangedError):
+        with sklearn_internals.fit_and_score_replaced(lambda *a, **k: None):
+            pass
+
+
+def test_tracking_settings_are_parameters_a_clone_keeps():
+    from sklearn.base import clone
+
+    from mnist_mlp import HalvingGridSearchCV as Halving
+
+    for cls in (GridSearchCV, Halving):
+        search = cls(make_pipeline(epochs=1), {"classifier__alpha": [1e-4]}, experiment_name="exp",
+                     run_name="name", run_tags={"k": "v"}, tracking_uri="sqlite:///x.db", resume=False)
+        params = clone(search).get_params(deep=False)
+        assert {k: params[k] for k in ("experiment_name", "run_name", "run_tags", "tracking_uri", "resume")} == {
+            "experiment_name": "exp", "run_name": "name", "run_tags": {"k": "v"},
+            "tracking_uri": "sqlite:///x.db", "resume": False}
+        assert "param_grid" in params and "cv" in params  # scikit-learn's own, untouched
+
+
+def test_a_search_files_its_parent_where_its_parameters_say(tmp_path, monkeypatch, digits):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
+    x_train, y_train, _, _ = digits
+    uri = f"sqlite:///{tmp_path}/elsewhere.db"
+    search = GridSearchCV(make_pipeline(hidden_layer_sizes=(8,), epochs=1, random_state=0),
+                          {"classifier__alpha": [1e-4]}, cv=2, experiment_name="searches here",
+                          run_name="my search", tracking_uri=uri).fit(x_train[:200], y_train[:200])
+    client = MlflowClient(uri)
+    parent = client.get_run(search.run_id_)
+    assert parent.info.run_name == "my search"
+    assert client.get_experiment(parent.info.experiment_id).name == "searches here"
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{search.run_id_}'")
+    assert len(children) == 3  # 2 folds and the refit, in the same store

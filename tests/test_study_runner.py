@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mnist_mlp.model_selection import TrainValidationSplit
 from mnist_mlp.study import (
-    TrainValidationSplit, count_fits, experiment_names, load_experiment, run_experiment, run_tuning,
+    count_fits, experiment_names, load_experiment, run_experiment, run_tuning,
 )
 
 

@@ -111,8 +111,8 @@ def test_fingerprints_see_what_changes_a_fit_and_ignore_what_does_not():
 
     from mnist_mlp import make_pipeline
     from mnist_mlp._tensorflow import keras
-    from mnist_mlp.progress import ProgressCallback
-    from mnist_mlp.resume import fit_fingerprint
+    from mnist_mlp.study.progress import ProgressCallback
+    from mnist_mlp.model_selection.resume import fit_fingerprint
 
     X, y = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 2
     rows = (np.arange(16), np.arange(16, 20))
@@ -138,7 +138,8 @@ def test_fingerprints_cannot_go_stale(monkeypatch):
     """An array changed in place, or other training code, is another fit."""
     import numpy as np
 
-    from mnist_mlp import make_pipeline, resume
+    from mnist_mlp import make_pipeline
+    from mnist_mlp.model_selection import resume
 
     X, y = np.zeros((20, 28, 28), np.uint8), np.arange(20) % 2
     rows = (np.arange(16), np.arange(16, 20))
@@ -165,19 +166,20 @@ def test_the_code_identity_follows_the_training_source(tmp_path, monkeypatch):
     import shutil
 
     import mnist_mlp
-    from mnist_mlp import resume
+    from mnist_mlp.model_selection import resume
 
     real = resume.code_identity()
     copy = tmp_path / "mnist_mlp"
     folder = __import__("pathlib").Path(mnist_mlp.__file__).parent
     copy.mkdir()
     for name in resume._TRAINING_CODE:
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(folder / name, copy / name)
     monkeypatch.setattr(mnist_mlp, "__file__", str(copy / "__init__.py"))
     resume.code_identity.cache_clear()
     try:
         same = resume.code_identity()
-        (copy / "_kernels.py").write_text((copy / "_kernels.py").read_text().replace("2.0", "1.0"))
+        (copy / "training/kernels.py").write_text((copy / "training/kernels.py").read_text().replace("2.0", "1.0"))
         resume.code_identity.cache_clear()
         changed = resume.code_identity()
     finally:

@@ -16,25 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import io
 import json
-import threading
 
 import numpy as np
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.model_selection import GridSearchCV as _GridSearchCV
 from sklearn.model_selection import HalvingGridSearchCV as _HalvingGridSearchCV
-from sklearn.model_selection import _search
-from sklearn.model_selection._validation import _fit_and_score as _sklearn_fit_and_score
 
 from mnist_mlp._switch import tracking_enabled
+from mnist_mlp.model_selection import sklearn_internals
+from mnist_mlp.tracking.values import jsonable
 
 __all__ = ["GridSearchCV", "HalvingGridSearchCV"]
-
-# evaluate_candidates looks _fit_and_score up in sklearn's _search module at
-# call time; we swap it for the duration of one evaluate_candidates call.
-_PATCH_LOCK = threading.RLock()
-
 
 # What _fit_and_score returns that a finished run can stand in for.
 _CACHEABLE = {"fit_error", "test_scores", "train_scores", "n_test_samples", "fit_time", "score_time"}
@@ -48,7 +43,8 @@ def _tracked_fit_and_score(context, estimator, X, y, **kwargs):
     matches a FINISHED run is not run again: that run's recorded result is
     returned; runs a killed attempt left RUNNING are marked KILLED.
     """
-    from mnist_mlp import resume, tracking
+    from mnist_mlp import tracking
+    from mnist_mlp.model_selection import resume
 
     candidate = context.tags["candidate_offset"] + kwargs["candidate_progress"][0]
     fold = kwargs["split_progress"][0]
@@ -64,7 +60,7 @@ def _tracked_fit_and_score(context, estimator, X, y, **kwargs):
         run_name=f"candidate-{candidate}-fold-{fold}",
     )
     with tracking.fit_context(fit_context):
-        result = _sklearn_fit_and_score(estimator, X, y, **kwargs)
+        result = sklearn_internals.original_fit_and_score()(estimator, X, y, **kwargs)
     run_id = getattr(estimator, "run_id_", None)
     if run_id and result.get("fit_error") is None and set(result) <= _CACHEABLE:
         resume.record_result(context, run_id, result)
@@ -75,20 +71,10 @@ def _scattered(X, y):
     """On a Dask cluster, a copy of the data on every worker (see ``cluster.scattered``)."""
     import sys
 
-    cluster = sys.modules.get("mnist_mlp.cluster")  # only ever set up by on_cluster
+    cluster = sys.modules.get("mnist_mlp.model_selection.cluster")  # only ever set up by on_cluster
     if cluster is None or not hasattr(X, "shape"):
         return contextlib.nullcontext()
     return cluster.scattered(*(a for a in (X, y) if hasattr(a, "shape")))
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return repr(value)
 
 
 class _TrackedSearchMixin:
@@ -97,7 +83,7 @@ class _TrackedSearchMixin:
     def _search_params(self):
         params = {
             "search": type(self).__name__,
-            "param_grid": json.dumps(_jsonable(self.param_grid)),
+            "param_grid": json.dumps(jsonable(self.param_grid)),
             "cv": repr(self.cv),
             "scoring": repr(self.scoring),
             "refit": repr(self.refit),
@@ -108,14 +94,6 @@ class _TrackedSearchMixin:
             if hasattr(self, name):
                 params[name] = repr(getattr(self, name))
         return params
-
-    # Where and how the parent run is filed; the study runner sets them on an
-    # instance (plain attributes, not parameters: they do not change the search).
-    experiment_name = None
-    run_name = None
-    run_tags = None
-    #: Reuse fits that already FINISHED with the same fingerprint (False: refit all).
-    resume = True
 
     def fit(self, X, y=None, **params):
         """Run the search; tracked when tracking is on (see the module docstring).
@@ -131,13 +109,14 @@ class _TrackedSearchMixin:
         """
         if not tracking_enabled():
             return super().fit(X, y, **params)
-        from mnist_mlp import resume, tracking
+        from mnist_mlp import tracking
+        from mnist_mlp.model_selection import resume
 
         fingerprint = resume.search_fingerprint(self, X, y)
         with tracking.FitRun.open(
             run_name=self.run_name or type(self).__name__,
             tags={"role": "search", "fingerprint": fingerprint, **(self.run_tags or {})},
-            experiment_name=self.experiment_name,
+            experiment_name=self.experiment_name, tracking_uri=self.tracking_uri,
         ) as parent:
             # An earlier attempt at this very search that was killed left its run RUNNING.
             stale = resume.mark_stale(parent.client, parent.experiment_id, fingerprint,
@@ -159,13 +138,13 @@ class _TrackedSearchMixin:
     @staticmethod
     def _end_orphans(parent):
         """Children still RUNNING now belong to attempts that died (a killed worker): KILLED."""
-        from mnist_mlp.tracking import _retrying
+        from mnist_mlp.tracking import retrying
 
         for child in parent.children():
             if child.info.status == "RUNNING":
-                _retrying(parent.client.set_tag, child.info.run_id, "error",
+                retrying(parent.client.set_tag, child.info.run_id, "error",
                           "its process died; the fit was rescheduled")
-                _retrying(parent.client.set_terminated, child.info.run_id, "KILLED")
+                retrying(parent.client.set_terminated, child.info.run_id, "KILLED")
 
     def _run_search(self, evaluate_candidates, *, callback_ctx=None):
         # scikit-learn >= 1.9 passes its callback context when our signature
@@ -182,13 +161,11 @@ class _TrackedSearchMixin:
                 if more_results and key in more_results:
                     tags[name] = more_results[key][0]
             wrapped = functools.partial(_tracked_fit_and_score, self._fold_context.with_tags(**tags))
-            with _PATCH_LOCK:
-                _search._fit_and_score = wrapped
-                try:
+            try:
+                with sklearn_internals.fit_and_score_replaced(wrapped):
                     return evaluate_candidates(candidate_params, cv=cv, more_results=more_results, **kwargs)
-                finally:
-                    _search._fit_and_score = _sklearn_fit_and_score
-                    offset[0] += len(candidate_params)
+            finally:
+                offset[0] += len(candidate_params)
 
         return super()._run_search(tracked_evaluate_candidates, **kwargs)
 
@@ -221,12 +198,55 @@ class _TrackedSearchMixin:
         parent.log_metric_series([(0, {k: v for k, v in metrics.items() if np.isfinite(v)})], tags)
 
 
+#: The tracked searches' own parameters, after scikit-learn's: where and how
+#: the parent run is filed, and whether finished fits are reused.
+_TRACKING_PARAMS = {"experiment_name": None, "run_name": None, "run_tags": None, "tracking_uri": None,
+                    "resume": True}
+
+
+def _tracked_init(base):
+    """``base.__init__`` plus the tracking parameters, keyword-only, in its signature.
+
+    scikit-learn reads an estimator's parameters from its ``__init__``
+    signature (``get_params``, ``clone``): built from the base class's, so a
+    scikit-learn release that adds a search parameter needs no change here.
+    """
+    def __init__(self, *args, experiment_name=None, run_name=None, run_tags=None, tracking_uri=None,
+                 resume=True, **kwargs):
+        base.__init__(self, *args, **kwargs)
+        self.experiment_name, self.run_name, self.run_tags = experiment_name, run_name, run_tags
+        self.tracking_uri, self.resume = tracking_uri, resume
+
+    signature = inspect.signature(base.__init__)
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)
+             for name, default in _TRACKING_PARAMS.items()]
+    __init__.__signature__ = signature.replace(parameters=[*signature.parameters.values(), *extra])
+    return __init__
+
+
 class GridSearchCV(_TrackedSearchMixin, _GridSearchCV):
     """``sklearn.model_selection.GridSearchCV``, tracked in MLflow.
 
     Same parameters and behaviour as scikit-learn's; with tracking on (the
     default; ``MNIST_MLP_TRACKING=0`` turns it off) the search is one parent
-    run with a child run per fit. See :mod:`mnist_mlp.search`.
+    run with a child run per fit. See :mod:`mnist_mlp.model_selection.search`.
+
+    Parameters
+    ----------
+    estimator, param_grid, scoring, n_jobs, refit, cv, verbose, pre_dispatch, error_score, return_train_score
+        As for ``sklearn.model_selection.GridSearchCV``.
+    experiment_name : str, default=None
+        MLflow experiment of the parent run (created if needed); None: the
+        active run's, ``MLFLOW_EXPERIMENT_NAME`` or Default.
+    run_name : str, default=None
+        Name of the parent run; None: the class name.
+    run_tags : dict, default=None
+        Tags of the parent run.
+    tracking_uri : str, default=None
+        Tracking store; None: the one in force (``MLFLOW_TRACKING_URI``, ...).
+    resume : bool, default=True
+        Reuse fits that already FINISHED with the same fingerprint (a rerun of
+        an interrupted search); False fits everything again.
 
     Attributes
     ----------
@@ -240,10 +260,31 @@ class HalvingGridSearchCV(_TrackedSearchMixin, _HalvingGridSearchCV):
 
     Successive halving, scikit-learn's counterpart of Hyperband. Children are
     also tagged with their ``iteration`` and ``n_resources``. See
-    :mod:`mnist_mlp.search`.
+    :mod:`mnist_mlp.model_selection.search`.
+
+    Parameters
+    ----------
+    estimator, param_grid, factor, resource, max_resources, min_resources, aggressive_elimination, cv, scoring, refit, error_score, return_train_score, random_state, n_jobs, verbose
+        As for ``sklearn.model_selection.HalvingGridSearchCV``.
+    experiment_name : str, default=None
+        MLflow experiment of the parent run (created if needed); None: the
+        active run's, ``MLFLOW_EXPERIMENT_NAME`` or Default.
+    run_name : str, default=None
+        Name of the parent run; None: the class name.
+    run_tags : dict, default=None
+        Tags of the parent run.
+    tracking_uri : str, default=None
+        Tracking store; None: the one in force (``MLFLOW_TRACKING_URI``, ...).
+    resume : bool, default=True
+        Reuse fits that already FINISHED with the same fingerprint (a rerun of
+        an interrupted search); False fits everything again.
 
     Attributes
     ----------
     run_id_ : str
         The parent run (only when tracked).
     """
+
+
+GridSearchCV.__init__ = _tracked_init(_GridSearchCV)
+HalvingGridSearchCV.__init__ = _tracked_init(_HalvingGridSearchCV)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mnist_mlp.report import collect, write_report
+from mnist_mlp.study import collect, write_report
 from mnist_mlp.study import run_experiment
 
 

@@ -124,7 +124,7 @@ def collect(tracking_uri=None):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from mnist_mlp.study import experiment_names, load_experiment
+    from mnist_mlp.study.experiments import experiment_names, load_experiment
 
     client = MlflowClient(tracking_uri or mlflow.get_tracking_uri())
     sections = []
@@ -136,7 +136,7 @@ def collect(tracking_uri=None):
         sections.append(section)
         if found is None:
             continue
-        if name == "3":
+        if experiment.final_epochs:  # a tuning section: its searches and final network
             final = _latest(client, found.experiment_id, "tags.role = 'final'")
             searches = {}
             for scoring in ("accuracy", "f1_macro"):

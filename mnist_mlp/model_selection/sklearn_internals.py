@@ -1,0 +1,81 @@
+"""The one place that reaches into scikit-learn's search internals.
+
+A tracked search must run code *around* each fold fit, in whatever process
+runs it: set the fit's MLflow parent, candidate and fold (a context variable
+the fit reads), reuse a finished fit on resume, record the result. scikit-learn
+offers no public hook for that: ``BaseSearchCV.fit`` calls the module-level
+function ``sklearn.model_selection._search._fit_and_score`` (looked up at call
+time) for every candidate x fold. So, for the duration of one
+``evaluate_candidates`` call, :func:`fit_and_score_replaced` swaps that
+function for a wrapper, under a lock, and puts the original back.
+
+Why not ``sklearn.callback`` (scikit-learn 1.9, experimental)? Its callbacks
+observe (``on_fit_begin``/``on_fit_task_end``) rather than wrap a fit, they
+need scikit-learn >= 1.9 while this package supports 1.6, and the API may
+still change. Revisit when it is stable and can wrap a fit.
+
+:func:`check` verifies what the patch relies on and raises a clear error
+naming the scikit-learn version if a release changes it, rather than letting
+searches silently run untracked; ``tests/test_model_selection_search.py``
+calls it, so CI fails on such a release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import sklearn
+from sklearn.model_selection import _search, _validation
+
+__all__ = ["SklearnChangedError", "check", "fit_and_score_replaced", "original_fit_and_score"]
+
+# evaluate_candidates looks the function up in _search's globals at call time;
+# swaps from several threads take turns.
+_LOCK = threading.RLock()
+
+
+class SklearnChangedError(RuntimeError):
+    """This scikit-learn no longer works the way tracked searches hook into it."""
+
+
+def original_fit_and_score():
+    """scikit-learn's own per-fit function."""
+    return _validation._fit_and_score
+
+
+def _names_used(code):
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if hasattr(const, "co_names"):
+            names |= _names_used(const)
+    return names
+
+
+def check():
+    """Raise :class:`SklearnChangedError` unless the hook still applies."""
+    problems = []
+    if getattr(_search, "_fit_and_score", None) is not getattr(_validation, "_fit_and_score", object()):
+        problems.append("sklearn.model_selection._search._fit_and_score is gone or is not "
+                        "sklearn.model_selection._validation._fit_and_score")
+    if "_fit_and_score" not in _names_used(_search.BaseSearchCV.fit.__code__):
+        problems.append("BaseSearchCV.fit no longer calls _fit_and_score by name")
+    if problems:
+        raise SklearnChangedError(
+            f"scikit-learn {sklearn.__version__} changed what mnist_mlp's tracked searches hook into: "
+            + "; ".join(problems) + ". Pin scikit-learn to a version that works, or update "
+            "mnist_mlp/model_selection/sklearn_internals.py."
+        )
+
+
+@contextlib.contextmanager
+def fit_and_score_replaced(replacement):
+    """Make scikit-learn's searches call ``replacement`` for each fit during the block."""
+    check()
+    with _LOCK:
+        original = _search._fit_and_score
+        _search._fit_and_score = replacement
+        try:
+            yield
+        finally:
+            _search._fit_and_score = original

@@ -1,0 +1,40 @@
+"""The study: its sections as experiments, running them tracked, and the report.
+
+The contract other folders (the CLI) use:
+
+- :func:`load_experiment`, :func:`experiment_names`, :class:`Experiment`:
+  the study's sections, each declared in ``pipelines/`` (add an experiment
+  there and in ``experiments.EXPERIMENTS``);
+- :func:`run_experiment`, :func:`run_tuning`: fit a section on MNIST, filed
+  in its MLflow experiment;
+- :func:`collect`, :func:`write_report`: read the runs back into the report;
+- :func:`progress_display`, :class:`ProgressCallback`: long work on a terminal.
+
+Modules: ``experiments``, ``runner``, ``report``, ``progress``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    **dict.fromkeys(["EXPERIMENTS", "Experiment", "count_fits", "experiment_names", "load_experiment"],
+                    "experiments"),
+    **dict.fromkeys(["run_experiment", "run_tuning"], "runner"),
+    **dict.fromkeys(["collect", "write_report"], "report"),
+    **dict.fromkeys(["ProgressCallback", "progress_display"], "progress"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,87 @@
+"""The study's sections: each an experiment declared in ``pipelines/``, with its published figures."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+__all__ = ["EXPERIMENTS", "EXPERIMENT_PREFIX", "Experiment", "count_fits", "experiment_names", "load_experiment"]
+
+#: Study section -> module in ``pipelines/``, in the study's order.
+EXPERIMENTS = {
+    "2.1": "mnist_mlp.pipelines.batch_size",
+    "2.2": "mnist_mlp.pipelines.rmsprop_rho",
+    "2.3": "mnist_mlp.pipelines.sgd_normal_init",
+    "2.4.1": "mnist_mlp.pipelines.l2_rmsprop",
+    "2.4.2": "mnist_mlp.pipelines.l2_sgd_normal_init",
+    "2.5.1": "mnist_mlp.pipelines.l1_dropout_rmsprop",
+    "2.5.2": "mnist_mlp.pipelines.l1_dropout_sgd_normal_init",
+    "3": "mnist_mlp.pipelines.tuning",
+}
+
+EXPERIMENT_PREFIX = "mnist-mlp study"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A study section: title, description, published figures, its search and, for a
+    tuning section, the final network's epochs. The runner and the report read
+    sections only through it (no special case by section name)."""
+
+    section: str
+    title: str
+    module: object
+
+    @property
+    def description(self):
+        return (self.module.__doc__ or "").strip()
+
+    @property
+    def published(self):
+        return getattr(self.module, "PUBLISHED", [])
+
+    @property
+    def experiment_name(self):
+        return f"{EXPERIMENT_PREFIX} {self.section}: {self.title}"
+
+    @property
+    def final_epochs(self):
+        """Epochs of the fresh network a tuning experiment trains with its best parameters, else None."""
+        return getattr(self.module, "FINAL_EPOCHS", None)
+
+    def make_search(self, **overrides):
+        """The section's unfitted search (``epochs``, ``seeds`` and the like override the study's)."""
+        return self.module.make_search(**overrides)
+
+
+def experiment_names():
+    """Study sections, in order."""
+    return list(EXPERIMENTS)
+
+
+def load_experiment(name):
+    """The :class:`Experiment` of study section ``name`` (e.g. ``"2.2"``).
+
+    Raises
+    ------
+    ValueError
+        For a name that is not a study section.
+    """
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)} or 'all'")
+    module = importlib.import_module(EXPERIMENTS[name])
+    return Experiment(section=name, title=module.TITLE, module=module)
+
+
+def count_fits(search):
+    """Fits a search will run: candidates x splits, summed over halving's iterations."""
+    from sklearn.model_selection import ParameterGrid
+
+    n = len(ParameterGrid(search.param_grid))
+    if not hasattr(search, "factor"):
+        return n * search.cv.get_n_splits()
+    total = n
+    while n > search.factor - 1 and n > 1:  # halving stops once fewer than `factor` remain
+        n = -(-n // search.factor)
+        total += n
+    return total * search.cv.get_n_splits()

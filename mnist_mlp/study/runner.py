@@ -1,0 +1,171 @@
+"""Running the study's experiments, tracked.
+
+Each experiment is declared in ``pipelines/<name>.py`` as an unfitted search
+over :func:`mnist_mlp.make_pipeline` plus the figures the study published for
+it. :func:`run_experiment` fits one on MNIST, filing its runs in the MLflow
+experiment of its study section, with every candidate also scored on the
+test set in its own run.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+from mnist_mlp.study.experiments import count_fits, load_experiment
+from mnist_mlp.tracking.values import jsonable
+
+__all__ = ["run_experiment", "run_tuning"]
+
+
+def _configure(search, experiment, *, grid, n_jobs, resume, run_name, tags, progress):
+    """File a section's search in its experiment, with the run's overrides and progress display."""
+    if grid:
+        search.param_grid = grid
+    search.set_params(n_jobs=n_jobs, resume=resume, experiment_name=experiment.experiment_name,
+                      run_name=run_name, run_tags={"section": experiment.section, "study": "mnist-mlp", **tags})
+    if progress is not None:
+        search.estimator.set_params(classifier__callbacks=[progress(run_name, count_fits(search))])
+    return search
+
+
+def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=None, n_jobs=1,
+                   progress=None, resume=True):
+    """Fit one study experiment, tracked; every candidate is scored on the test set.
+
+    Parameters
+    ----------
+    name : str
+        Study section, e.g. ``"2.2"``.
+    data : mnist_mlp.data.DatasetSplits
+        ``(x_train, y_train), (x_test, y_test)``.
+    epochs : int, default=None
+        Override the study's 100 epochs (quick runs).
+    n_train : int, default=None
+        Use only the first ``n_train`` training images (order kept, so the
+        validation tail is still the end of the data).
+    seeds : sequence of int, default=None
+        Random states to repeat each candidate with (default: the section's).
+    grid : dict, default=None
+        Replace the section's parameter grid (keys as in the pipeline).
+    n_jobs : int, default=1
+    progress : callable, default=None
+        ``progress(description, total_fits)`` returning a Keras callback to
+        show progress (see :mod:`mnist_mlp.study.progress`).
+    resume : bool, default=True
+        Reuse fits that already FINISHED with the same fingerprint (after an
+        interruption); False refits everything.
+
+    Returns
+    -------
+    dict
+        ``section``, ``run_id`` of the search's parent run, ``wall_time_s``,
+        and ``results``: a row per candidate with its params, validation
+        and test figures.
+    """
+    from mnist_mlp import tracking
+
+    experiment = load_experiment(name)
+    if experiment.final_epochs:  # a tuning section: searches, then a final network
+        return run_tuning(data, epochs=epochs, n_train=n_train, n_jobs=n_jobs, seed=(seeds or [0])[0],
+                          grid=grid, progress=progress, resume=resume, section=name)
+    overrides = {k: v for k, v in {"epochs": epochs, "seeds": seeds}.items() if v is not None}
+    search = _configure(experiment.make_search(**overrides), experiment, grid=grid, n_jobs=n_jobs,
+                        resume=resume, run_name=f"study {name}", tags={}, progress=progress)
+    (x_train, y_train), (x_test, y_test) = data
+    if n_train:
+        x_train, y_train = x_train[:n_train], y_train[:n_train]
+    start = time.perf_counter()
+    with tracking.dataset(getattr(data, "name", "mnist")), tracking.test_set(x_test, y_test):
+        search.fit(x_train, y_train)
+    wall = time.perf_counter() - start
+    results = [
+        {
+            "params": jsonable(params),
+            "validation_score": float(search.cv_results_["mean_test_score"][i]),
+            "fit_time_s": float(search.cv_results_["mean_fit_time"][i]),
+        }
+        for i, params in enumerate(search.cv_results_["params"])
+    ]
+    return {"section": name, "run_id": getattr(search, "run_id_", None), "wall_time_s": wall,
+            "results": results}
+
+
+def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, seed=0,
+               method="halving", wide=False, grid=None, progress=None, resume=True,
+               final_validation_split=0.0, section="3"):
+    """A tuning section (3): search by validation accuracy and by macro F1, then train the best afresh.
+
+    The final network is a new pipeline with the accuracy search's best
+    parameters, trained for ``final_epochs`` (the study's 50) and evaluated
+    on the test set; its run is tagged ``role=final``. Unlike the study, it
+    does not reuse a model trained during the search. Once the search has
+    chosen, the held-out fifth has done its job: by default the final network
+    trains on the whole training set (``final_validation_split=0.0``).
+
+    Returns
+    -------
+    dict
+        ``searches`` (per scoring: parent run id, best params, best score),
+        ``final`` (run id, params, test metrics) and ``wall_time_s``.
+    """
+    from sklearn.base import clone
+
+    from mnist_mlp import tracking
+    from mnist_mlp.evaluation import evaluate
+
+    experiment = load_experiment(section)
+    (x_train, y_train), (x_test, y_test) = data
+    if n_train:
+        x_train, y_train = x_train[:n_train], y_train[:n_train]
+    start = time.perf_counter()
+    searches = {}
+    space = "custom" if grid else "wide" if wide else "study"  # which grid: the study's or ours
+    with tracking.dataset(getattr(data, "name", "mnist")):
+        for scoring in ("accuracy", "f1_macro"):
+            search = _configure(
+                experiment.make_search(**({"epochs": epochs} if epochs else {}), seeds=(seed,),
+                                       scoring=scoring, method=method, wide=wide),
+                experiment, grid=grid, n_jobs=n_jobs, resume=resume,
+                run_name=f"study {section} search ({scoring})", tags={"scoring": scoring, "space": space},
+                progress=progress,
+            )
+            search.fit(x_train, y_train)
+            searches[scoring] = {
+                "run_id": getattr(search, "run_id_", None),
+                "best_params": jsonable(search.best_params_),
+                "best_score": float(search.best_score_),
+            }
+        best = _best_raw(searches)
+        # The experiment's own pipeline with the best parameters, trained afresh.
+        final = clone(search.estimator).set_params(
+            **best, classifier__epochs=final_epochs or experiment.final_epochs,
+            classifier__validation_split=final_validation_split, classifier__random_state=seed,
+            classifier__callbacks=None,
+        )
+        with tracking.FitRun.open(
+            run_name=f"study {section} final", experiment_name=experiment.experiment_name,
+            tags={"section": section, "study": "mnist-mlp", "role": "final", "space": space},
+        ) as run, run.as_current():
+            final.fit(x_train, y_train)
+            scores = evaluate(final, x_test, y_test)
+            tracking.log_model(run, final, x_train[:5])
+    return {
+        "section": section,
+        "searches": searches,
+        "final": {
+            "run_id": run.run_id,
+            "params": jsonable(best),
+            **{k: v for k, v in scores.items() if k != "confusion_matrix"},
+        },
+        "wall_time_s": time.perf_counter() - start,
+    }
+
+
+def _best_raw(searches):
+    """Best params of the accuracy search, with tuples restored from JSON lists."""
+    best = dict(searches["accuracy"]["best_params"])
+    sizes = best.get("classifier__hidden_layer_sizes")
+    if isinstance(sizes, list):
+        best["classifier__hidden_layer_sizes"] = tuple(sizes)
+    return best

@@ -1,0 +1,55 @@
+"""Tracking: every fit an MLflow run.
+
+The contract other folders use (nothing else in ``mnist_mlp.tracking`` is
+theirs to import):
+
+- where a fit logs: :func:`owned_run` (its enclosing tracked estimator's run,
+  or a new one), :class:`FitContext` / :func:`fit_context` (a search's child,
+  in whatever process runs it), :func:`dataset` and :func:`test_set`;
+- what a fit logs: :func:`track_fit` (the estimator's one call: params,
+  per-epoch metrics, results, plots, model), :func:`log_model`,
+  :func:`log_evaluation`;
+- the store: :func:`client` and :func:`retrying` (one client per store,
+  writes retried under SQLite contention), :func:`check_reachable`,
+  :func:`resolve_tracking_uri`, and the errors a lost store raises or warns;
+- how values are written down: :func:`describe`, :func:`param_value`,
+  :func:`jsonable`.
+
+Modules: ``store`` (the MLflow store), ``runs`` (a run: where it is filed,
+its writes, the local fallback, artifact staging, how it ends),
+``fit_logging`` (what a fit logs), ``callbacks`` (per-epoch logging and
+divergence), ``values`` (describing values).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from mnist_mlp._switch import TRACKING_ENV, tracking_enabled  # noqa: F401  (in __all__)
+
+# Imported on first use (PEP 562): MLflow loads only when a run is made, so
+# the light helpers (values) and the estimator's import stay quick.
+_EXPORTS = {
+    **dict.fromkeys(["estimator_params", "log_evaluation", "log_fit_results", "log_model", "track_fit"],
+                    "fit_logging"),
+    **dict.fromkeys(["FitContext", "FitRun", "current_dataset", "current_run", "current_test_set", "dataset",
+                     "fit_context", "owned_run", "test_set"], "runs"),
+    **dict.fromkeys(["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingUnavailableError",
+                     "check_reachable", "client", "current_experiment_id", "experiment_id_for",
+                     "library_versions", "resolve_tracking_uri", "retrying"], "store"),
+    **dict.fromkeys(["describe", "jsonable", "param_value"], "values"),
+}
+
+__all__ = sorted([*_EXPORTS, "TRACKING_ENV", "tracking_enabled"])
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,214 @@
+"""The MLflow store: reaching it, writing to it under contention, and the names of things in it.
+
+One client per store and process (:func:`client`), a new SQLite store created
+under a file lock and tuned for concurrent writers, every write retried while
+another process holds SQLite's write lock (:func:`retrying`), and a fast
+reachability check for HTTP servers (:func:`check_reachable`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import platform
+import sqlite3
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+
+from mnist_mlp._switch import TRACKING_ENV
+
+__all__ = ["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingUnavailableError",
+           "check_reachable", "client", "current_experiment_id", "experiment_id_for", "library_versions",
+           "resolve_tracking_uri", "retrying"]
+
+_LOCK_RETRIES = 8
+
+
+
+class TrackingUnavailableError(ConnectionError):
+    """The tracking server cannot be reached when a fit starts; nothing was trained."""
+
+
+class TrackingLostWarning(UserWarning):
+    """The tracking store went away during a fit; what it missed was saved locally."""
+
+
+#: Where a fit's records go when the store is lost mid-fit (a folder per run).
+FALLBACK_DIR_ENV = "MNIST_MLP_FALLBACK_DIR"
+
+try:  # what a lost store raises, beside MLflow's own wrapper
+    from requests.exceptions import RequestException as _RequestException
+except ImportError:  # pragma: no cover
+    _RequestException = OSError
+STORE_ERRORS = (MlflowException, OSError, sqlite3.Error, _RequestException)
+
+
+def check_reachable(tracking_uri, timeout=5.0):
+    """Raise :class:`TrackingUnavailableError` if an HTTP tracking server does not answer.
+
+    Local stores (SQLite, files) need no check. Done before a fit opens its
+    run, so an unreachable server fails fast and before any training, instead
+    of after MLflow's minutes of retries.
+    """
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers: /health may be absent behind a proxy, the server is up
+    except (urllib.error.URLError, OSError) as exc:
+        raise TrackingUnavailableError(
+            f"MLflow tracking server {tracking_uri} is unreachable ({exc}). Start it, fix "
+            f"MLFLOW_TRACKING_URI, or turn tracking off with {TRACKING_ENV}=0."
+        ) from None
+
+
+
+def _is_locked_error(exc):
+    text = str(exc).lower()
+    return isinstance(exc, (MlflowException, sqlite3.OperationalError)) and (
+        "database is locked" in text or "database table is locked" in text)
+
+
+_retry_while_locked = retry(
+    retry=retry_if_exception(_is_locked_error), stop=stop_after_attempt(_LOCK_RETRIES),
+    wait=wait_exponential(multiplier=0.05, max=3.2), reraise=True,
+)
+
+
+def retrying(call, *args, **kwargs):
+    """Call the store, retrying while another process holds SQLite's write lock."""
+    return _retry_while_locked(call)(*args, **kwargs)
+
+
+def _sqlite_path(uri):
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    return None
+
+
+_TUNED_STORES = set()
+
+
+def _tune_sqlite(dbapi_connection, connection_record):
+    """WAL journal, NORMAL sync: readers stop blocking writers, commits stop fsyncing.
+
+    Safe for a local store (a crash loses at most the last commits, never
+    corrupts it); MLflow's own engine leaves SQLite's rollback journal and
+    full sync on, which makes every small write wait for the disk.
+    """
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    cursor = dbapi_connection.cursor()
+    files = {Path(row[2]).resolve() for row in cursor.execute("PRAGMA database_list") if row[2]}
+    if files & _TUNED_STORES:  # only MLflow stores we opened, never a user's own database
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@functools.lru_cache(maxsize=None)
+def _install_sqlite_tuning():
+    import sqlalchemy
+    from sqlalchemy.engine import Engine
+
+    sqlalchemy.event.listen(Engine, "connect", _tune_sqlite)
+
+
+@functools.lru_cache(maxsize=None)
+def client(tracking_uri):
+    """One client per store and process; a new SQLite store is created under a lock.
+
+    Several processes opening a fresh SQLite store at once race on creating
+    its schema. The first to take the file lock creates it; the rest find it made.
+    """
+    path = _sqlite_path(tracking_uri)
+    if path is None:
+        return MlflowClient(tracking_uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _TUNED_STORES.add(path.resolve())
+    _install_sqlite_tuning()
+    with FileLock(f"{path}.lock"), _quiet_schema_setup():
+        made = MlflowClient(tracking_uri)
+        retrying(made.search_experiments, max_results=1)  # creates the schema
+    return made
+
+
+@contextlib.contextmanager
+def _quiet_schema_setup():
+    """Hide MLflow's INFO lines on creating a store ("Creating initial MLflow database tables...").
+
+    A first fit into a new store is routine here, not news; warnings still show.
+    """
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic.runtime.migration")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
+def resolve_tracking_uri():
+    """The tracking URI in force: ``MLFLOW_TRACKING_URI``, ``set_tracking_uri`` or MLflow's default."""
+    uri = mlflow.get_tracking_uri()
+    path = _sqlite_path(uri)
+    if path is not None and not path.is_absolute():
+        uri = f"sqlite:///{path.resolve()}"  # workers may start elsewhere
+    return uri
+
+
+def experiment_id_for(client, name):
+    """The id of the experiment ``name``, created if needed (by whichever process comes first)."""
+    experiment = retrying(client.get_experiment_by_name, name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return retrying(client.create_experiment, name)
+    except MlflowException:  # another process created it first
+        return retrying(client.get_experiment_by_name, name).experiment_id
+
+
+def current_experiment_id(client):
+    """The experiment a new top-level run goes into: ``MLFLOW_EXPERIMENT_NAME``, the active one, or Default."""
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if name:
+        return experiment_id_for(client, name)
+    experiment = mlflow.get_experiment_by_name(name) if name else None
+    if experiment is None:
+        from mlflow.tracking import fluent
+
+        # MLflow's own choice for fluent runs (set_experiment, MLFLOW_EXPERIMENT_ID, a
+        # Databricks notebook): private, so read defensively and default to "0".
+        get = getattr(fluent, "_get_experiment_id", None)
+        return (get() if get else None) or "0"
+    return experiment.experiment_id
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions():
+    """Versions of the libraries a fit depends on, as run tags."""
+    tags = {"python": platform.python_version()}
+    for dist in ("mnist-mlp", "tensorflow", "tensorflow-cpu", "keras", "scikeras",
+                 "scikit-learn", "mlflow", "numpy"):
+        try:
+            tags[f"version.{dist}"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return tags

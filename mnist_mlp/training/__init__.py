@@ -1,0 +1,96 @@
+"""Training: the compiled loop, and the choice between it and ``keras.Model.fit``.
+
+The contract other folders use is :func:`train` (one entry: it trains a
+compiled Keras model and says which loop ran and why), :func:`predict_proba`
+(the compiled forward pass, or None where it does not apply) and
+:func:`seeded` (the section in which scikeras seeds the global generators).
+
+Modules: ``kernels`` (the Numba-compiled epoch, forward pass and update
+rules), ``loop`` (an epoch loop with Keras's contract around them),
+``keras_adapter`` (the only code that reads Keras's internals: which models
+and optimizers the loop can train, their weights and slots), ``threads``
+(threads and floating-point mode), ``seeding``. To add an optimizer: its rule
+in ``kernels._update``, its options and slot lists in
+``keras_adapter._RULES`` and ``_optimizer_rule``, and its rows in
+``tests/test_training_kernels.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["TrainingResult", "predict_proba", "released", "seeded", "train"]
+
+from mnist_mlp.training.seeding import released, seeded  # noqa: E402  (light: no TensorFlow)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingResult:
+    """What :func:`train` did.
+
+    Attributes
+    ----------
+    history : keras.callbacks.History
+        As ``keras.Model.fit`` returns it.
+    loop : {"compiled", "keras"}
+        Which loop trained.
+    reason : str or None
+        Why ``keras.Model.fit`` trained (None when the compiled loop did).
+    """
+
+    history: object
+    loop: str
+    reason: str | None
+
+
+def train(model, X, y, *, keras_fit, training_loop="auto", **fit_args):
+    """Train ``model`` in the compiled loop where it applies, else with ``keras_fit``.
+
+    Call it inside :func:`seeded` (as scikeras's fit is): the compiled loop
+    draws its seed from NumPy's global generator there, then lets other
+    threads' seeded sections run while it trains.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A compiled model.
+    X, y : ndarray
+        Inputs and one-hot targets, as ``model.fit`` takes them.
+    keras_fit : callable
+        ``model.fit`` itself: what trains whenever the compiled loop can't.
+    training_loop : {"auto", "keras"}, default="auto"
+    **fit_args
+        ``keras.Model.fit`` arguments (``batch_size``, ``epochs``, ``callbacks``, ...).
+
+    Returns
+    -------
+    TrainingResult
+    """
+    if training_loop == "keras":
+        return TrainingResult(keras_fit(X, y, **fit_args), "keras", "training_loop='keras'")
+    from mnist_mlp.training import keras_adapter, loop
+
+    reason = keras_adapter.unsupported_reason(model, fit_args.get("callbacks") or [], fit_args)
+    if reason is not None:
+        return TrainingResult(keras_fit(X, y, **fit_args), "keras", reason)
+    import numpy as np
+
+    seed = np.random.randint(2**31 - 1)  # from the seeded global generator
+    with released():  # from here on, no global generator is used
+        history = loop.fit(model, X, y, seed=seed, **fit_args)
+    return TrainingResult(history, "compiled", None)
+
+
+def predict_proba(model, X, callbacks=(), training_loop="auto"):
+    """Softmax output of ``model`` by the compiled forward pass, or None where it does not apply.
+
+    It does not apply with ``training_loop="keras"``, to a model the loop
+    cannot describe, or with a callback that hooks prediction.
+    """
+    from mnist_mlp.training import keras_adapter, loop
+
+    network = keras_adapter.compiled_network(model)
+    if training_loop == "keras" or isinstance(network, str) \
+            or any(keras_adapter.overrides_hooks(cb, keras_adapter.PREDICT_HOOKS) for cb in callbacks):
+        return None
+    return loop.predict_proba(network, X)

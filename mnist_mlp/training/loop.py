@@ -1,0 +1,157 @@
+"""The default training loop: Keras's mathematics, compiled into one loop.
+
+``keras.Model.fit`` pays for its generality on every step: a ``tf.data``
+pipeline, a graph-executor call, callback hooks, metric bookkeeping. For the
+small dense networks this package trains, that overhead is most of the time
+(at batch size 1, nearly all of it). :func:`fit` trains the same Keras model
+with the same mathematics in a Numba-compiled loop (:mod:`mnist_mlp.training.kernels`)
+and hands the result back to Keras:
+
+- the same initial weights (Keras initialises the model, as before);
+- the same update per step: Keras's Adam, RMSprop and SGD rules on float32,
+  the same softmax cross-entropy (from the logits, as Keras computes it for a
+  softmax output), the same L1/L2 penalty on the hidden kernels, inverted
+  dropout with the same rate;
+- the same batches: the training rows in order (or reshuffled each epoch
+  with ``shuffle=True``), validation on the last ``validation_split`` of the
+  data, split where Keras splits it;
+- the same per-epoch logs (``loss``, ``accuracy``, ``val_loss``,
+  ``val_accuracy``), callbacks called at the same points (train and epoch
+  begin/end; ``model.stop_training`` honoured), a ``keras.callbacks.History``
+  returned, and the trained weights and optimizer slots written back into the
+  Keras model and optimizer, so ``warm_start`` and saving work as before.
+
+Denormal floats are flushed to zero during the loop, as TensorFlow does.
+Dropout masks and shuffling come from NumPy's generator, seeded from
+``random_state``, so they differ from TensorFlow's draws (as any two seeds do).
+
+:func:`mnist_mlp.training.keras_adapter.unsupported_reason` says when the
+loop does not apply (the caller then uses ``keras.Model.fit``).
+
+``tests/test_training_kernels.py`` proves the mathematics step by step
+against Keras; ``scripts/mutation_check.py`` shows those tests catch
+deliberate bugs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from mnist_mlp._tensorflow import keras
+from mnist_mlp.training import kernels
+from mnist_mlp.training.keras_adapter import OptimizerState, compiled_network
+from mnist_mlp.training.threads import compiled_section, n_threads
+
+__all__ = ["fit", "predict_proba"]
+
+_EVAL_CHUNK = 4096
+
+
+def _writable_float32(X):
+    # One compiled signature: C-contiguous, writable float32 (a read-only
+    # memmap is copied rather than compiled for separately).
+    return np.require(X, dtype=np.float32, requirements=["C", "W"])
+
+
+def _validation_split(n, validation_split):
+    # keras.utils's train_validation_split: the last fraction, floor-rounded.
+    split_at = int(math.floor(n * (1.0 - validation_split))) if validation_split else n
+    return split_at
+
+
+def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.0,
+        shuffle=True, verbose=0, callbacks=(), seed=None, **_ignored):
+    """Train a compiled Keras MLP in the compiled loop; the same contract as ``model.fit``.
+
+    Parameters
+    ----------
+    model : keras.Sequential
+        A compiled model for which :func:`unsupported_reason` is None.
+    X : ndarray of shape (n_samples, n_features), float32
+    y : ndarray of shape (n_samples, n_classes)
+        One-hot targets, as ``model.fit`` takes them.
+    batch_size, epochs, initial_epoch, validation_split, shuffle, verbose, callbacks
+        As for ``keras.Model.fit``.
+    seed : int, numpy Generator or None
+        Seeds dropout masks and shuffling.
+
+    Returns
+    -------
+    keras.callbacks.History
+    """
+    network = compiled_network(model)
+    X = _writable_float32(X)
+    labels = np.ascontiguousarray(np.argmax(y, axis=1), dtype=np.int64)
+    split_at = _validation_split(len(X), validation_split)
+    if validation_split and split_at in (0, len(X)):  # Keras's own check and message
+        raise ValueError(
+            f"Training data contains {len(X)} samples, which is not sufficient to split it "
+            f"into a validation and training set as specified by "
+            f"`validation_split={validation_split}`. Either provide more data, or a different "
+            "value for the `validation_split` argument."
+        )
+    X_train, y_train = X[:split_at], labels[:split_at]
+    X_val, y_val = X[split_at:], labels[split_at:]
+    batch_size = int(batch_size or 32)
+    rng = np.random.default_rng(seed)
+
+    theta = network.read()
+    grad = np.zeros_like(theta)
+    opt_state = OptimizerState(model, network)
+    state, iterations, code, hyper = opt_state.slots, opt_state.iterations, opt_state.code, opt_state.hyper
+    steps = -(-len(X_train) // batch_size)
+
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
+        verbose=verbose, epochs=epochs, steps=steps,
+    )
+    # Copying the weights back into Keras costs ~1 ms a variable: do it each
+    # epoch only for callbacks that may look at the model.
+    reads_model = any(not getattr(cb, "reads_logs_only", False) for cb in callbacks)
+    model.stop_training = False
+    empty_order = np.empty(0, np.int64)
+    kernels_args = (network.offsets, network.dims, network.activation)
+    threads = n_threads()
+    callback_list.on_train_begin()
+    logs = {}
+    try:
+        for epoch in range(initial_epoch, epochs):
+            callback_list.on_epoch_begin(epoch)
+            order = rng.permutation(len(X_train)).astype(np.int64) if shuffle else empty_order
+            with compiled_section():
+                loss_sum, correct = kernels.train_epoch(
+                    theta, grad, state, iterations, X_train, y_train, order, batch_size,
+                    network.offsets, network.dims, network.activation,
+                    np.float32(network.dropout), network.penalty, np.float32(network.alpha),
+                    code, hyper, int(rng.integers(2**31 - 1)), threads,
+                )
+                logs = {"loss": loss_sum / len(X_train), "accuracy": correct / len(X_train)}
+                if len(X_val):
+                    val_loss, val_correct = kernels.evaluate(theta, *kernels_args, X_val, y_val,
+                                                              _EVAL_CHUNK, threads)
+                    penalty = kernels.penalty_value(theta, network.offsets, network.dims,
+                                                     network.penalty, np.float32(network.alpha))
+                    logs["val_loss"] = val_loss / len(X_val) + penalty
+                    logs["val_accuracy"] = val_correct / len(X_val)
+            logs = {k: float(v) for k, v in logs.items()}
+            if reads_model:  # the model holds each epoch's weights when its callbacks run
+                network.write(theta)
+                opt_state.write(slots=False)
+            callback_list.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+    finally:
+        network.write(theta)
+        opt_state.write()
+    callback_list.on_train_end(logs)
+    return model.history
+
+
+def predict_proba(network, X):
+    """Softmax output of a :func:`compiled_network` for float32 rows ``X``."""
+    X = _writable_float32(X)
+    with compiled_section():
+        return kernels.predict_proba(network.read(), network.offsets, network.dims,
+                                      network.activation, X, _EVAL_CHUNK, n_threads())
