@@ -160,3 +160,16 @@ def test_a_search_files_its_parent_where_its_parameters_say(tmp_path, monkeypatc
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.`mlflow.parentRunId` = '{search.run_id_}'")
     assert len(children) == 3  # 2 folds and the refit, in the same store
+
+
+def test_the_sklearn_hook_sees_when_search_fit_stops_calling_it(monkeypatch):
+    from sklearn.model_selection import _search
+
+    from mnist_mlp.model_selection import sklearn_internals
+
+    def fit(self, X, y=None, **params):  # a future BaseSearchCV.fit that never names it
+        return self
+
+    monkeypatch.setattr(_search.BaseSearchCV, "fit", fit)
+    with pytest.raises(sklearn_internals.SklearnChangedError, match="no longer calls _fit_and_score"):
+        sklearn_internals.check()

@@ -23,6 +23,7 @@ calls it, so CI fails on such a release.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 
 import sklearn
@@ -58,7 +59,8 @@ def check():
     if getattr(_search, "_fit_and_score", None) is not getattr(_validation, "_fit_and_score", object()):
         problems.append("sklearn.model_selection._search._fit_and_score is gone or is not "
                         "sklearn.model_selection._validation._fit_and_score")
-    if "_fit_and_score" not in _names_used(_search.BaseSearchCV.fit.__code__):
+    fit = inspect.unwrap(_search.BaseSearchCV.fit)  # scikit-learn >= 1.9 wraps it (callbacks, params)
+    if "_fit_and_score" not in _names_used(fit.__code__):
         problems.append("BaseSearchCV.fit no longer calls _fit_and_score by name")
     if problems:
         raise SklearnChangedError(

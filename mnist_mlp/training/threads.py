@@ -61,9 +61,37 @@ def _blas_controller():
     return ThreadpoolController()  # scans the loaded libraries once
 
 
+# BLAS's thread count is one setting for the whole process. Compiled sections
+# running at once in several threads (a Dask worker's fits) share one
+# limit, set by the first to enter and restored by the last to leave: with a
+# limit per section, one section's exit restored BLAS's threads under another
+# still computing, whose products then split differently and changed in their
+# last bits (fits in threads differed from the same fit alone).
+_BLAS_LOCK = threading.Lock()
+_blas_users = 0
+_blas_limiter = None
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    global _blas_users, _blas_limiter
+    with _BLAS_LOCK:
+        if _blas_users == 0:
+            _blas_limiter = _blas_controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
 @contextlib.contextmanager
 def compiled_section():
     """Flush denormals in this thread and keep BLAS on it: the compiled loop
     splits products across its own threads (see mnist_mlp.training.kernels)."""
-    with kernels.flush_denormals(), _blas_controller().limit(limits=1, user_api="blas"):
+    with kernels.flush_denormals(), _single_threaded_blas():
         yield
