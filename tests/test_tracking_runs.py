@@ -59,6 +59,9 @@ def test_a_pipeline_fit_is_one_run_and_its_model_serves_images(tracked, digits):
     np.testing.assert_array_equal(model.predict(x_test[:50]), pipe.predict(x_test[:50]))
     signature = model.metadata.signature.inputs.to_dict()[0]
     assert signature["tensor-spec"]["dtype"] == "uint8" and tuple(signature["tensor-spec"]["shape"]) == (-1, 28, 28)
+    # The whole package ships with the model (every folder), so it loads where mnist_mlp is not installed.
+    code = set(artifact_paths(tracked, run.info.run_id, "model/code/mnist_mlp"))
+    assert {f"model/code/mnist_mlp/{p}" for p in ("estimator.py", "training", "tracking", "model_selection")} <= code
 
 
 def test_fit_logs_into_a_child_of_the_active_run_and_leaves_it_open(tracked, flat_digits):

@@ -192,7 +192,9 @@ def _code_dir():
     The pickled pipeline refers to ``mnist_mlp`` classes; with the code beside
     it, the model loads where the package is not installed.
     """
-    package = Path(__file__).resolve().parent
+    import mnist_mlp
+
+    package = Path(mnist_mlp.__file__).resolve().parent  # the whole package, not this folder
     target = Path(tempfile.mkdtemp(prefix="mnist_mlp_code_")) / "mnist_mlp"
     shutil.copytree(package, target, ignore=shutil.ignore_patterns("_data", "__pycache__", "*.pyc"))
     return str(target)
