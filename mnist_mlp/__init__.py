@@ -10,7 +10,7 @@ or the pipeline is first used.
 
 from __future__ import annotations
 
-import importlib
+from mnist_mlp._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -33,14 +33,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mnist_mlp' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -204,6 +204,22 @@ _TRACKING_PARAMS = {"experiment_name": None, "run_name": None, "run_tags": None,
                     "resume": True}
 
 
+_TRACKING_PARAMS_DOC = """\
+    experiment_name : str, default=None
+        MLflow experiment of the parent run (created if needed); None: the
+        active run's, ``MLFLOW_EXPERIMENT_NAME`` or Default.
+    run_name : str, default=None
+        Name of the parent run; None: the class name.
+    run_tags : dict, default=None
+        Tags of the parent run.
+    tracking_uri : str, default=None
+        Tracking store; None: the one in force (``MLFLOW_TRACKING_URI``, ...).
+    resume : bool, default=True
+        Reuse fits that already FINISHED with the same fingerprint (a rerun of
+        an interrupted search); False fits everything again.
+"""
+
+
 def _tracked_init(base):
     """``base.__init__`` plus the tracking parameters, keyword-only, in its signature.
 
@@ -235,18 +251,7 @@ class GridSearchCV(_TrackedSearchMixin, _GridSearchCV):
     ----------
     estimator, param_grid, scoring, n_jobs, refit, cv, verbose, pre_dispatch, error_score, return_train_score
         As for ``sklearn.model_selection.GridSearchCV``.
-    experiment_name : str, default=None
-        MLflow experiment of the parent run (created if needed); None: the
-        active run's, ``MLFLOW_EXPERIMENT_NAME`` or Default.
-    run_name : str, default=None
-        Name of the parent run; None: the class name.
-    run_tags : dict, default=None
-        Tags of the parent run.
-    tracking_uri : str, default=None
-        Tracking store; None: the one in force (``MLFLOW_TRACKING_URI``, ...).
-    resume : bool, default=True
-        Reuse fits that already FINISHED with the same fingerprint (a rerun of
-        an interrupted search); False fits everything again.
+    <tracking parameters>
 
     Attributes
     ----------
@@ -266,18 +271,7 @@ class HalvingGridSearchCV(_TrackedSearchMixin, _HalvingGridSearchCV):
     ----------
     estimator, param_grid, factor, resource, max_resources, min_resources, aggressive_elimination, cv, scoring, refit, error_score, return_train_score, random_state, n_jobs, verbose
         As for ``sklearn.model_selection.HalvingGridSearchCV``.
-    experiment_name : str, default=None
-        MLflow experiment of the parent run (created if needed); None: the
-        active run's, ``MLFLOW_EXPERIMENT_NAME`` or Default.
-    run_name : str, default=None
-        Name of the parent run; None: the class name.
-    run_tags : dict, default=None
-        Tags of the parent run.
-    tracking_uri : str, default=None
-        Tracking store; None: the one in force (``MLFLOW_TRACKING_URI``, ...).
-    resume : bool, default=True
-        Reuse fits that already FINISHED with the same fingerprint (a rerun of
-        an interrupted search); False fits everything again.
+    <tracking parameters>
 
     Attributes
     ----------
@@ -288,3 +282,5 @@ class HalvingGridSearchCV(_TrackedSearchMixin, _HalvingGridSearchCV):
 
 GridSearchCV.__init__ = _tracked_init(_GridSearchCV)
 HalvingGridSearchCV.__init__ = _tracked_init(_HalvingGridSearchCV)
+for _search_class in (GridSearchCV, HalvingGridSearchCV):
+    _search_class.__doc__ = _search_class.__doc__.replace("    <tracking parameters>\n", _TRACKING_PARAMS_DOC)

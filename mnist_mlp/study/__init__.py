@@ -15,7 +15,7 @@ Modules: ``experiments``, ``runner``, ``report``, ``progress``.
 
 from __future__ import annotations
 
-import importlib
+from mnist_mlp._lazy import lazy_exports
 
 _EXPORTS = {
     **dict.fromkeys(["EXPERIMENTS", "Experiment", "count_fits", "experiment_names", "load_experiment"],
@@ -27,14 +27,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -23,7 +23,7 @@ divergence), ``values`` (describing values).
 
 from __future__ import annotations
 
-import importlib
+from mnist_mlp._lazy import lazy_exports
 
 from mnist_mlp._switch import TRACKING_ENV, tracking_enabled  # noqa: F401  (in __all__)
 
@@ -42,14 +42,4 @@ _EXPORTS = {
 
 __all__ = sorted([*_EXPORTS, "TRACKING_ENV", "tracking_enabled"])
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
