@@ -46,7 +46,7 @@ def main():
         "(slots, loss, gradient).",
         f"Tolerances: gradient and update rule {t.TOL_PART:g}; whole step {t.TOL_STEP}.",
         "",
-        "## Whole step (`train_on_batch` against `fast_training.fit`, 3 Keras steps in)",
+        "## Whole step (`train_on_batch` against `mnist_mlp.training.loop.fit`, 3 Keras steps in)",
         "",
         "| optimizer | penalty | activation | shape, batch | loss | kernels | intercepts | slots |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
@@ -56,7 +56,7 @@ def main():
     lines += ["", "## Gradient alone (the loop's gradient buffer against `tf.GradientTape`)", "",
               "| activation | penalty | shape, batch | largest |", "| --- | --- | --- | ---: |"]
     lines += [f"| {r['activation']} | {r['penalty']} | {r['shape']} | {r['max']:.1e} |" for r in gradients]
-    lines += ["", "## Update rule alone (`_kernels._update` against `optimizer.apply`, same gradients)", "",
+    lines += ["", "## Update rule alone (`training.kernels._update` against `optimizer.apply`, same gradients)", "",
               "| optimizer | penalty | weights | slots |", "| --- | --- | ---: | ---: |"]
     lines += [f"| {r['optimizer']} | {r['penalty']} | {r['weights']:.1e} | {r['slots']:.1e} |" for r in updates]
     lines += ["", f"{len(steps) + len(gradients) + len(updates)} comparisons in {result['seconds']:.0f} s.", ""]

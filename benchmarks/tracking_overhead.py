@@ -27,14 +27,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 #: (module, attribute, label) of the tracking stages timed inside tracked fits.
 STAGES = [
-    ("tracking:FitRun", "open", "open the run"),
-    ("fit_logging", "estimator_params", "collect params"),
-    ("tracking:FitRun", "log_params", "write params"),
+    ("tracking.runs:FitRun", "open", "open the run"),
+    ("tracking.fit_logging", "estimator_params", "collect params"),
+    ("tracking.runs:FitRun", "log_params", "write params"),
     ("plots", "plot_learning_curves", "build learning-curve figure"),
     ("plots", "plot_weight_violins", "build weight-violin figure"),
-    ("tracking:FitRun", "log_files", "render PNGs + write history/plots"),
-    ("fit_logging", "log_model", "save + log the model"),
-    ("tracking:FitRun", "end", "write last metrics/tags, end the run"),
+    ("tracking.runs:FitRun", "log_files", "render PNGs + write history/plots"),
+    ("tracking.fit_logging", "log_model", "save + log the model"),
+    ("tracking.runs:FitRun", "end", "write last metrics/tags, end the run"),
 ]
 
 

@@ -4,7 +4,7 @@ Each mutant is one plausible bug (a halved L2 gradient, no dropout scaling, no
 bias correction, a moved epsilon, ...), written as a one-line replacement in
 the package's source. For each, the package and its tests are copied into a
 temporary directory, the replacement is made there (the checkout is never
-touched), and ``tests/test_kernels.py`` runs against the copy until its first
+touched), and ``tests/test_training_kernels.py`` runs against the copy until its first
 failure. A mutant that passes every test is a hole in the tests: the script
 says so and exits 1.
 

@@ -167,14 +167,14 @@ class FitRun:
         self.tracking_uri = client.tracking_uri
         #: Params and tags to write with the next ``log_params`` / at the end,
         #: saving the store a round trip each.
-        self.pending_params = {}
+        self._pending_params = {}
         #: Metrics ``[(step, {name: value})]`` and tags written when the run ends.
-        self.end_metrics = []
-        self.end_tags = {}
+        self._end_metrics = []
+        self._end_tags = {}
         self._ended = False
         #: Set once the store failed mid-fit; from then on records go to ``fallback_dir``.
         self.lost = False
-        self.fallback_dir = None
+        self.fallback = self.fallback_dir = None
 
     def _store(self, call, *args, local, **kwargs):
         """Write through the store; if it is lost, write ``local()`` to the fallback folder."""
@@ -279,15 +279,15 @@ class FitRun:
 
     def defer_params(self, params):
         """Params to write with the next :meth:`log_params` (one store write for both)."""
-        self.pending_params.update(params)
+        self._pending_params.update(params)
 
     def defer_to_end(self, metrics=(), tags=None):
         """Metrics ``[(step, {name: value})]`` and tags to write in the run's closing write."""
-        self.end_metrics.extend(metrics)
-        self.end_tags.update(tags or {})
+        self._end_metrics.extend(metrics)
+        self._end_tags.update(tags or {})
 
     def log_params(self, params):
-        params, self.pending_params = {**self.pending_params, **params}, {}
+        params, self._pending_params = {**self._pending_params, **params}, {}
         items = [Param(str(k), values.param_value(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's per-batch param limit
             self._store(self.client.log_batch, self.run_id, params=items[start:start + 100],
@@ -366,12 +366,12 @@ class FitRun:
         if self._ended:
             return
         self._ended = True
-        tags = dict(self.end_tags)
+        tags = dict(self._end_tags)
         if error is not None:
             tags["error"] = f"{type(error).__name__}: {error}"[:5000]
-        if self.end_metrics or tags:
+        if self._end_metrics or tags:
             with contextlib.suppress(Exception):  # a logging error must not hide the fit's own
-                self.log_metric_series(self.end_metrics, tags)
+                self.log_metric_series(self._end_metrics, tags)
         self._store(self.client.set_terminated, self.run_id, status,
                     local=lambda: self.fallback.update_json("info.json", {"status": status}))
 

@@ -1,0 +1,42 @@
+"""The committed benchmark scripts still fit the package's layout (they run for minutes, so
+here only what they reach into is checked)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_tracking_overhead_stages_exist():
+    bench = _load("tracking_overhead")
+    for where, name, _ in bench.STAGES:
+        module_name, _, owner = where.partition(":")
+        module = importlib.import_module(f"mnist_mlp.{module_name}")
+        target = getattr(module, owner) if owner else module
+        assert callable(getattr(target, name)), (where, name)
+
+
+def test_the_step_equivalence_script_reads_the_kernel_tests():
+    bench = _load("step_equivalence")
+    assert {"CASES", "GRADIENT_CASES", "UPDATE_CASES"} <= set(vars(bench.t))
+
+
+def test_the_mutation_check_names_text_that_exists_once():
+    spec = importlib.util.spec_from_file_location("_mutation_check", ROOT / "scripts" / "mutation_check.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert (ROOT / script.TEST).is_file()
+    for name, _, path, text, _ in script.MUTANTS:
+        assert (ROOT / path).read_text().count(text) == 1, name
