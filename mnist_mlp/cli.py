@@ -25,9 +25,18 @@ def _whole(text):
     return int(value)
 
 
-def _optional_whole(text):
-    """A whole number where 0 means "not given" (the study's own setting)."""
-    return _whole(text) or None
+def _optional_count(text):
+    """A positive whole number, or "" for "not given" (the study's own setting).
+
+    Zero and negative counts are refused (exit status 2): ``--epochs 0`` once
+    silently meant the study's 100 epochs.
+    """
+    if text.strip() == "":
+        return None
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number; got {text!r}")
+    return value
 
 
 def _penalty(text):
@@ -89,9 +98,9 @@ def build_parser():
     study.add_argument("experiment", help="a study section (2.1, 2.2, 2.3, 2.4.1, 2.4.2, 2.5.1, "
                        "2.5.2, 3) or 'all'")
     _add_data_args(study)
-    study.add_argument("--epochs", type=_optional_whole,
+    study.add_argument("--epochs", type=_optional_count,
                        help="override the study's epochs (quick runs; 0: the study's)")
-    study.add_argument("--n-train", type=_optional_whole,
+    study.add_argument("--n-train", type=_optional_count,
                        help="use only the first N training images (0: all)")
     study.add_argument("--seeds", type=_int_list,
                        help="random states to repeat each run with, e.g. 0,1,2 (empty: the section's)")
@@ -108,9 +117,9 @@ def build_parser():
         "and for macro F1, then train a fresh network with the best parameters.",
     )
     _add_data_args(tune)
-    tune.add_argument("--epochs", type=_optional_whole, help="epochs of each search fit (default 30)")
-    tune.add_argument("--final-epochs", type=_optional_whole, help="epochs of the final fit (default 50)")
-    tune.add_argument("--n-train", type=_optional_whole, help="use only the first N training images")
+    tune.add_argument("--epochs", type=_optional_count, help="epochs of each search fit (default 30)")
+    tune.add_argument("--final-epochs", type=_optional_count, help="epochs of the final fit (default 50)")
+    tune.add_argument("--n-train", type=_optional_count, help="use only the first N training images")
     tune.add_argument("--method", choices=["halving", "grid"], default="halving")
     tune.add_argument("--wide", action="store_true", help="a wider search space than the study's")
     tune.add_argument("--seed", type=_whole, default=0)
@@ -131,10 +140,16 @@ def build_parser():
 
 
 def _int_list(text):
+    """Comma-separated ints, or "" for "not given" (the study's own seeds)."""
+    if text.strip() == "":
+        return None
     try:
-        return [int(part) for part in text.split(",") if part.strip()] or None
+        values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints like 0,1,2; got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints like 0,1,2; got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one int, like 0,1,2; got {text!r}")
+    return values
 
 
 def _add_data_args(parser):

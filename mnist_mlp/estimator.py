@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -17,7 +18,7 @@ from sklearn.utils.validation import check_array, column_or_1d
 
 from mnist_mlp._switch import tracking_enabled
 from mnist_mlp._tensorflow import keras
-from mnist_mlp.training import seeded, train
+from mnist_mlp.training import DIVERGENCE_THRESHOLD, diverged, seeded, train
 
 from scikeras._utils import route_params, unflatten_params  # noqa: E402  (after keras)
 from scikeras.utils.transformers import ClassifierLabelEncoder, TargetReshaper  # noqa: E402
@@ -25,7 +26,7 @@ from scikeras.wrappers import KerasClassifier  # noqa: E402
 from sklearn.pipeline import make_pipeline as _sk_make_pipeline  # noqa: E402
 from sklearn.preprocessing import OneHotEncoder  # noqa: E402
 
-__all__ = ["MLPClassifier"]
+__all__ = ["DivergedModelWarning", "MLPClassifier"]
 
 #: Optimizers accepted by name, mapped to their Keras classes.
 OPTIMIZERS = {
@@ -66,6 +67,10 @@ class _SoftmaxLabelEncoder(ClassifierLabelEncoder):
             ).fit(y)
             self._target_type = "multiclass"
         return self
+
+
+class DivergedModelWarning(UserWarning):
+    """Predictions of a network whose training diverged (``diverged_`` is True)."""
 
 
 class MLPClassifier(KerasClassifier):
@@ -177,6 +182,10 @@ class MLPClassifier(KerasClassifier):
         one fit, where ``n_train`` excludes the validation data.
     n_iter_ : int
         Epochs run.
+    diverged_ : bool
+        Whether training diverged (a loss NaN, infinite or above
+        ``mnist_mlp.training.DIVERGENCE_THRESHOLD``). Predicting with such a
+        network warns (:class:`DivergedModelWarning`), tracked or not.
     training_loop_ : {"compiled", "keras"}
         The loop the last fit ran in.
     training_loop_reason_ : str or None
@@ -600,6 +609,7 @@ class MLPClassifier(KerasClassifier):
         self.coefs_, self.intercepts_ = self._dense_weights()
         self.n_weight_updates_ = int(self.model_.optimizer.iterations.numpy())
         self.n_iter_ = len(self.history_.get("loss", []))
+        self.diverged_ = any(diverged(loss) for loss in self.history_.get("loss", []))
 
     def _train(self, keras_fit):
         """``model.fit`` for scikeras: :func:`mnist_mlp.training.train`, recording which loop ran."""
@@ -612,9 +622,20 @@ class MLPClassifier(KerasClassifier):
         return fit
 
     def _predict_raw(self, X, **kwargs):
-        with _shadowed(self.model_, "predict", self._predict) if self.initialized_ \
-                else contextlib.nullcontext():
-            return super()._predict_raw(X, **kwargs)
+        if self.initialized_:
+            if getattr(self, "diverged_", False):
+                warnings.warn(
+                    "this MLPClassifier diverged in training (its loss went NaN, infinite or above "
+                    f"{DIVERGENCE_THRESHOLD:g}): its predictions are not to be trusted",
+                    DivergedModelWarning, stacklevel=3,
+                )
+            # scikeras calls model_.predict: route it, once and for good, through the
+            # compiled forward pass. Never swapped back and forth per call, so that
+            # threads predicting at once (a web service) always find it.
+            if "predict" not in vars(self.model_):
+                original = type(self.model_).predict.__get__(self.model_)
+                object.__setattr__(self.model_, "predict", self._predict(original))
+        return super()._predict_raw(X, **kwargs)
 
     def _predict(self, keras_predict):
         """``model.predict`` for scikeras: the compiled forward pass where it applies."""

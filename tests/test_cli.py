@@ -232,3 +232,23 @@ def test_the_cli_and_mlproject_defaults_are_the_estimators():
             assert value == deliberate.get(name, estimator[name]), (key, value, estimator[name])
             compared += 1
     assert compared >= 12
+
+
+@pytest.mark.parametrize("args", [
+    ["study", "2.2", "--epochs", "0"], ["study", "2.2", "--n-train", "0"], ["study", "2.2", "--epochs", "-3"],
+    ["study", "2.2", "--seeds", ","], ["tune", "--final-epochs", "0"], ["tune", "--n-train", "-1"],
+])
+def test_zero_or_negative_counts_are_refused(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected a positive whole number" in err or "expected at least one int" in err
+
+
+def test_an_empty_count_keeps_the_studys_own_setting():
+    """MLproject passes "" for a count not given."""
+    from mnist_mlp.cli import build_parser
+
+    args = build_parser().parse_args(["study", "2.2", "--epochs", "", "--n-train", "", "--seeds", ""])
+    assert (args.epochs, args.n_train, args.seeds) == (None, None, None)

@@ -238,3 +238,44 @@ def test_predict_accepts_other_float_dtypes(flat_digits):
     X, y, X_test, _ = flat_digits
     clf = MLPClassifier(**FAST).fit(X[:200], y[:200])
     np.testing.assert_array_equal(clf.predict(X_test.astype(np.float64)), clf.predict(X_test))
+
+
+def test_a_diverged_fit_says_so_without_mlflow(flat_digits):
+    """The study's mean-10 start, tracking off: a fitted flag, and a warning at every prediction."""
+    import warnings
+
+    from mnist_mlp._tensorflow import keras
+    from mnist_mlp.estimator import DivergedModelWarning
+
+    X, y, X_test, _ = flat_digits
+    bad = MLPClassifier(hidden_layer_sizes=(16,), optimizer="sgd", epochs=2, random_state=0, tracking=False,
+                        kernel_initializer=keras.initializers.RandomNormal(mean=10.0)).fit(X[:500], y[:500])
+    assert bad.diverged_ is True
+    with pytest.warns(DivergedModelWarning, match="diverged in training"):
+        bad.predict(X_test[:5])
+    good = MLPClassifier(hidden_layer_sizes=(16,), epochs=2, random_state=0, tracking=False).fit(X[:500], y[:500])
+    assert good.diverged_ is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergedModelWarning)
+        good.predict(X_test[:5])
+
+
+def test_predictions_from_many_threads_at_once_equal_sequential_ones(flat_digits):
+    """One fitted estimator and one pipeline, 8 threads x 20 calls each: the same
+    answers as one thread, no error (a served model answers requests this way)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnist_mlp import make_pipeline
+
+    X, y, X_test, _ = flat_digits
+    clf = MLPClassifier(hidden_layer_sizes=(16,), epochs=1, random_state=0, tracking=False).fit(X[:500], y[:500])
+    images = (X_test[:40].reshape(-1, 28, 28) * 255).round().astype(np.uint8)
+    pipe = make_pipeline(hidden_layer_sizes=(16,), epochs=1, random_state=0, tracking=False).fit(
+        (X[:500].reshape(-1, 28, 28) * 255).round().astype(np.uint8), y[:500])
+    calls = [(clf.predict_proba, X_test[i:i + 5]) for i in range(0, 40, 5)] * 20 + \
+            [(pipe.predict, images[i:i + 5]) for i in range(0, 40, 5)] * 20
+    expected = [np.asarray(f(x)) for f, x in calls]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda call: np.asarray(call[0](call[1])), calls))
+    for want, have in zip(expected, got):
+        np.testing.assert_array_equal(have, want)

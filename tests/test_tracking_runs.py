@@ -223,3 +223,22 @@ def test_concurrent_processes_share_a_fresh_store(tmp_path, monkeypatch):
     runs = MlflowClient(uri).search_runs(["0"], max_results=100)
     assert len(runs) == 20
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.mark.parametrize("kind, labels", [
+    ("str", lambda y: np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])[y]),
+    ("object", lambda y: np.array([f"digit {v}" for v in y], dtype=object)),
+    ("bool", lambda y: y % 2 == 0),
+    ("negative ints with gaps", lambda y: (y - 5) * 3),
+    ("list", lambda y: [int(v) for v in y]),
+], ids=["str", "object", "bool", "negative-ints", "list"])
+def test_any_label_kind_fits_and_logs_with_tracking_on(tracked, flat_digits, kind, labels):
+    X, y, X_test, _ = flat_digits
+    y_kind = labels(y[:300])
+    clf = MLPClassifier(**FAST).fit(X[:300], y_kind)
+    run = tracked.get_run(clf.run_id_)
+    assert run.info.status == "FINISHED", run.data.tags.get("error")
+    predicted = clf.predict(X_test[:20])
+    assert set(np.asarray(predicted).tolist()) <= set(np.asarray(y_kind).tolist())
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    np.testing.assert_array_equal(np.asarray(model.predict(X_test[:20])), np.asarray(predicted))

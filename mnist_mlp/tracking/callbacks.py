@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 from mnist_mlp._tensorflow import keras
+from mnist_mlp.training import DIVERGENCE_THRESHOLD, diverged
 
 __all__ = ["DivergenceMonitor", "EpochMetricsLogger"]
 
@@ -81,7 +81,7 @@ class DivergenceMonitor(keras.callbacks.Callback):
     #: need not copy the weights into Keras after each epoch for it.
     reads_logs_only = True
 
-    def __init__(self, threshold=1e3):
+    def __init__(self, threshold=DIVERGENCE_THRESHOLD):
         super().__init__()
         self.threshold = threshold
         self.diverged = False
@@ -89,6 +89,6 @@ class DivergenceMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
-        if not self.diverged and (not math.isfinite(loss) or loss > self.threshold):
+        if not self.diverged and diverged(loss, self.threshold):
             self.diverged = True
             self.first_epoch = epoch

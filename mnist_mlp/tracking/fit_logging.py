@@ -251,15 +251,19 @@ def log_model(run, model, input_example):
     """
     import mlflow.sklearn
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ColSpec, Schema, TensorSpec
 
     # Declared, not inferred: inference would run the network on the example.
     example = np.asarray(input_example)
     classes = np.asarray(model.classes_)
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
-        outputs=Schema([TensorSpec(classes.dtype, (-1,))]),
-    )
+    if classes.dtype.kind in "USO":
+        # Text (or object) labels: MLflow's tensor specs take no sized string
+        # dtypes ("<U5"), so the output is a string column.
+        outputs = Schema([ColSpec("string")])
+    else:
+        outputs = Schema([TensorSpec(classes.dtype, (-1,))])
+    signature = ModelSignature(inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
+                               outputs=outputs)
     with run.staged_artifacts() as folder, _without_pickle_warning(), _without_callbacks(model):
         mlflow.sklearn.save_model(
             model,

@@ -18,10 +18,27 @@ in ``kernels._update``, its options and slot lists in
 from __future__ import annotations
 
 import dataclasses
+import math
 
-__all__ = ["TrainingResult", "predict_proba", "released", "seeded", "train"]
+__all__ = ["DIVERGENCE_THRESHOLD", "TrainingResult", "diverged", "predict_proba", "released", "seeded", "train"]
 
 from mnist_mlp.training.seeding import released, seeded  # noqa: E402  (light: no TensorFlow)
+
+
+#: A categorical cross-entropy over 10 classes stays below about 16 (Keras
+#: clips probabilities at 1e-7); a larger loss is the weights or the penalty
+#: exploding (the study's mean-10 starts).
+DIVERGENCE_THRESHOLD = 1e3
+
+
+def diverged(loss, threshold=DIVERGENCE_THRESHOLD):
+    """Whether a training loss says the fit diverged: NaN, infinite or above ``threshold``.
+
+    >>> diverged(0.3), diverged(float("nan")), diverged(4.2e7)
+    (False, True, True)
+    """
+    loss = float(loss)
+    return not math.isfinite(loss) or loss > threshold
 
 
 @dataclasses.dataclass(frozen=True)
