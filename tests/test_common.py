@@ -1,7 +1,8 @@
-"""scikit-learn's estimator checks on a cheap configuration of every estimator."""
+"""scikit-learn's estimator checks on a cheap configuration of every estimator, tracking on."""
 
 from __future__ import annotations
 
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mnist_mlp import FixedRangeScaler, ImageFlattener, MLPClassifier
@@ -33,6 +34,15 @@ EXPECTED_FAILURES = {
         ),
     },
 }
+
+
+@pytest.fixture(autouse=True)
+def tracking_on(monkeypatch, tmp_path):
+    """The checks run as a user's code does: with tracking on (the default),
+    every fit an MLflow run, into a store of this test's own."""
+    monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
 
 
 def _expected_failed_checks(estimator):
