@@ -190,15 +190,12 @@ def current_experiment_id(client):
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
     if name:
         return experiment_id_for(client, name)
-    experiment = mlflow.get_experiment_by_name(name) if name else None
-    if experiment is None:
-        from mlflow.tracking import fluent
+    from mlflow.tracking import fluent
 
-        # MLflow's own choice for fluent runs (set_experiment, MLFLOW_EXPERIMENT_ID, a
-        # Databricks notebook): private, so read defensively and default to "0".
-        get = getattr(fluent, "_get_experiment_id", None)
-        return (get() if get else None) or "0"
-    return experiment.experiment_id
+    # MLflow's own choice for fluent runs (set_experiment, MLFLOW_EXPERIMENT_ID, a
+    # Databricks notebook): private, so read defensively and default to "0".
+    get = getattr(fluent, "_get_experiment_id", None)
+    return (get() if get else None) or "0"
 
 
 @functools.lru_cache(maxsize=1)

@@ -194,22 +194,16 @@ def _optimizer_rule(optimizer):
     lr = float(np.asarray(optimizer.learning_rate))
     kind = type(optimizer).__name__
     if kind == "Adam":
-        hyper = (lr, 1 - optimizer.beta_1, 1 - optimizer.beta_2, optimizer.epsilon,
-                 optimizer.beta_1, optimizer.beta_2, float(optimizer.amsgrad))
-        slots = lambda i: [optimizer._momentums[i], optimizer._velocities[i]] + (  # noqa: E731
-            [optimizer._velocity_hats[i]] if optimizer.amsgrad else [])
-        return kernels.OPT_ADAM, hyper, slots
-    if kind == "RMSprop":
-        hyper = (lr, optimizer.rho, optimizer.epsilon, optimizer.momentum, float(optimizer.centered))
-
-        def slots(i):
-            return [optimizer._velocities[i],
-                    optimizer._average_gradients[i] if optimizer.centered else None,
-                    optimizer._momentums[i] if optimizer.momentum > 0 else None]
-
-        return kernels.OPT_RMSPROP, hyper, slots
-    hyper = (lr, optimizer.momentum, float(optimizer.nesterov))
-    return kernels.OPT_SGD, hyper, lambda i: [optimizer.momentums[i] if optimizer.momentum != 0 else None]
+        code, hyper = kernels.OPT_ADAM, (lr, 1 - optimizer.beta_1, 1 - optimizer.beta_2, optimizer.epsilon,
+                                         optimizer.beta_1, optimizer.beta_2, float(optimizer.amsgrad))
+    elif kind == "RMSprop":
+        code, hyper = kernels.OPT_RMSPROP, (lr, optimizer.rho, optimizer.epsilon, optimizer.momentum,
+                                            float(optimizer.centered))
+    else:
+        code, hyper = kernels.OPT_SGD, (lr, optimizer.momentum, float(optimizer.nesterov))
+    # Row r of the kernels' state is the r-th slot list of _RULES, where the option uses it.
+    lists = [getattr(optimizer, name) if used else None for name, used in _slot_lists(optimizer)]
+    return code, hyper, lambda i: [None if slots is None else slots[i] for slots in lists]
 
 
 def _slot_lists(optimizer):
@@ -313,10 +307,10 @@ class OptimizerState:
 
     def __init__(self, model, network):
         optimizer = model.optimizer
+        if not optimizer.built:  # its slot lists exist once it is built
+            optimizer.build(model.trainable_variables)
         self.code, hyper, self._slot_vars = _optimizer_rule(optimizer)
         self.hyper = np.asarray(hyper, np.float32)
-        if not optimizer.built:
-            optimizer.build(model.trainable_variables)
         self._optimizer = optimizer
         self._weight_slices = network.slices()
         self.slots = np.zeros((3, network.n_params), np.float32)
