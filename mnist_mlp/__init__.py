@@ -14,6 +14,14 @@ from mnist_mlp._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
+# Run from a source checkout without installing it (``python -m mnist_mlp`` in
+# the project folder, as `mlflow run` does in the environment it builds from
+# python_env.yaml), the study's pipelines/ folder sits beside this package.
+# Installed, setuptools maps it to mnist_mlp/pipelines and this finds nothing.
+_CHECKOUT = __import__("pathlib").Path(__file__).resolve().parent.parent
+if (_CHECKOUT / "pipelines" / "__init__.py").is_file() and (_CHECKOUT / "pyproject.toml").is_file():
+    __path__.append(str(_CHECKOUT))  # makes mnist_mlp.pipelines resolve to <checkout>/pipelines
+
 # Public name -> module that defines it, imported on first access (PEP 562)
 # so that ``import mnist_mlp`` and the data loaders do not pay for TensorFlow.
 _EXPORTS = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 import time
 import warnings
 from numbers import Integral, Real
@@ -18,6 +19,7 @@ from sklearn.utils.validation import check_array, column_or_1d
 
 from mnist_mlp._switch import tracking_enabled
 from mnist_mlp._tensorflow import keras
+from mnist_mlp.serving import example_rows
 from mnist_mlp.training import DIVERGENCE_THRESHOLD, diverged, seeded, train
 
 from scikeras._utils import route_params, unflatten_params  # noqa: E402  (after keras)
@@ -314,6 +316,21 @@ class MLPClassifier(KerasClassifier):
         tags.input_tags.allow_nan = False
         return tags
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        # Pickled unfitted while an MLflow run is active (scikit-learn's own
+        # searches and cross_validate send clones to worker processes this
+        # way): carry that run, so the worker's fit becomes its child rather
+        # than an unrelated top-level run. Only read when MLflow is loaded:
+        # without it no run can be active.
+        if ("model_" not in state and "mlflow" in sys.modules and tracking_enabled(self.tracking)):
+            from mnist_mlp import tracking
+
+            inherited = tracking.context_to_inherit()
+            if inherited is not None:
+                state["_inherited_run"] = inherited
+        return state
+
     # -- validation ------------------------------------------------------------
 
     def _hidden_layer_sizes(self):
@@ -545,13 +562,14 @@ class MLPClassifier(KerasClassifier):
         y = column_or_1d(y, warn=True)
         if len(np.unique(y)) < 2:
             raise ValueError("MLPClassifier needs at least 2 classes in y; got 1 class")
+        example = example_rows(X)  # as given: a DataFrame's column names go into the model's signature
         # Bad X fails here, before any MLflow run exists.
         X = self._validate_data(X, reset=True)[0]
         if not tracking_enabled(self.tracking):
             return super().fit(X, y, sample_weight=sample_weight, **kwargs)
-        return self._tracked_fit(X, y, sample_weight=sample_weight, **kwargs)
+        return self._tracked_fit(X, y, example, sample_weight=sample_weight, **kwargs)
 
-    def _tracked_fit(self, X, y, **kwargs):
+    def _tracked_fit(self, X, y, example, **kwargs):
         from mnist_mlp import tracking
 
         def fit(callbacks):
@@ -561,7 +579,8 @@ class MLPClassifier(KerasClassifier):
             finally:
                 del self._tracking_callbacks
 
-        run = tracking.track_fit(self, X, fit)
+        with tracking.inherited_run(self):
+            run = tracking.track_fit(self, X, fit, example)
         self.run_id_, self.tracking_uri_ = run.run_id, run.tracking_uri
         return self
 

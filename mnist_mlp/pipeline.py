@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
 
 from mnist_mlp._switch import tracking_enabled
 from mnist_mlp.estimator import MLPClassifier
 from mnist_mlp.preprocessing import FixedRangeScaler, ImageFlattener
+from mnist_mlp.serving import example_rows
 
 __all__ = ["TrackedPipeline", "make_pipeline"]
 
@@ -38,7 +38,7 @@ class TrackedPipeline(Pipeline):
         from mnist_mlp import tracking
 
         clf.validate_hyperparameters()  # bad parameters fail before a run exists
-        with tracking.owned_run("pipeline") as (run, owned):
+        with tracking.inherited_run(clf), tracking.owned_run("pipeline") as (run, owned):
             # Written together with the classifier's params, in one call.
             run.defer_params({f"step.{n}": type(step).__name__ for n, step in self.steps})
             super().fit(X, y, **params)
@@ -48,7 +48,7 @@ class TrackedPipeline(Pipeline):
 
                 evaluate(self, *test)
             if owned and run.log_model:
-                tracking.log_model(run, self, np.asarray(X[:5]))
+                tracking.log_model(run, self, example_rows(X))
         self.run_id_ = run.run_id
         return self
 

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from mnist_mlp import GridSearchCV, make_pipeline  # noqa: E402
 from mnist_mlp.model_selection import on_cluster  # noqa: E402
+from mnist_mlp.model_selection.cluster import scattered  # noqa: E402
 from mnist_mlp._tensorflow import keras  # noqa: E402
 from tests.helpers import BIN, ServerProcess, start_mlflow_server  # noqa: E402
 
@@ -98,6 +99,24 @@ def test_a_local_store_is_refused_before_any_work(tmp_path, monkeypatch):
             pass
 
 
+def test_broadcast_data_stays_on_every_worker_for_the_block(cluster):
+    """Dask's Active Memory Manager drops all replicas but one of idle data within seconds;
+    the worker holding the last copy would then take the search's data with it when it dies
+    (every fit after that: FutureCancelledError "already forgotten")."""
+    from joblib.parallel import get_active_backend
+
+    data = np.arange(50_000, dtype=np.float64)
+    with on_cluster(cluster["address"]) as client:
+        assert client.amm.running()  # dask's default: the test means something
+        with scattered(data):
+            (future,) = get_active_backend()[0].data_futures.values()
+            assert not client.amm.running()
+            time.sleep(6)  # three of the AMM's 2 s rounds, had it been running
+            holders = client.who_has([future])[future.key]
+            assert len(holders) == 2, holders
+        assert client.amm.running()  # restarted: it was running before
+
+
 class PauseOnce(keras.callbacks.Callback):
     """The first fit anywhere to reach ``epoch`` writes its process id into
     ``marker`` and waits there to be killed; every other fit goes on.
@@ -122,6 +141,14 @@ class PauseOnce(keras.callbacks.Callback):
         time.sleep(600)  # killed long before this ends
 
 
+def _error(result):
+    """The search's exception with its traceback (a dask FutureCancelledError's repr is empty)."""
+    import traceback
+
+    exc = result.get("error")
+    return "no error" if exc is None else "".join(traceback.format_exception(exc))
+
+
 def test_a_killed_worker_does_not_stop_the_search(cluster, digits, tmp_path):
     import cloudpickle
 
@@ -143,13 +170,13 @@ def test_a_killed_worker_does_not_stop_the_search(cluster, digits, tmp_path):
     thread.start()
     deadline = time.monotonic() + 300
     while not (marker.is_file() and marker.read_text()):  # a fit is paused at its third epoch
-        assert time.monotonic() < deadline and thread.is_alive(), repr(result.get("error"))
+        assert time.monotonic() < deadline and thread.is_alive(), _error(result)
         time.sleep(0.1)
     paused = int(marker.read_text())
     (victim,) = [w for w in cluster["workers"] if os.getpgid(paused) == w.process.pid]
     os.killpg(victim.process.pid, signal.SIGKILL)
     thread.join(timeout=400)
-    assert not thread.is_alive() and "search" in result, repr(result.get("error"))
+    assert not thread.is_alive() and "search" in result, _error(result)
 
     children = _runs(cluster["uri"], result["search"].run_id_)
     folds = [r for r in children if r.data.tags["role"] == "fold"]

@@ -1,4 +1,4 @@
-"""Packaging metadata stays consistent: conda.yaml lists pyproject's dependencies."""
+"""Packaging metadata stays consistent: conda.yaml and python_env.yaml list pyproject's dependencies."""
 
 from __future__ import annotations
 
@@ -17,6 +17,29 @@ def _conda_pip_requirements():
 def test_conda_yaml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert _conda_pip_requirements() == set(project["dependencies"])
+
+
+def test_python_env_yaml_matches_pyproject_and_is_the_projects_environment():
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "python_env.yaml").read_text())
+    assert set(env["dependencies"]) == set(project["dependencies"])
+    assert yaml.safe_load((ROOT / "MLproject").read_text())["python_env"] == "python_env.yaml"
+
+
+def test_a_source_checkout_runs_without_installing(tmp_path):
+    """`mlflow run .`'s own environment has the dependencies, not the package: python -m
+    mnist_mlp from the checkout must still find the study's pipelines/ folder."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"  # the editable install's finder off: as if the package were not installed
+              "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in str(getattr(f, '__module__', '')).lower()]\n"
+              "import mnist_mlp.pipelines.l2_rmsprop as m\n"
+              "print(m.__file__)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()).resolve() == ROOT / "pipelines" / "l2_rmsprop.py"
 
 
 def test_embedded_data_is_package_data():

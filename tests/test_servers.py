@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,42 +57,106 @@ def test_fit_and_search_log_to_a_tracking_server(tracking_server, digits, tmp_pa
 
 
 def _post(url, payload):
+    """POST ``payload`` (JSON-encoded unless bytes); return ``(status, parsed body, body size)``."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
+            raw = response.read()
+            return response.status, json.loads(raw), len(raw)
     except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+        raw = err.read()
+        return err.code, json.loads(raw or b"{}"), len(raw)
 
 
-def test_logged_model_serves_digits_over_http(tmp_path, monkeypatch, digits):
-    x_train, y_train, x_test, _ = digits
+def _local_store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
-    pipe = make_pipeline(**dict(FAST, epochs=4)).fit(x_train, y_train)
+    return uri
 
-    server, port = start_http_server(
+
+def _serve(pipe, uri, tmp_path):
+    """``mlflow models serve`` of ``pipe``'s logged model: ``(server, port)``."""
+    return start_http_server(
         lambda port: [str(BIN / "mlflow"), "models", "serve", "-m", f"runs:/{pipe.run_id_}/model",
                       "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
         tmp_path / "serve.log", "/ping", env={"MLFLOW_TRACKING_URI": uri},
     )
+
+
+def _bad_payloads(image):
+    """Each payload the served model must refuse, with a word its message must contain."""
+    scaled = (image / 255.0).tolist()
+    fractional = (image + 0.5).tolist()
+    return {
+        "float image scaled to [0, 1]": ({"inputs": [scaled]}, "scaled"),
+        "non-integer pixels": ({"inputs": [fractional]}, "whole numbers"),
+        "pixels above 255": ({"inputs": [np.full((28, 28), 300).tolist()]}, "0..255"),
+        "negative pixels": ({"inputs": [np.full((28, 28), -1).tolist()]}, "0..255"),
+        "wrong shape (27x27)": ({"inputs": np.zeros((2, 27, 27), dtype=int).tolist()}, "shape"),
+        "one image without its batch": ({"inputs": image.tolist()}, "batch of one"),
+        "ragged rows": ({"inputs": [[1, 2], [3]]}, "shape"),  # MLflow refuses it while parsing
+        "empty batch": ({"inputs": []}, "empty"),
+        "text pixels": ({"inputs": [[["x"] * 28] * 28]}, "numbers"),
+        "null pixels": ({"inputs": [[[None] * 28] * 28]}, "numbers"),
+        "not JSON": (b"not json", "json"),
+    }
+
+
+def test_logged_model_serves_digits_and_refuses_what_it_was_not_trained_for(tmp_path, monkeypatch, digits):
+    x_train, y_train, x_test, _ = digits
+    uri = _local_store(tmp_path, monkeypatch)
+    pipe = make_pipeline(**dict(FAST, epochs=4)).fit(x_train, y_train)
+    example = json.loads(Path(MlflowClient(uri).download_artifacts(
+        pipe.run_id_, "model/serving_input_example.json", str(tmp_path))).read_text())
+
+    server, port = _serve(pipe, uri, tmp_path)
     try:
         url = f"http://127.0.0.1:{port}/invocations"
-        status, answer = _post(url, {"inputs": x_test[:20].tolist()})
-        assert status == 200
-        np.testing.assert_array_equal(answer["predictions"], pipe.predict(x_test[:20]))
-        for bad in (
-            {"inputs": np.zeros((2, 27, 27), dtype=int).tolist()},   # wrong shape
-            {"inputs": [[["x"] * 28] * 28]},                          # wrong type
-            {"inputs": np.full((1, 28, 28), 300).tolist()},           # out of uint8 range
-            b"not json",
-        ):
-            status, answer = _post(url, bad)
-            assert status == 400, (status, answer)
-            assert answer.get("message") and "Traceback" not in answer["message"]
+        expected = pipe.predict(x_test[:20])
+        for good in (x_test[:20].tolist(), x_test[:20].astype(float).tolist(),
+                     x_test[:20].reshape(20, -1).tolist()):  # uint8, integer-valued floats, flattened
+            status, answer, _ = _post(url, {"inputs": good})
+            assert status == 200, answer
+            np.testing.assert_array_equal(answer["predictions"], expected)
+        status, answer, _ = _post(url, example)  # the README's request: the logged example, as is
+        assert status == 200 and len(answer["predictions"]) == len(example["inputs"])
+
+        report = {}
+        for name, (payload, word) in _bad_payloads(x_test[0]).items():
+            status, answer, size = _post(url, payload)
+            report[name] = (status, size)
+            message = answer.get("message", "")
+            assert status == 400, (name, status, answer)
+            assert size < 500, (name, size, message)
+            assert word in message.lower(), (name, message)
+            assert "Traceback" not in message and "site-packages" not in message and "stack_trace" not in answer
+        print("\n".join(f"{name}: HTTP {status}, {size} bytes" for name, (status, size) in report.items()))
     finally:
         server.stop()
-    assert "Traceback" not in server.output() or sys.platform == "win32"
+    assert "Traceback" not in server.output()
+
+
+def test_a_served_model_answers_concurrent_requests(tmp_path, monkeypatch, digits):
+    """8 threads x 20 requests to one served model: every answer 200 and right."""
+    x_train, y_train, x_test, _ = digits
+    uri = _local_store(tmp_path, monkeypatch)
+    pipe = make_pipeline(**FAST).fit(x_train[:500], y_train[:500])
+    server, port = _serve(pipe, uri, tmp_path)
+    try:
+        url = f"http://127.0.0.1:{port}/invocations"
+        batches = [x_test[i:i + 5] for i in range(0, 40, 5)]
+        expected = [pipe.predict(b).tolist() for b in batches]
+
+        def client(i):
+            return [_post(url, {"inputs": batches[(i + k) % 8].tolist()})[:2] + ((i + k) % 8,)
+                    for k in range(20)]
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = [a for chunk in pool.map(client, range(8)) for a in chunk]
+    finally:
+        server.stop()
+    assert len(answers) == 160
+    assert [(s, a.get("predictions")) for s, a, _ in answers] == [(200, expected[b]) for _, _, b in answers]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -57,8 +58,9 @@ def test_a_pipeline_fit_is_one_run_and_its_model_serves_images(tracked, digits):
     assert run.data.params["dataset"] == "mnist-embedded"
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_array_equal(model.predict(x_test[:50]), pipe.predict(x_test[:50]))
-    signature = model.metadata.signature.inputs.to_dict()[0]
-    assert signature["tensor-spec"]["dtype"] == "uint8" and tuple(signature["tensor-spec"]["shape"]) == (-1, 28, 28)
+    # The input is described by the model's contract (checked at predict), not an MLflow schema (which casts).
+    assert model.metadata.metadata["mnist_mlp_input_contract"] == {"sample_shape": [28, 28], "dtype": "uint8",
+                                                                   "columns": None}
     # The whole package ships with the model (every folder), so it loads where mnist_mlp is not installed.
     code = set(artifact_paths(tracked, run.info.run_id, "model/code/mnist_mlp"))
     assert {f"model/code/mnist_mlp/{p}" for p in ("estimator.py", "training", "tracking", "model_selection")} <= code
@@ -242,3 +244,69 @@ def test_any_label_kind_fits_and_logs_with_tracking_on(tracked, flat_digits, kin
     assert set(np.asarray(predicted).tolist()) <= set(np.asarray(y_kind).tolist())
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_array_equal(np.asarray(model.predict(X_test[:20])), np.asarray(predicted))
+
+
+def test_sklearn_searches_in_worker_processes_file_every_fit_under_the_active_run(tracked, digits):
+    """scikit-learn's own searches and cross-validation, n_jobs=2 (loky processes), in a run."""
+    from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+    from sklearn.model_selection import (GridSearchCV, HalvingGridSearchCV, RandomizedSearchCV,
+                                         cross_val_score, cross_validate)
+
+    x_train, y_train, _, _ = digits
+    X, y = x_train[:300], y_train[:300]
+    pipe = make_pipeline(hidden_layer_sizes=(8,), epochs=1, batch_size=64, random_state=0)
+    grid = {"classifier__learning_rate_init": [1e-3, 1e-2]}
+    with mlflow.start_run(run_name="user run") as parent:
+        GridSearchCV(pipe, grid, cv=2, n_jobs=2).fit(X, y)                        # 4 folds + refit
+        RandomizedSearchCV(pipe, grid, n_iter=2, cv=2, n_jobs=2, random_state=0).fit(X, y)  # 4 + 1
+        HalvingGridSearchCV(pipe, grid, cv=2, n_jobs=2, min_resources=100, factor=2).fit(X, y)
+        cross_val_score(pipe, X, y, cv=2, n_jobs=2)                                # 2
+        cross_validate(MLPClassifier(hidden_layer_sizes=(8,), epochs=1, random_state=0),
+                       X.reshape(len(X), -1) / 255.0, y, cv=2, n_jobs=2)           # 2, a bare classifier
+    runs = all_runs(tracked)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    in_workers = [r for r in children if r.data.tags.get("launched_in") == "worker process"]
+    halving_fits = 2 * 2 + 1 * 2 + 1  # rung 0: 2 candidates x 2 folds; rung 1: 1 x 2; refit
+    assert len(children) == 5 + 5 + halving_fits + 2 + 2
+    assert len(runs) == 1 + len(children)  # nothing top-level but the user's run
+    assert len(in_workers) == len(children) - 3  # all but the three refits (in this process)
+    assert {r.info.status for r in children} == {"FINISHED"}
+    assert {r.info.experiment_id for r in children} == {parent.info.experiment_id}
+    print(f"user run: {len(children)} children ({len(in_workers)} fitted in worker processes), "
+          f"{len(runs) - 1 - len(children)} other runs")
+
+
+def test_an_estimator_unpickled_after_its_run_ended_starts_a_run_of_its_own(tracked, flat_digits):
+    X, y, _, _ = flat_digits
+    code = textwrap.dedent("""
+        import pickle, sys
+        clf = pickle.load(open(sys.argv[1], "rb"))
+        clf.fit(pickle.load(open(sys.argv[2], "rb")), pickle.load(open(sys.argv[3], "rb")))
+    """)
+    with mlflow.start_run() as parent:
+        payload = pickle.dumps(MLPClassifier(**dict(FAST, epochs=1)))
+    paths = []
+    for name, obj in (("clf", None), ("X", X[:200]), ("y", y[:200])):
+        path = Path(f"{name}.pkl")
+        path.write_bytes(payload if obj is None else pickle.dumps(obj))
+        paths.append(str(path))
+    subprocess.run([sys.executable, "-c", code, *paths], check=True, capture_output=True)
+    runs = all_runs(tracked)
+    assert len(runs) == 2
+    (fit,) = [r for r in runs if r.info.run_id != parent.info.run_id]
+    assert "mlflow.parentRunId" not in fit.data.tags  # the run it was pickled under had ended
+
+
+def test_the_run_active_in_another_thread_is_found(tracked):
+    """Guards the one read of MLflow's private per-thread run stacks (tracking/store.py)."""
+    import threading
+
+    from mnist_mlp.tracking import store
+
+    found = []
+    with mlflow.start_run() as run:
+        thread = threading.Thread(target=lambda: found.append(store.active_run_in_process()))
+        thread.start()
+        thread.join()
+    assert found[0] is not None and found[0].info.run_id == run.info.run_id
+    assert store.active_run_in_process() is None  # ended: nothing active anywhere

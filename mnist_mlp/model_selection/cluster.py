@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
+import threading
 
 __all__ = ["TensorFlowThreads", "on_cluster", "scattered"]
+
+logger = logging.getLogger(__name__)
 
 # The client of the innermost on_cluster block (searches read it to broadcast their data).
 _CLIENT = contextvars.ContextVar("mnist_mlp_dask_client", default=None)
@@ -101,16 +105,60 @@ def scattered(*arrays):
 
     joblib otherwise scatters a search's data to one worker and lets the
     others fetch it; if that worker dies, the data dies with it and the
-    search fails. A copy on every worker survives the loss of any of them.
-    Outside a cluster block it does nothing.
+    search fails. A copy on every worker survives the loss of any of them;
+    the scheduler's Active Memory Manager, which would drop the extra copies
+    a few seconds later, is paused for the block. Outside a cluster block it
+    does nothing.
     """
-    if _CLIENT.get() is None:
+    client = _CLIENT.get()
+    if client is None:
         yield
         return
     import joblib
 
-    with joblib.parallel_backend(_BACKEND, n_jobs=-1, scatter=list(arrays)):
+    with _replicas_kept(client), joblib.parallel_backend(_BACKEND, n_jobs=-1, scatter=list(arrays)):
         yield
+
+
+# Blocks on each scheduler that currently need every replica kept (see _replicas_kept).
+_KEEPING = {}
+_KEEPING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _replicas_kept(client):
+    """Pause the scheduler's Active Memory Manager while broadcast data must stay broadcast.
+
+    Its default ``ReduceReplicas`` policy drops every replica of a key but one
+    as soon as no task is waiting for it, a few seconds after a broadcast. The
+    worker left holding the only copy then takes the search's data with it
+    when it dies, and every fit submitted afterwards is cancelled ("already
+    forgotten"). The manager is restarted when the last such block on that
+    scheduler ends, if it was running before; meanwhile the cluster only keeps
+    more copies than it needs, which costs memory, never correctness.
+    """
+    key = client.scheduler.address
+    with _KEEPING_LOCK:
+        count, was_running = _KEEPING.get(key, (0, False))
+        if count == 0:
+            try:
+                was_running = bool(client.amm.running())
+                if was_running:
+                    client.amm.stop()
+            except Exception as exc:  # noqa: BLE001 - a scheduler without an AMM drops nothing
+                logger.debug("could not pause the Active Memory Manager (%r): replicas stay as they are", exc)
+                was_running = False
+        _KEEPING[key] = (count + 1, was_running)
+    try:
+        yield
+    finally:
+        with _KEEPING_LOCK:
+            count, was_running = _KEEPING.pop(key)
+            if count > 1:
+                _KEEPING[key] = (count - 1, was_running)
+            elif was_running:
+                with contextlib.suppress(Exception):  # the cluster may be gone by now
+                    client.amm.start()
 
 
 @contextlib.contextmanager

@@ -5,7 +5,9 @@ theirs to import):
 
 - where a fit logs: :func:`owned_run` (its enclosing tracked estimator's run,
   or a new one), :class:`FitContext` / :func:`fit_context` (a search's child,
-  in whatever process runs it), :func:`dataset` and :func:`test_set`;
+  in whatever process runs it), :func:`context_to_inherit` /
+  :func:`inherited_run` (a child of the run active where scikit-learn's own
+  process pool pickled the estimator), :func:`dataset` and :func:`test_set`;
 - what a fit logs: :func:`track_fit` (the estimator's one call: params,
   per-epoch metrics, results, plots, model), :func:`log_model`,
   :func:`log_evaluation`;
@@ -32,10 +34,10 @@ from mnist_mlp._switch import TRACKING_ENV, tracking_enabled  # noqa: F401  (in 
 _EXPORTS = {
     **dict.fromkeys(["estimator_params", "log_evaluation", "log_fit_results", "log_model", "track_fit"],
                     "fit_logging"),
-    **dict.fromkeys(["FitContext", "FitRun", "current_dataset", "current_run", "current_test_set", "dataset",
-                     "fit_context", "owned_run", "test_set"], "runs"),
+    **dict.fromkeys(["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run",
+                     "current_test_set", "dataset", "fit_context", "inherited_run", "owned_run", "test_set"], "runs"),
     **dict.fromkeys(["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingUnavailableError",
-                     "check_reachable", "client", "current_experiment_id", "experiment_id_for",
+                     "active_run_in_process", "check_reachable", "client", "current_experiment_id", "experiment_id_for",
                      "library_versions", "resolve_tracking_uri", "retrying"], "store"),
     **dict.fromkeys(["describe", "jsonable", "param_value"], "values"),
 }

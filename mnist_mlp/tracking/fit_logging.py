@@ -74,7 +74,7 @@ def _history_csv(history):
     return "\n".join(rows) + "\n"
 
 
-def track_fit(estimator, X, fit):
+def track_fit(estimator, X, fit, example=None):
     """Run ``fit(callbacks)`` as one tracked fit of ``estimator``; return its run.
 
     The fit logs into the run of an enclosing tracked estimator (a pipeline)
@@ -93,6 +93,9 @@ def track_fit(estimator, X, fit):
         model's input example).
     fit : callable
         ``fit(callbacks)`` trains ``estimator`` with these Keras callbacks added.
+    example : ndarray or DataFrame, default=None
+        The first rows as the user gave them (a DataFrame keeps its column
+        names in the model's signature); default: ``X[:5]``.
 
     Returns
     -------
@@ -111,7 +114,7 @@ def track_fit(estimator, X, fit):
             raise
         log_fit_results(run, estimator, monitor.diverged, epochs.take_pending())
         if owned and run.log_model:
-            log_model(run, estimator, X[:5])
+            log_model(run, estimator, X[:5] if example is None else example)
     return run
 
 
@@ -239,22 +242,28 @@ def log_model(run, model, input_example):
     """Log ``model`` (a fitted pipeline or classifier) with the sklearn flavour.
 
     Saved with cloudpickle (MLflow 3's default skops format cannot save a
-    scikeras pipeline), a signature inferred from ``input_example`` and the
-    model's predictions, the pinned requirements and this package's code.
+    scikeras pipeline), the pinned requirements and this package's code. Its
+    ``python_function`` flavour loads through :mod:`mnist_mlp.serving`, which
+    checks every input against the training data's shape, dtype and range
+    (the :class:`~mnist_mlp.serving.InputContract` in the model's metadata).
 
     Parameters
     ----------
     run : runs.FitRun
     model : fitted estimator
-    input_example : ndarray
-        A few raw inputs, e.g. uint8 images of shape (k, 28, 28).
+    input_example : ndarray or DataFrame
+        The first few raw training inputs, e.g. uint8 images of shape
+        (k, 28, 28): the model's input example and the source of its contract.
+        A DataFrame's column names and types go into the signature.
     """
     import mlflow.sklearn
-    from mlflow.models import ModelSignature
+    from mlflow.models import Model, ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    # Declared, not inferred: inference would run the network on the example.
-    example = np.asarray(input_example)
+    from mnist_mlp.serving import CONTRACT_KEY, InputContract
+
+    contract = InputContract.from_training(input_example)
+    example = input_example if contract.columns is not None else np.asarray(input_example)
     classes = np.asarray(model.classes_)
     if classes.dtype.kind in "USO":
         # Text (or object) labels: MLflow's tensor specs take no sized string
@@ -262,18 +271,26 @@ def log_model(run, model, input_example):
         outputs = Schema([ColSpec("string")])
     else:
         outputs = Schema([TensorSpec(classes.dtype, (-1,))])
-    signature = ModelSignature(inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
-                               outputs=outputs)
+    # Declared, not inferred from predictions (that would run the network). An
+    # array model declares no input schema: MLflow would enforce one by
+    # casting (a float image in [0, 1] to uint8 zeros); the contract checks it.
+    inputs = infer_signature(example).inputs if contract.columns is not None else None
     with run.staged_artifacts() as folder, _without_pickle_warning(), _without_callbacks(model):
+        path = folder / "model"
         mlflow.sklearn.save_model(
             model,
-            str(folder / "model"),
+            str(path),
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-            signature=signature,
+            signature=ModelSignature(inputs=inputs, outputs=outputs),
             input_example=example,
             conda_env=copy.deepcopy(_model_environment()),
             code_paths=[_code_dir()],
+            metadata={CONTRACT_KEY: contract.to_dict()},
         )
+        # The documented MLmodel field naming a pyfunc flavour's loader.
+        saved = Model.load(str(path))
+        saved.flavors["python_function"]["loader_module"] = "mnist_mlp.serving"
+        saved.save(str(path / "MLmodel"))
     run.defer_to_end(tags={"model_uri": f"runs:/{run.run_id}/model"})
 
 

@@ -6,7 +6,10 @@ A fit logs into, in this order of precedence:
    run and its ``MLPClassifier`` logs into it);
 2. a child of a search's parent run, described by a :class:`FitContext` that
    travels with the fit to whatever process runs it (``n_jobs=2``);
-3. a child of the user's active MLflow run;
+3. a child of the user's active MLflow run: the one active in this thread, or,
+   for an estimator that a process pool (scikit-learn's own searches and
+   ``cross_validate`` with ``n_jobs=2``) pickled while a run was active, that
+   run (see :func:`context_to_inherit` and :func:`inherited_run`);
 4. a new top-level run in the current experiment.
 
 Runs are written through an explicit ``MlflowClient`` rather than MLflow's
@@ -21,6 +24,7 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -33,8 +37,8 @@ from mnist_mlp._switch import FIT_CONTEXT
 from mnist_mlp.tracking import artifacts, store, values
 from mnist_mlp.tracking.fallback import FallbackFolder
 
-__all__ = ["FitContext", "FitRun", "current_dataset", "current_run", "current_test_set", "dataset", "fit_context", "owned_run",
-           "test_set"]
+__all__ = ["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run", "current_test_set", "dataset",
+           "fit_context", "inherited_run", "owned_run", "test_set"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,52 @@ def _bound(var, value):
 def fit_context(context):
     """Make every fit in the block log as ``context`` describes."""
     return _bound(_FIT_CONTEXT, context)
+
+
+def context_to_inherit():
+    """Where a fit of an estimator pickled now, and fitted in another process, should log.
+
+    Called when an unfitted estimator is pickled (scikit-learn's searches and
+    ``cross_validate`` send clones to worker processes that way). If a run
+    is active in this process, and no search or pipeline of ours is deciding
+    already, returns ``(pid, FitContext)`` making the fit a child of that run,
+    in its experiment and store. Otherwise None.
+    """
+    if _FIT_CONTEXT.get() is not None or _CURRENT_RUN.get() is not None:
+        return None
+    run = store.active_run_in_process()
+    if run is None:
+        return None
+    context = FitContext(store.resolve_tracking_uri(), run.info.experiment_id, run.info.run_id,
+                         {"launched_in": "worker process"}, log_model=True)
+    return os.getpid(), context
+
+
+@contextlib.contextmanager
+def inherited_run(estimator):
+    """Fit in the block as a child of the run ``estimator`` was pickled under, if any.
+
+    Only in another process than the one that pickled it, when nothing here
+    decides otherwise (a search's context, an enclosing tracked estimator, an
+    active run in this thread), and while that run is still RUNNING: an
+    estimator unpickled long after its run ended starts a run of its own.
+    The context is used once.
+    """
+    inherited = estimator.__dict__.pop("_inherited_run", None)
+    if (inherited is None or inherited[0] == os.getpid() or _FIT_CONTEXT.get() is not None
+            or _CURRENT_RUN.get() is not None or mlflow.active_run() is not None):
+        yield
+        return
+    context = inherited[1]
+    try:
+        status = store.retrying(store.client(context.tracking_uri).get_run, context.parent_run_id).info.status
+    except store.STORE_ERRORS:
+        status = None
+    if status != "RUNNING":
+        yield
+        return
+    with fit_context(context):
+        yield
 
 
 def dataset(name):

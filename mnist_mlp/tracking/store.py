@@ -25,8 +25,10 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from mnist_mlp._switch import TRACKING_ENV
 
+logger = logging.getLogger(__name__)
+
 __all__ = ["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingUnavailableError",
-           "check_reachable", "client", "current_experiment_id", "experiment_id_for", "library_versions",
+           "active_run_in_process", "check_reachable", "client", "current_experiment_id", "experiment_id_for", "library_versions",
            "resolve_tracking_uri", "retrying"]
 
 _LOCK_RETRIES = 8
@@ -163,6 +165,30 @@ def _quiet_schema_setup():
     finally:
         for log, level in zip(loggers, levels):
             log.setLevel(level)
+
+
+def active_run_in_process():
+    """The MLflow run active in this thread; else the one run active in any thread; else None.
+
+    MLflow keeps its active run per thread. joblib's process pools pickle a
+    fit's estimator in a feeder thread, where ``mlflow.active_run()`` is None
+    even inside the user's ``with mlflow.start_run():``. This is the one place
+    that reads MLflow's private per-thread stacks; if they change, it answers
+    from this thread only (the fit then becomes a top-level run, as before).
+    Two threads with different active runs: ambiguous, None.
+    """
+    run = mlflow.active_run()
+    if run is not None:
+        return run
+    try:
+        from mlflow.tracking import fluent
+
+        stacks = fluent._active_run_stack.get_all_thread_values()
+    except Exception as exc:  # noqa: BLE001 - MLflow moved its internals: this thread only
+        logger.debug("MLflow's per-thread active runs are not readable (%r); using this thread's", exc)
+        return None
+    tops = {stack[-1].info.run_id: stack[-1] for stack in stacks.values() if stack}
+    return next(iter(tops.values())) if len(tops) == 1 else None
 
 
 def resolve_tracking_uri():

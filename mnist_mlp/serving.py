@@ -1,0 +1,247 @@
+"""The served model: it checks every request against what it was trained on.
+
+A model logged by this package keeps MLflow's ``sklearn`` flavour
+(``mlflow.sklearn.load_model`` returns the fitted pipeline, unchanged), but
+its ``python_function`` flavour, the one ``mlflow.pyfunc.load_model`` and
+``mlflow models serve`` use, loads through this module. Before predicting, it
+checks the input against the model's :class:`InputContract`, written into the
+model's ``MLmodel`` metadata when it was logged:
+
+- a batch of the training shape, ``(n, 28, 28)`` or flattened ``(n, 784)``,
+  with at least one row;
+- numbers only, all finite;
+- for a model trained on integer pixels (uint8), whole numbers within the
+  dtype's range: an image scaled to [0, 1] is refused, never cast to zeros.
+
+A request that breaks one gets HTTP 400 with a message of a few dozen words
+naming the problem. MLflow's own schema enforcement would instead cast a float
+image to uint8 silently (7.9 -> 7, 0.5 -> 0) and answer a confident wrong
+digit; so an array model's signature declares only its outputs, and this
+module is its input schema. A model trained on a DataFrame keeps its column
+names and types in the signature as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import numpy as np
+
+__all__ = ["CONTRACT_KEY", "InputContract", "InvalidInputError", "ServedModel", "example_rows"]
+
+#: Key of the contract in the logged model's ``MLmodel`` metadata.
+CONTRACT_KEY = "mnist_mlp_input_contract"
+
+# Module of MLflow's scoring server (`mlflow models serve`): when it is the
+# process that loaded the model, arrays in error messages are kept short.
+_SCORING_SERVER = "mlflow.pyfunc.scoring_server.app"
+
+
+def example_rows(X, n=5):
+    """The first ``n`` rows of ``X`` as given: a DataFrame stays one (its column
+    names are part of the model's signature); anything else becomes an array."""
+    return X.iloc[:n] if hasattr(X, "iloc") and hasattr(X, "columns") else np.asarray(X[:n])
+
+
+class InvalidInputError(ValueError):
+    """An input the model was not trained for, with a message naming the problem."""
+
+
+def _preview(value, limit=24):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclasses.dataclass(frozen=True)
+class InputContract:
+    """What one input row looks like to a fitted model.
+
+    Parameters
+    ----------
+    sample_shape : tuple of int
+        Shape of one sample, e.g. ``(28, 28)`` for images or ``(4,)`` for a table.
+    dtype : str
+        The training data's NumPy dtype, e.g. ``"uint8"``. An integer dtype
+        makes whole numbers within its range a requirement.
+    columns : tuple of str or None
+        The training DataFrame's column names, in order (None for arrays).
+    """
+
+    sample_shape: tuple
+    dtype: str
+    columns: tuple | None = None
+
+    @classmethod
+    def from_training(cls, X):
+        """The contract of a model fitted on ``X`` (array-like or DataFrame)."""
+        columns = tuple(str(c) for c in X.columns) if hasattr(X, "columns") else None
+        array = np.asarray(X)
+        return cls(tuple(int(n) for n in array.shape[1:]), str(array.dtype), columns)
+
+    def to_dict(self):
+        return {"sample_shape": list(self.sample_shape), "dtype": self.dtype,
+                "columns": None if self.columns is None else list(self.columns)}
+
+    @classmethod
+    def from_dict(cls, data):
+        columns = data.get("columns")
+        return cls(tuple(data["sample_shape"]), data["dtype"], None if columns is None else tuple(columns))
+
+    @property
+    def n_features(self):
+        return int(np.prod(self.sample_shape, dtype=np.int64))
+
+    def _shapes(self):
+        flat = (self.n_features,)
+        shapes = [self.sample_shape] + ([flat] if flat != self.sample_shape else [])
+        return " or ".join(str(("n", *s)).replace("'", "") for s in shapes)
+
+    def check(self, data):
+        """Return ``data`` as the model's input, or raise :class:`InvalidInputError`.
+
+        Parameters
+        ----------
+        data : array-like, list or DataFrame
+            A batch of samples.
+
+        Returns
+        -------
+        ndarray or DataFrame
+            The same values in the training dtype (integer-valued floats become
+            uint8 for a uint8 model); a DataFrame keeps the training columns, in
+            their training order.
+
+        Raises
+        ------
+        InvalidInputError
+            Naming the first problem found, in a message of a few words.
+        """
+        frame = None
+        if hasattr(data, "columns"):  # a DataFrame (MLflow's "dataframe_split" and friends)
+            if self.columns is not None:
+                names = [str(c) for c in data.columns]
+                missing = [c for c in self.columns if c not in names]
+                if missing:
+                    raise InvalidInputError(f"input is missing columns {_preview(missing, 80)}")
+                data = data.rename(columns=str)[list(self.columns)]
+                frame = data
+            array = data.to_numpy()
+        else:
+            try:
+                array = np.asarray(data)
+            except ValueError:  # ragged nested lists
+                raise InvalidInputError("input rows have different lengths") from None
+        if array.ndim == 0:
+            raise InvalidInputError(f"input is a single value; this model takes a batch, shape {self._shapes()}")
+        if array.size == 0:
+            raise InvalidInputError(f"empty input: send a batch of at least one sample, shape {self._shapes()}")
+        array = self._numbers(array)
+        if array.shape[1:] != self.sample_shape and array.shape[1:] != (self.n_features,):
+            hint = ("; one sample must still be sent as a batch of one, [sample]"
+                    if array.shape == self.sample_shape else "")
+            raise InvalidInputError(f"input has shape {array.shape}; this model takes shape {self._shapes()}{hint}")
+        if not np.isfinite(array).all():
+            raise InvalidInputError("input has NaN or infinite values")
+        dtype = np.dtype(self.dtype)
+        if dtype.kind in "uib":
+            array = self._whole_numbers(array, dtype)
+        elif dtype.kind == "f":
+            array = array.astype(dtype, copy=False)
+        if frame is not None:
+            return frame.__class__(array.reshape(len(array), -1), columns=list(self.columns), index=frame.index)
+        return array
+
+    def _numbers(self, array):
+        kinds = "iuf" + ("b" if np.dtype(self.dtype).kind == "b" else "")
+        if array.dtype.kind in kinds:
+            return array
+        if array.dtype.kind == "O":  # mixed JSON values: numbers pass, anything else names itself
+            missing = object()
+            bad = next((v for v in array.ravel()
+                        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))), missing)
+            if bad is missing:
+                return array.astype(np.float64)
+        else:
+            bad = array.ravel()[0]
+            bad = bad.item() if hasattr(bad, "item") else bad
+        raise InvalidInputError(f"input values must be numbers; got {_preview(bad)}")
+
+    @staticmethod
+    def _whole_numbers(array, dtype):
+        lo, hi = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        if array.dtype.kind == "f" and not (array == np.round(array)).all():
+            if array.min() >= 0 and array.max() <= 1:
+                raise InvalidInputError(
+                    f"input looks scaled to [0, 1]; this model takes raw {dtype} values {lo}..{hi}, "
+                    f"as it was trained: send round(x * {hi})"
+                )
+            fraction = array[array != np.round(array)].flat[0]
+            raise InvalidInputError(f"input values must be whole numbers {lo}..{hi} ({dtype}); got {fraction:g}")
+        if array.min() < lo or array.max() > hi:
+            raise InvalidInputError(
+                f"input values must lie in {lo}..{hi} ({dtype}); got {array.min():g}..{array.max():g}"
+            )
+        return array.astype(dtype, copy=False)
+
+
+class ServedModel:
+    """What ``mlflow.pyfunc.load_model`` returns for a model logged by this package.
+
+    Parameters
+    ----------
+    model : fitted estimator or pipeline
+    contract : InputContract or None
+        None (a model logged before contracts existed): inputs are not checked.
+    """
+
+    def __init__(self, model, contract, *, short_messages=False):
+        self.model = model
+        self.contract = contract
+        self.short_messages = short_messages
+
+    def predict(self, data, params=None):
+        """Predicted labels for ``data``, after checking it against the contract.
+
+        Raises
+        ------
+        mlflow.exceptions.MlflowException
+            INVALID_PARAMETER_VALUE (HTTP 400 when served) for input the model
+            was not trained for; INVALID_STATE (HTTP 500) for a model whose
+            training diverged, whose every answer would be meaningless.
+        """
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, INVALID_STATE
+
+        final = self.model[-1] if hasattr(self.model, "steps") else self.model
+        if getattr(final, "diverged_", False):
+            raise MlflowException("this model diverged in training (its loss went NaN, infinite or above "
+                                  "1000); it has no meaningful answer to give", error_code=INVALID_STATE)
+        if self.contract is not None:
+            try:
+                data = self.contract.check(data)
+            except InvalidInputError as exc:
+                if self.short_messages:
+                    # MLflow's server prefixes the message with str(data): keep that
+                    # to a few items. Print options are a context variable, and
+                    # the server runs each request in a context of its own.
+                    np.set_printoptions(threshold=8, edgeitems=2)
+                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        return self.model.predict(data)
+
+
+def _load_pyfunc(path):
+    """MLflow's loader-module hook: the model directory -> :class:`ServedModel`."""
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    metadata = Model.load(path).metadata or {}
+    contract = metadata.get(CONTRACT_KEY)
+    if isinstance(contract, str):
+        contract = json.loads(contract)
+    return ServedModel(
+        mlflow.sklearn.load_model(path),
+        None if contract is None else InputContract.from_dict(contract),
+        short_messages=_SCORING_SERVER in sys.modules,
+    )
