@@ -36,6 +36,7 @@ _EXPORTS = {
     "evaluate": "mnist_mlp.evaluation",
     "GridSearchCV": "mnist_mlp.model_selection.search",
     "HalvingGridSearchCV": "mnist_mlp.model_selection.search",
+    "HyperbandSearchCV": "mnist_mlp.model_selection.hyperband",
     "TrackedPipeline": "mnist_mlp.pipeline",
 }
 

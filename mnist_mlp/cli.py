@@ -112,16 +112,23 @@ def build_parser():
     study.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
     tune = commands.add_parser(
-        "tune", help="section 3: tune by successive halving, then train the best afresh",
+        "tune", help="section 3: tune by Hyperband over epochs, then train the best afresh",
         description="Search hidden sizes, L2 alpha and learning rate for validation accuracy "
         "and for macro F1, then train a fresh network with the best parameters.",
     )
     _add_data_args(tune)
-    tune.add_argument("--epochs", type=_optional_count, help="epochs of each search fit (default 30)")
+    tune.add_argument("--epochs", type=_optional_count,
+                      help="hyperband: epochs of the last rung (default 81); grid, halving-rows: of "
+                           "each search fit (default 30)")
     tune.add_argument("--final-epochs", type=_optional_count, help="epochs of the final fit (default 50)")
     tune.add_argument("--n-train", type=_optional_count, help="use only the first N training images")
-    tune.add_argument("--method", choices=["halving", "grid"], default="halving")
+    tune.add_argument("--method", choices=["hyperband", "grid", "halving-rows"], default="hyperband",
+                      help="hyperband: over epochs, rungs continuing training (the study's tuner); grid: "
+                           "every candidate for --epochs; halving-rows: successive halving over rows")
     tune.add_argument("--wide", action="store_true", help="a wider search space than the study's")
+    tune.add_argument("--final-protocol", choices=["ours", "study"], default="ours",
+                      help="the final network trains on all training rows (ours) or, as the study's "
+                           "last cell, with validation_split=0.2 (48,000 rows of the full MNIST)")
     tune.add_argument("--seed", type=_whole, default=0)
     tune.add_argument("--n-jobs", type=_whole, default=1)
     tune.add_argument("--refit", action="store_true",
@@ -218,6 +225,7 @@ def _tune(args):
             splits, epochs=args.epochs, final_epochs=args.final_epochs, n_train=args.n_train,
             n_jobs=args.n_jobs, seed=args.seed, method=args.method, wide=args.wide,
             progress=lambda description, total: callback.set_total(total), resume=not args.refit,
+            final_validation_split=0.2 if args.final_protocol == "study" else 0.0,
         )
     final = result["final"]
     print(f"tuned: best {final['params']}; test accuracy {final['test_accuracy']:.4f}, "

@@ -562,12 +562,23 @@ class MLPClassifier(KerasClassifier):
         y = column_or_1d(y, warn=True)
         if len(np.unique(y)) < 2:
             raise ValueError("MLPClassifier needs at least 2 classes in y; got 1 class")
-        example = example_rows(X)  # as given: a DataFrame's column names go into the model's signature
+        # A DataFrame's first rows as given: its column names go into the model's signature.
+        example = example_rows(X) if hasattr(X, "columns") and hasattr(X, "iloc") else None
         # Bad X fails here, before any MLflow run exists.
         X = self._validate_data(X, reset=True)[0]
+        if example is None:
+            example = X[:5]
+        # scikeras's KerasClassifier.fit resets classes_ and sets it again only
+        # when it builds a new model: a warm-started fit would end with classes_
+        # None (scorers and Pipeline.classes_ then fail). Keep them.
+        kept = self.__dict__.get("classes_") if self.warm_start and "model_" in self.__dict__ else None
         if not tracking_enabled(self.tracking):
-            return super().fit(X, y, sample_weight=sample_weight, **kwargs)
-        return self._tracked_fit(X, y, example, sample_weight=sample_weight, **kwargs)
+            super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        else:
+            self._tracked_fit(X, y, example, sample_weight=sample_weight, **kwargs)
+        if kept is not None and self.classes_ is None:
+            self.classes_ = kept
+        return self
 
     def _tracked_fit(self, X, y, example, **kwargs):
         from mnist_mlp import tracking

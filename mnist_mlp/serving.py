@@ -42,7 +42,12 @@ _SCORING_SERVER = "mlflow.pyfunc.scoring_server.app"
 def example_rows(X, n=5):
     """The first ``n`` rows of ``X`` as given: a DataFrame stays one (its column
     names are part of the model's signature); anything else becomes an array."""
-    return X.iloc[:n] if hasattr(X, "iloc") and hasattr(X, "columns") else np.asarray(X[:n])
+    if hasattr(X, "iloc") and hasattr(X, "columns"):
+        return X.iloc[:n]
+    try:
+        return np.asarray(X[:n])
+    except TypeError:  # array-likes that only convert (no slicing): np.asarray first
+        return np.asarray(X)[:n]
 
 
 class InvalidInputError(ValueError):

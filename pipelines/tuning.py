@@ -1,12 +1,12 @@
 """3 Tuning. RMSprop with He-normal initialisation and an L2 penalty; search
 hidden sizes {64, 128} x {256, 512}, alpha {1e-1, 1e-3, 1e-6} and learning
-rate {1e-1, 1e-2, 1e-3} by successive halving (scikit-learn's counterpart of
-the study's Hyperband), once for validation accuracy and once for validation
+rate {1e-1, 1e-2, 1e-3} by Hyperband over epochs (the study's keras-tuner
+Hyperband, factor 3), once for validation accuracy and once for validation
 macro F1. A fresh network with the best parameters is then trained for 50
 epochs and evaluated on the test set."""
 
 from mnist_mlp import make_pipeline
-from mnist_mlp.model_selection import GridSearchCV, HalvingGridSearchCV
+from mnist_mlp.model_selection import GridSearchCV, HalvingGridSearchCV, HyperbandSearchCV
 from mnist_mlp.model_selection import TrainValidationSplit
 
 TITLE = "tuning"
@@ -41,14 +41,39 @@ PUBLISHED = [
 
 FINAL_EPOCHS = 50
 
+#: Hyperband's last rung (keras-tuner's ``max_epochs``) and first: the one
+#: bracket that starts every grid point at 3 epochs (s = 3 for R = 81): 36 x 3,
+#: then 12, 4 and 2 candidates continuing to 9, 27 and 81 epochs, 360 epochs in
+#: all, a third of the 36-point grid's 1,080 (see benchmarks/results/tune_hyperband*).
+HYPERBAND_MAX_EPOCHS = 81
+HYPERBAND_MIN_EPOCHS = 3
 
-def make_search(*, epochs=30, seeds=(0,), scoring="accuracy", method="halving", wide=False):
-    """``scoring``: "accuracy" or "f1_macro"; ``method``: "halving" or "grid"."""
+METHODS = ("hyperband", "grid", "halving-rows")
+
+
+def make_search(*, epochs=None, seeds=(0,), scoring="accuracy", method="hyperband", wide=False):
+    """``scoring``: "accuracy" or "f1_macro"; ``method``: one of :data:`METHODS`.
+
+    ``epochs``: Hyperband's last rung (default 81, with the first at 3 epochs,
+    or the bracket nearest that for a smaller budget); the grid's and
+    halving-over-rows' epochs per fit (default 30).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     pipeline = make_pipeline(
-        optimizer="rmsprop", kernel_initializer="he_normal", penalty="l2", epochs=epochs,
+        optimizer="rmsprop", kernel_initializer="he_normal", penalty="l2", epochs=epochs or 30,
         random_state=seeds[0],
     )
     grid = WIDE_GRID if wide else GRID
+    if method == "hyperband":
+        import math
+
+        max_epochs = epochs or HYPERBAND_MAX_EPOCHS
+        # The bracket whose first rung is HYPERBAND_MIN_EPOCHS (or the nearest that exists).
+        bracket = max(0, min(round(math.log(max_epochs / HYPERBAND_MIN_EPOCHS, 3)),
+                             int(math.floor(math.log(max_epochs, 3) + 1e-9))))
+        return HyperbandSearchCV(pipeline, grid, max_resources=max_epochs, factor=3, brackets=[bracket],
+                                 cv=TrainValidationSplit(0.2), scoring=scoring, refit=False)
     if method == "grid":
         return GridSearchCV(pipeline, grid, cv=TrainValidationSplit(0.2), scoring=scoring, refit=False)
     # Halving subsamples rows at random: hold the last fifth out in the split itself.

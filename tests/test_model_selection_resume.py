@@ -186,3 +186,32 @@ def test_the_code_identity_follows_the_training_source(tmp_path, monkeypatch):
         resume.code_identity.cache_clear()
     assert same == real  # the same source, wherever it lies
     assert changed["training_code"] != real["training_code"]
+
+
+def test_a_fit_scored_another_way_is_refitted_not_reused(tracked, digits):
+    """The study's macro-F1 search after its accuracy search: the same fits, not the same scores."""
+    import numpy as np
+
+    from mnist_mlp import GridSearchCV, make_pipeline
+    from mnist_mlp.model_selection import TrainValidationSplit
+
+    x_train, y_train, _, _ = digits
+    X, y = x_train[:600], y_train[:600]
+
+    def search(scoring):
+        return GridSearchCV(make_pipeline(hidden_layer_sizes=(8,), epochs=2, random_state=0, shuffle=False),
+                            {"classifier__learning_rate_init": [1e-3, 3e-2]}, cv=TrainValidationSplit(0.2),
+                            scoring=scoring, refit=False).fit(X, y)
+
+    by_accuracy, by_f1 = search("accuracy"), search("f1_macro")
+    again = search("f1_macro")  # now reused: scored as f1 before
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MNIST_MLP_TRACKING", "0")
+        plain = search("f1_macro")
+    np.testing.assert_allclose(by_f1.cv_results_["mean_test_score"], plain.cv_results_["mean_test_score"])
+    assert not np.allclose(by_f1.cv_results_["mean_test_score"], by_accuracy.cv_results_["mean_test_score"])
+    np.testing.assert_allclose(again.cv_results_["mean_test_score"], plain.cv_results_["mean_test_score"])
+    runs = tracked.search_runs(["0"], max_results=100)
+    folds = [r for r in runs if r.data.tags.get("role") == "fold"]
+    assert len(folds) == 4 and {r.info.status for r in folds} == {"FINISHED"}  # 2 per scoring, none killed
+    assert sum("reused_by" in r.data.tags for r in folds) == 2

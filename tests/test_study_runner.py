@@ -51,13 +51,17 @@ def test_under_fitting_sections_repeat_over_three_seeds():
         assert load_experiment(section).make_search().param_grid["classifier__random_state"] == [0, 1, 2]
 
 
-def test_tuning_is_the_studys_36_point_grid_by_successive_halving():
+def test_tuning_is_the_studys_36_point_grid_by_hyperband_over_epochs():
     search = load_experiment("3").make_search()
-    assert type(search).__name__ == "HalvingGridSearchCV" and search.factor == 3
+    assert type(search).__name__ == "HyperbandSearchCV" and search.factor == 3
+    assert (search.max_resources, search.brackets) == (81, [3])  # 3 -> 9 -> 27 -> 81 epochs
     assert count_fits(search) == 36 + 12 + 4 + 2
+    assert load_experiment("3").make_search(epochs=9).brackets == [1]  # first rung 3 epochs
+    assert load_experiment("3").make_search(epochs=2).brackets == [0]  # quick runs: no rungs
     clf = search.estimator["classifier"]
     assert (clf.optimizer, clf.kernel_initializer, clf.penalty) == ("rmsprop", "he_normal", "l2")
     assert type(load_experiment("3").make_search(method="grid")).__name__ == "GridSearchCV"
+    assert type(load_experiment("3").make_search(method="halving-rows")).__name__ == "HalvingGridSearchCV"
     assert load_experiment("3").make_search(scoring="f1_macro").scoring == "f1_macro"
 
 
@@ -127,7 +131,7 @@ def test_halving_never_trains_on_its_validation_rows():
     """Halving resamples the rows: the split itself must hold the tail out."""
     from sklearn.model_selection._search_successive_halving import _SubsampleMetaSplitter
 
-    search = load_experiment("3").make_search()
+    search = load_experiment("3").make_search(method="halving-rows")
     X = np.zeros((1000, 2))
     splitter = _SubsampleMetaSplitter(base_cv=search.cv, fraction=0.5, subsample_test=True,
                                       random_state=0)

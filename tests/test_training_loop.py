@@ -91,6 +91,9 @@ def test_warm_start_continues_weights_and_optimizer_state(flat_digits):
         np.testing.assert_allclose(ours, theirs, atol=1e-6)
     slots = [v.numpy() for v in stepped.model_.optimizer.variables[1:]]
     assert any(np.abs(s).sum() > 0 for s in slots)
+    # Still a whole classifier: scikeras drops classes_ on a warm-started fit; scorers need it.
+    np.testing.assert_array_equal(stepped.classes_, straight.classes_)
+    assert stepped.score(X, y) == straight.score(X, y)
 
 
 class _BatchCounter(keras.callbacks.Callback):

@@ -5,12 +5,15 @@ The contract other folders use:
 - :class:`GridSearchCV`, :class:`HalvingGridSearchCV`: scikit-learn's, with a
   parent run, a child run per candidate x fold and a ``refit`` child holding
   the model; an interrupted search resumes (``resume``);
+- :class:`HyperbandSearchCV`: Hyperband over epochs (the study's tuner),
+  rungs continuing training, every bracket and rung a tagged child run;
 - :class:`TrainValidationSplit`: train on the head, validate on the last
   fraction, as Keras's ``validation_split``;
 - :func:`on_cluster`: run a search's fits on a Dask cluster.
 
-Modules: ``search`` (the tracked searches; the one place that reaches into
-scikit-learn's search internals), ``resume`` (fit fingerprints, reuse of
+Modules: ``search`` (the tracked searches), ``hyperband`` (Hyperband over
+epochs), ``sklearn_internals`` (the one place that reaches into scikit-learn's
+search internals), ``resume`` (fit fingerprints, reuse of
 finished runs), ``cluster`` (Dask), ``split``.
 """
 
@@ -21,6 +24,7 @@ from mnist_mlp._lazy import lazy_exports
 _EXPORTS = {
     "GridSearchCV": "search",
     "HalvingGridSearchCV": "search",
+    "HyperbandSearchCV": "hyperband",
     "TrainValidationSplit": "split",
     "on_cluster": "cluster",
 }

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["fit_fingerprint", "mark_stale", "record_result", "reuse_finished", "search_fingerprint"]
+__all__ = ["fit_fingerprint", "mark_stale", "record_result", "reuse_finished", "scorer_key", "search_fingerprint"]
 
 _RESULT_TAG = "cv_result"
 # The modules whose code decides what a fit computes: a change to any of them
@@ -123,21 +123,36 @@ def _runs_with(client, experiment_id, fingerprint, status):
     )
 
 
-def reuse_finished(context, fingerprint):
-    """The recorded result of a FINISHED fit with this fingerprint, or None.
+def scorer_key(scorer):
+    """A short, process-independent name for how a fit is scored (a result holds its scores).
+
+    A scorer whose repr names a memory address (a plain function) gets a key
+    no other process shares: its fits are never reused, only refitted.
+    """
+    return hashlib.sha256(repr(scorer).encode()).hexdigest()[:12]
+
+
+def reuse_finished(context, fingerprint, scoring):
+    """The recorded result, scored by ``scoring`` (a :func:`scorer_key`), of a FINISHED fit
+    with this fingerprint; or None.
 
     Marks any run left RUNNING with this fingerprint KILLED: the attempt that
-    owned it is gone (a search never runs the same fit twice at once).
+    owned it is gone (a search never runs the same fit twice at once). A
+    finished fit scored another way (the study's macro-F1 search after its
+    accuracy search) cannot stand in: its scores are not this search's.
     """
     from mnist_mlp.tracking import client as tracking_client, retrying
 
     client = tracking_client(context.tracking_uri)
     mark_stale(client, context.experiment_id, fingerprint)
     for run in retrying(_runs_with, client, context.experiment_id, fingerprint, "FINISHED"):
-        recorded = run.data.tags.get(_RESULT_TAG)
+        tags = run.data.tags
+        recorded = tags.get(f"{_RESULT_TAG}.{scoring}")
         if recorded:
             retrying(client.set_tag, run.info.run_id, "reused_by", context.parent_run_id)
             return json.loads(recorded)
+        if any(k.startswith(_RESULT_TAG) for k in tags):
+            continue  # finished, and scored another way: left as it is
         # Killed between the end of its fit and the recording of its score:
         # it cannot stand in, and one FINISHED run per fit must remain.
         retrying(client.set_tag, run.info.run_id, "error", "finished without a recorded result; refitted")
@@ -169,9 +184,10 @@ def search_fingerprint(search, X, y):
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def record_result(context, run_id, result):
-    """Record on the fit's run what ``_fit_and_score`` returned, for later reuse."""
+def record_result(context, run_id, result, scoring):
+    """Record on the fit's run what ``_fit_and_score`` returned, scored by ``scoring``
+    (a :func:`scorer_key`), for later reuse."""
     from mnist_mlp.tracking import client as tracking_client, retrying
 
     client = tracking_client(context.tracking_uri)
-    retrying(client.set_tag, run_id, _RESULT_TAG, json.dumps(result, default=float))
+    retrying(client.set_tag, run_id, f"{_RESULT_TAG}.{scoring}", json.dumps(result, default=float))

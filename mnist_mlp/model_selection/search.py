@@ -29,14 +29,15 @@ from mnist_mlp._switch import tracking_enabled
 from mnist_mlp.model_selection import sklearn_internals
 from mnist_mlp.tracking.values import jsonable
 
-__all__ = ["GridSearchCV", "HalvingGridSearchCV"]
+__all__ = ["TRACKING_PARAMS_DOC", "GridSearchCV", "HalvingGridSearchCV", "TrackedSearchMixin", "tracked_init"]
 
 # What _fit_and_score returns that a finished run can stand in for.
 _CACHEABLE = {"fit_error", "test_scores", "train_scores", "n_test_samples", "fit_time", "score_time"}
 
 
-def _tracked_fit_and_score(context, estimator, X, y, **kwargs):
-    """scikit-learn's per-fit function, run inside this fit's tracking context.
+def _tracked_fit_and_score(context, per_fit, estimator, X, y, **kwargs):
+    """scikit-learn's per-fit function (or the search's ``per_fit`` around it),
+    run inside this fit's tracking context.
 
     Module-level and given its context by ``functools.partial``, so that it
     pickles to worker processes. With resume on, a fit whose fingerprint
@@ -51,8 +52,9 @@ def _tracked_fit_and_score(context, estimator, X, y, **kwargs):
     tags = {k: v for k, v in context.tags.items() if k not in ("candidate_offset", "resume")}
     fingerprint = resume.fit_fingerprint(estimator, kwargs["parameters"], X, y,
                                          kwargs["train"], kwargs["test"])
+    scoring = resume.scorer_key(kwargs.get("scorer"))
     if context.tags.get("resume", True):
-        cached = resume.reuse_finished(context, fingerprint)
+        cached = resume.reuse_finished(context, fingerprint, scoring)
         if cached is not None:
             return cached
     fit_context = context.replace(
@@ -60,10 +62,10 @@ def _tracked_fit_and_score(context, estimator, X, y, **kwargs):
         run_name=f"candidate-{candidate}-fold-{fold}",
     )
     with tracking.fit_context(fit_context):
-        result = sklearn_internals.original_fit_and_score()(estimator, X, y, **kwargs)
+        result = (per_fit or sklearn_internals.original_fit_and_score())(estimator, X, y, **kwargs)
     run_id = getattr(estimator, "run_id_", None)
     if run_id and result.get("fit_error") is None and set(result) <= _CACHEABLE:
-        resume.record_result(context, run_id, result)
+        resume.record_result(context, run_id, result, scoring)
     return result
 
 
@@ -77,8 +79,11 @@ def _scattered(X, y):
     return cluster.scattered(*(a for a in (X, y) if hasattr(a, "shape")))
 
 
-class _TrackedSearchMixin:
-    """Adds the parent run and per-fit child runs to a scikit-learn search."""
+class TrackedSearchMixin:
+    """Adds the parent run and per-fit child runs to a scikit-learn search.
+
+    For search classes of this package (see ``hyperband``): put it first in
+    the bases, and build ``__init__`` with :func:`tracked_init`."""
 
     def _search_params(self):
         params = {
@@ -90,7 +95,8 @@ class _TrackedSearchMixin:
             "n_jobs": repr(self.n_jobs),
             "estimator": type(self.estimator).__name__,
         }
-        for name in ("factor", "resource", "min_resources", "max_resources", "aggressive_elimination"):
+        for name in ("factor", "resource", "min_resources", "max_resources", "aggressive_elimination",
+                     "brackets", "candidates", "continue_training"):
             if hasattr(self, name):
                 params[name] = repr(getattr(self, name))
         return params
@@ -157,10 +163,13 @@ class _TrackedSearchMixin:
         def tracked_evaluate_candidates(candidate_params, cv=None, more_results=None, **kwargs):
             candidate_params = list(candidate_params)
             tags = {"candidate_offset": offset[0]}
-            for key, name in (("iter", "iteration"), ("n_resources", "n_resources")):
+            for key, name in (("iter", "iteration"), ("n_resources", "n_resources"), ("bracket", "bracket"),
+                              ("rung", "rung"), ("continued_from", "continued_from")):
                 if more_results and key in more_results:
                     tags[name] = more_results[key][0]
-            wrapped = functools.partial(_tracked_fit_and_score, self._fold_context.with_tags(**tags))
+            # A search may run its own step around each fit (Hyperband: continue a rung).
+            wrapped = functools.partial(_tracked_fit_and_score, self._fold_context.with_tags(**tags),
+                                        getattr(self, "_per_fit", None))
             try:
                 with sklearn_internals.fit_and_score_replaced(wrapped):
                     return evaluate_candidates(candidate_params, cv=cv, more_results=more_results, **kwargs)
@@ -204,7 +213,7 @@ _TRACKING_PARAMS = {"experiment_name": None, "run_name": None, "run_tags": None,
                     "resume": True}
 
 
-_TRACKING_PARAMS_DOC = """\
+TRACKING_PARAMS_DOC = """\
     experiment_name : str, default=None
         MLflow experiment of the parent run (created if needed); None: the
         active run's, ``MLFLOW_EXPERIMENT_NAME`` or Default.
@@ -220,7 +229,7 @@ _TRACKING_PARAMS_DOC = """\
 """
 
 
-def _tracked_init(base):
+def tracked_init(base):
     """``base.__init__`` plus the tracking parameters, keyword-only, in its signature.
 
     scikit-learn reads an estimator's parameters from its ``__init__``
@@ -240,7 +249,7 @@ def _tracked_init(base):
     return __init__
 
 
-class GridSearchCV(_TrackedSearchMixin, _GridSearchCV):
+class GridSearchCV(TrackedSearchMixin, _GridSearchCV):
     """``sklearn.model_selection.GridSearchCV``, tracked in MLflow.
 
     Same parameters and behaviour as scikit-learn's; with tracking on (the
@@ -260,7 +269,7 @@ class GridSearchCV(_TrackedSearchMixin, _GridSearchCV):
     """
 
 
-class HalvingGridSearchCV(_TrackedSearchMixin, _HalvingGridSearchCV):
+class HalvingGridSearchCV(TrackedSearchMixin, _HalvingGridSearchCV):
     """``sklearn.model_selection.HalvingGridSearchCV``, tracked in MLflow.
 
     Successive halving, scikit-learn's counterpart of Hyperband. Children are
@@ -280,7 +289,7 @@ class HalvingGridSearchCV(_TrackedSearchMixin, _HalvingGridSearchCV):
     """
 
 
-GridSearchCV.__init__ = _tracked_init(_GridSearchCV)
-HalvingGridSearchCV.__init__ = _tracked_init(_HalvingGridSearchCV)
+GridSearchCV.__init__ = tracked_init(_GridSearchCV)
+HalvingGridSearchCV.__init__ = tracked_init(_HalvingGridSearchCV)
 for _search_class in (GridSearchCV, HalvingGridSearchCV):
-    _search_class.__doc__ = _search_class.__doc__.replace("    <tracking parameters>\n", _TRACKING_PARAMS_DOC)
+    _search_class.__doc__ = _search_class.__doc__.replace("    <tracking parameters>\n", TRACKING_PARAMS_DOC)

@@ -77,6 +77,8 @@ def count_fits(search):
     """Fits a search will run: candidates x splits, summed over halving's iterations."""
     from sklearn.model_selection import ParameterGrid
 
+    if hasattr(search, "planned_fits"):  # Hyperband plans its brackets itself
+        return search.planned_fits()
     n = len(ParameterGrid(search.param_grid))
     if not hasattr(search, "factor"):
         return n * search.cv.get_n_splits()

@@ -1,0 +1,331 @@
+"""Hyperband over epochs: many candidates train a few epochs, the best continue.
+
+The study tuned with keras-tuner's ``Hyperband(max_epochs=R, factor=3)``,
+whose budget is epochs. :class:`HyperbandSearchCV` is its scikit-learn
+counterpart over a parameter grid. A *bracket* ``s`` (``0 <= s <= s_max``,
+``s_max = floor(log_factor(R))``) is one successive-halving run: its first
+rung trains its candidates for ``R / factor**s`` epochs, each later rung
+keeps the best ``ceil(n / factor)`` and gives them ``factor`` times the
+epochs, up to ``R``. Every rung is scored on the same validation split
+(``cv``); nothing is resampled.
+
+**Rungs continue training.** A candidate promoted from 3 to 9 epochs trains
+6 more epochs from where it stopped (weights, optimizer slots and step
+count: the estimator's ``warm_start``), so a rung costs only its new epochs.
+Without shuffling or dropout the result equals a fresh 9-epoch fit to float32
+round-off (``tests/test_model_selection_hyperband.py``). The fitted states
+wait between rungs in a temporary folder (``joblib`` pickles: worker
+processes share them) that the search removes when it ends.
+
+The best candidate is chosen among the last rungs (the ``R``-epoch fits) of
+all brackets. With tracking on, the search is one parent run; every fit is a
+child tagged with its ``bracket``, ``rung``, ``n_resources`` (its total
+epochs) and ``continued_from`` (the epochs it started from).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import ParameterGrid
+from sklearn.model_selection._search import BaseSearchCV
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+
+from mnist_mlp.model_selection import sklearn_internals
+from mnist_mlp.model_selection.search import TRACKING_PARAMS_DOC, TrackedSearchMixin, tracked_init
+
+__all__ = ["HyperbandSearchCV", "brackets_for"]
+
+
+def brackets_for(max_resources, factor):
+    """keras-tuner's brackets for ``max_epochs=max_resources``: ``{s: (n_candidates, min_epochs)}``.
+
+    Bracket ``s`` starts ``ceil((s_max + 1) / (s + 1) * factor**s)`` candidates
+    at ``max_resources / factor**s`` epochs (rounded, at least 1).
+
+    Examples
+    --------
+    >>> brackets_for(81, 3)
+    {4: (81, 1), 3: (34, 3), 2: (15, 9), 1: (8, 27), 0: (5, 81)}
+    """
+    s_max = int(math.floor(math.log(max_resources, factor) + 1e-9))
+    return {s: (math.ceil((s_max + 1) / (s + 1) * factor**s), max(1, round(max_resources / factor**s)))
+            for s in range(s_max, -1, -1)}
+
+
+class _Checkpoints:
+    """Fitted states between the rungs of one bracket: one pickle per (candidate, split,
+    epochs), in the bracket's folder; the search's ledger of epochs trained beside it.
+
+    Picklable (a path), so fits in worker processes find each other's states.
+    """
+
+    def __init__(self, root):
+        self.root = str(root)
+
+    @staticmethod
+    def key(params, resource, train, test):
+        digest = hashlib.sha256(json.dumps({k: repr(v) for k, v in sorted(params.items()) if k != resource},
+                                           sort_keys=True).encode())
+        for rows in (train, test):
+            digest.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:32]
+
+    def latest(self, key, below):
+        """``(epochs, path)`` of the most-trained state under ``below`` epochs, or None."""
+        folder = Path(self.root, key)
+        found = [int(p.stem) for p in folder.glob("*.pkl") if p.stem.isdigit() and int(p.stem) < below]
+        return (max(found), folder / f"{max(found)}.pkl") if found else None
+
+    def record(self, epochs):
+        """Add ``epochs`` to the ledger of epochs trained (one short append: atomic)."""
+        with open(Path(self.root).parent / "epochs.log", "a") as ledger:
+            ledger.write(f"{epochs}\n")
+
+    def trained(self):
+        ledger = Path(self.root).parent / "epochs.log"
+        return sum(int(line) for line in ledger.read_text().split()) if ledger.is_file() else 0
+
+    def save(self, key, epochs, estimator, callbacks_param):
+        """Pickle ``estimator`` without its callbacks (they belong to the fit, and need not pickle)."""
+        import joblib
+
+        folder = Path(self.root, key)
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f".{epochs}.{uuid.uuid4().hex}.tmp"
+        callbacks = estimator.get_params().get(callbacks_param)
+        if callbacks:
+            estimator.set_params(**{callbacks_param: None})
+        try:
+            joblib.dump(estimator, partial)
+        finally:
+            if callbacks:
+                estimator.set_params(**{callbacks_param: callbacks})
+        os.replace(partial, folder / f"{epochs}.pkl")  # never a half-written state
+
+
+def _sibling(resource, name):
+    """The parameter ``name`` of the step that owns ``resource`` ("classifier__epochs" -> "classifier__name")."""
+    prefix, sep, _ = resource.rpartition("__")
+    return f"{prefix}{sep}{name}"
+
+
+def _rung_fit_and_score(checkpoints, resource, continue_training, estimator, X, y, **kwargs):
+    """scikit-learn's per-fit function for a rung: continues the candidate's previous rung if
+    it can, keeps the fitted state for the next, and records the epochs it trained.
+
+    Module-level (pickled to worker processes with its folder). The returned
+    ``fit_time`` is that of the new epochs only: what the rung cost.
+    """
+    import joblib
+
+    parameters = dict(kwargs["parameters"])
+    budget = int(parameters[resource])
+    key = _Checkpoints.key(parameters, resource, kwargs["train"], kwargs["test"])
+    previous = checkpoints.latest(key, below=budget) if continue_training else None
+    fitted, start = estimator, 0
+    if previous is not None:
+        start, path = previous
+        fitted = joblib.load(path)  # fitted for `start` epochs; trains budget - start more
+        # This fit's own callbacks (a progress display, ...), not the pickled state's.
+        callbacks = estimator.get_params().get(_sibling(resource, "callbacks"))
+        kwargs["parameters"] = {**parameters, resource: budget - start, _sibling(resource, "warm_start"): True,
+                                _sibling(resource, "callbacks"): callbacks}
+    result = sklearn_internals.original_fit_and_score()(fitted, X, y, **kwargs)
+    if fitted is not estimator and hasattr(fitted, "run_id_"):
+        estimator.run_id_ = fitted.run_id_  # the tracked wrapper records the result under it
+    if result.get("fit_error") is None:
+        checkpoints.record(budget - start)
+        if continue_training:
+            checkpoints.save(key, budget, fitted, _sibling(resource, "callbacks"))
+    return result
+
+
+class _Hyperband(BaseSearchCV):
+    """Hyperband over a parameter grid, with epochs as the resource, tracked in MLflow.
+
+    See :mod:`mnist_mlp.model_selection.hyperband`.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A pipeline ending in an ``MLPClassifier`` (or the classifier itself).
+    param_grid : dict or list of dicts
+        As for ``GridSearchCV``; must not name the resource.
+    resource : str, default="classifier__epochs"
+        The estimator parameter that is the budget (``"epochs"`` for a bare
+        classifier). Its ``warm_start`` sibling is set to continue training.
+    max_resources : int, default=81
+        ``R``: epochs of the last rung (keras-tuner's ``max_epochs``).
+    factor : int, default=3
+        Each rung keeps ``ceil(n / factor)`` candidates and multiplies their epochs by ``factor``.
+    brackets : list of int or None, default=None
+        Which brackets ``s`` to run (see :func:`brackets_for`); None: all of
+        them, as keras-tuner does.
+    candidates : {"all", "hyperband"}, default="all"
+        ``"all"``: every bracket starts from the whole grid (nothing in it
+        is left unseen); ``"hyperband"``: keras-tuner's count per bracket,
+        drawn from the grid with ``random_state`` when the grid is larger.
+    continue_training : bool, default=True
+        Rungs continue from the previous rung's fitted state; False refits
+        each rung from scratch (scikit-learn's ``HalvingGridSearchCV`` way).
+    scoring, n_jobs, refit, cv, verbose, pre_dispatch, error_score, return_train_score
+        As for ``GridSearchCV``. ``refit`` trains the best candidate afresh for ``R`` epochs.
+    random_state : int, RandomState or None, default=None
+        For ``candidates="hyperband"``.
+    <tracking parameters>
+
+    Attributes
+    ----------
+    cv_results_ : dict
+        One row per fit of a rung, with ``bracket``, ``rung``, ``n_resources`` (epochs in
+        total) and ``continued_from`` columns.
+    best_index_, best_params_, best_score_
+        Chosen among the rows with ``n_resources == max_resources``.
+    n_epochs_trained_ : int
+        Epochs actually trained, over all fits and splits (a continued fit counts its new
+        ones; a fit reused from a finished run, none).
+    run_id_ : str
+        The parent run (only when tracked).
+    """
+
+    _parameter_constraints = {
+        **BaseSearchCV._parameter_constraints,
+        "param_grid": [dict, list],
+        "resource": [str],
+        "max_resources": [Interval(Integral, 1, None, closed="left")],
+        "factor": [Interval(Integral, 2, None, closed="left")],
+        "brackets": [list, None],
+        "candidates": [str],
+        "continue_training": ["boolean"],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, estimator, param_grid, *, resource="classifier__epochs", max_resources=81, factor=3,
+                 brackets=None, candidates="all", continue_training=True, scoring=None, n_jobs=None,
+                 refit=True, cv=5, verbose=0, pre_dispatch="2*n_jobs", random_state=None,
+                 error_score=np.nan, return_train_score=False):
+        super().__init__(estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
+                         pre_dispatch=pre_dispatch, error_score=error_score,
+                         return_train_score=return_train_score)
+        self.param_grid = param_grid
+        self.resource = resource
+        self.max_resources = max_resources
+        self.factor = factor
+        self.brackets = brackets
+        self.candidates = candidates
+        self.continue_training = continue_training
+        self.random_state = random_state
+
+    def _bracket_plan(self):
+        """``[(s, n_candidates, min_epochs), ...]`` for the brackets to run, most exploratory first."""
+        if self.candidates not in ("all", "hyperband"):
+            raise ValueError(f"candidates must be 'all' or 'hyperband'; got {self.candidates!r}")
+        plan = brackets_for(self.max_resources, self.factor)
+        chosen = sorted(plan, reverse=True) if self.brackets is None else list(self.brackets)
+        unknown = [s for s in chosen if s not in plan]
+        if unknown:
+            raise ValueError(f"brackets {unknown} do not exist for max_resources={self.max_resources}, "
+                             f"factor={self.factor}; choose among {sorted(plan)}")
+        return [(s, *plan[s]) for s in chosen]
+
+    def _run_search(self, evaluate_candidates, *, callback_ctx=None):
+        # Named _run_search and wrapped by the tracking mixin like any search;
+        # the continuation hook goes inside its per-fit wrapper (or alone when untracked).
+        grid = list(ParameterGrid(self.param_grid))
+        if any(self.resource in params for params in grid):
+            raise ValueError(f"param_grid must not name the resource {self.resource!r}: Hyperband sets it")
+        rng = check_random_state(self.random_state)
+        root = tempfile.mkdtemp(prefix="mnist_mlp_hyperband_")
+        plan = self._bracket_plan()
+        # scikit-learn >= 1.9 hands a callback context: one subtask per rung, as its halving search does.
+        search_ctx = None if callback_ctx is None else callback_ctx.subcontext(
+            task_name="search", max_subtasks=sum(s + 1 for s, _, _ in plan),
+        ).call_on_fit_task_begin(estimator=self)
+        try:
+            for s, n_start, min_epochs in plan:
+                # Rungs continue within their bracket only: each bracket is its own successive halving.
+                checkpoints = _Checkpoints(Path(root, f"bracket-{s}"))
+                self._per_fit = functools.partial(_rung_fit_and_score, checkpoints, self.resource,
+                                                  self.continue_training)
+                if self.candidates == "all" or n_start >= len(grid):
+                    candidates = grid
+                else:
+                    candidates = [grid[i] for i in sorted(rng.choice(len(grid), n_start, replace=False))]
+                previous_epochs = 0
+                for rung in range(s + 1):
+                    epochs = self.max_resources if rung == s else min_epochs * self.factor**rung
+                    params = [{**c, self.resource: epochs} for c in candidates]
+                    n = len(params)
+                    start = previous_epochs if self.continue_training else 0
+                    more = {"bracket": [s] * n, "rung": [rung] * n, "n_resources": [epochs] * n,
+                            "continued_from": [start] * n}
+                    results = self._evaluate(evaluate_candidates, params, more, search_ctx)
+                    if rung == s:
+                        break
+                    scores = np.asarray(results[f"mean_test_{self._metric()}"][-n:], dtype=float)
+                    keep = max(1, math.ceil(n / self.factor))
+                    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:keep]
+                    candidates = [candidates[i] for i in sorted(order)]
+                    previous_epochs = epochs
+            if search_ctx is not None:
+                search_ctx.call_on_fit_task_end(estimator=self)
+            self.n_epochs_trained_ = _Checkpoints(Path(root, "bracket")).trained()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+            self.__dict__.pop("_per_fit", None)
+
+    def _evaluate(self, evaluate_candidates, params, more, search_ctx):
+        kwargs = {}
+        if search_ctx is not None:
+            kwargs["callback_ctx"] = search_ctx.subcontext(
+                task_name="hyperband-rung", max_subtasks=len(params) * self.n_splits_, sequential_subtasks=False,
+            ).call_on_fit_task_begin(estimator=self)
+        if hasattr(self, "_fold_context"):
+            results = evaluate_candidates(params, more_results=more, **kwargs)  # tracked: the mixin calls _per_fit
+        else:
+            with sklearn_internals.fit_and_score_replaced(self._per_fit):
+                results = evaluate_candidates(params, more_results=more, **kwargs)
+        if search_ctx is not None:
+            kwargs["callback_ctx"].call_on_fit_task_end(estimator=self)
+        return results
+
+    def planned_fits(self):
+        """Fits the search will run (candidates x splits, over every rung of every bracket)."""
+        n_grid = len(ParameterGrid(self.param_grid))
+        total = 0
+        for s, n_start, _ in self._bracket_plan():
+            n = n_grid if self.candidates == "all" else min(n_grid, n_start)
+            for _ in range(s + 1):
+                total += n
+                n = max(1, math.ceil(n / self.factor))
+        return total * self.cv.get_n_splits() if hasattr(self.cv, "get_n_splits") else total * int(self.cv)
+
+    def _metric(self):
+        return self.refit if isinstance(self.refit, str) else "score"
+
+    def _select_best_index(self, refit, refit_metric, results):
+        """The best among the last rungs (``max_resources`` epochs), as scored by ``refit_metric``."""
+        if callable(refit):
+            return BaseSearchCV._select_best_index(refit, refit_metric, results)
+        last = np.flatnonzero(np.asarray(results["n_resources"]) == self.max_resources)
+        scores = np.nan_to_num(np.asarray(results[f"mean_test_{refit_metric}"], dtype=float)[last], nan=-np.inf)
+        return int(last[np.argmax(scores)])
+
+
+class HyperbandSearchCV(TrackedSearchMixin, _Hyperband):
+    __doc__ = _Hyperband.__doc__.replace("    <tracking parameters>\n", TRACKING_PARAMS_DOC)
+
+
+HyperbandSearchCV.__init__ = tracked_init(_Hyperband)
