@@ -95,10 +95,12 @@ def test_every_rung_and_bracket_is_a_tagged_child_of_one_parent(tracked, digits)
     (dict(brackets=[5]), "brackets \\[5\\] do not exist"),
     (dict(candidates="some"), "candidates must be"),
 ])
-def test_bad_settings_are_refused_by_name(untracked, digits, kwargs, match):
+def test_bad_settings_are_refused_by_name(untracked, digits, kwargs, match, tmp_path, monkeypatch):
     x_train, y_train, _, _ = digits
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the rungs' states would go
     with pytest.raises(ValueError, match=match):
         _search(True, **kwargs).fit(x_train[:300], y_train[:300])
+    assert not list(tmp_path.glob("mnist_mlp_hyperband_*"))  # nothing left behind
 
 
 def test_the_grid_must_not_set_the_resource(untracked, digits):

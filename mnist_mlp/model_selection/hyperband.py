@@ -247,8 +247,8 @@ class _Hyperband(BaseSearchCV):
         if any(self.resource in params for params in grid):
             raise ValueError(f"param_grid must not name the resource {self.resource!r}: Hyperband sets it")
         rng = check_random_state(self.random_state)
+        plan = self._bracket_plan()  # bad settings fail before anything is created
         root = tempfile.mkdtemp(prefix="mnist_mlp_hyperband_")
-        plan = self._bracket_plan()
         # scikit-learn >= 1.9 hands a callback context: one subtask per rung, as its halving search does.
         search_ctx = None if callback_ctx is None else callback_ctx.subcontext(
             task_name="search", max_subtasks=sum(s + 1 for s, _, _ in plan),
