@@ -32,6 +32,8 @@ def main(argv=None):
     parser.add_argument("--method", default="hyperband")
     parser.add_argument("--epochs", type=int, default=None, help="Hyperband's last rung (default 81)")
     parser.add_argument("--wide", action="store_true")
+    parser.add_argument("--brackets", type=int, nargs="+", default=None,
+                        help="Hyperband brackets instead of the default (e.g. 4: first rung at 1 epoch)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -48,7 +50,8 @@ def main(argv=None):
         os.environ.pop("MNIST_MLP_TRACKING", None)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
         start = time.perf_counter()
-        tuned = run_tuning(data, epochs=args.epochs, method=args.method, wide=args.wide, seed=args.seeds[0])
+        tuned = run_tuning(data, epochs=args.epochs, method=args.method, wide=args.wide, seed=args.seeds[0],
+                           brackets=args.brackets)
         finals = [{"seed": args.seeds[0], **{k: tuned["final"][k] for k in ("test_accuracy", "test_f1_macro")}}]
         best = {k: tuple(v) if isinstance(v, list) else v for k, v in tuned["final"]["params"].items()}
         template = load_experiment("3").make_search(method="grid").estimator
@@ -65,7 +68,7 @@ def main(argv=None):
         wall = time.perf_counter() - start
     accuracy = [f["test_accuracy"] for f in finals]
     result = {
-        "method": args.method, "space": "wide" if args.wide else "study",
+        "method": args.method, "space": "wide" if args.wide else "study", "brackets": args.brackets,
         "searches": {k: {kk: v for kk, v in s.items() if kk != "run_id"} for k, s in tuned["searches"].items()},
         "pick": tuned["final"]["params"],
         "finals": finals,
@@ -78,7 +81,8 @@ def main(argv=None):
         "blas": [(i.get("internal_api"), i.get("architecture")) for i in threadpool_info()],
         "command": "python " + " ".join(["benchmarks/tune_hyperband.py", *(argv or sys.argv[1:])]),
     }
-    output = args.output or RESULTS / f"tune_{args.method}{'_wide' if args.wide else ''}.json"
+    suffix = ("_wide" if args.wide else "") + ("_brackets_" + "_".join(map(str, args.brackets)) if args.brackets else "")
+    output = args.output or RESULTS / f"tune_{args.method}{suffix}.json"
     output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

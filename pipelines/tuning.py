@@ -51,12 +51,13 @@ HYPERBAND_MIN_EPOCHS = 3
 METHODS = ("hyperband", "grid", "halving-rows")
 
 
-def make_search(*, epochs=None, seeds=(0,), scoring="accuracy", method="hyperband", wide=False):
+def make_search(*, epochs=None, seeds=(0,), scoring="accuracy", method="hyperband", wide=False, brackets=None):
     """``scoring``: "accuracy" or "f1_macro"; ``method``: one of :data:`METHODS`.
 
     ``epochs``: Hyperband's last rung (default 81, with the first at 3 epochs,
     or the bracket nearest that for a smaller budget); the grid's and
-    halving-over-rows' epochs per fit (default 30).
+    halving-over-rows' epochs per fit (default 30). ``brackets``: Hyperband's
+    brackets instead of that one (e.g. ``[4]``: the first rung at 1 epoch).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
@@ -72,7 +73,8 @@ def make_search(*, epochs=None, seeds=(0,), scoring="accuracy", method="hyperban
         # The bracket whose first rung is HYPERBAND_MIN_EPOCHS (or the nearest that exists).
         bracket = max(0, min(round(math.log(max_epochs / HYPERBAND_MIN_EPOCHS, 3)),
                              int(math.floor(math.log(max_epochs, 3) + 1e-9))))
-        return HyperbandSearchCV(pipeline, grid, max_resources=max_epochs, factor=3, brackets=[bracket],
+        return HyperbandSearchCV(pipeline, grid, max_resources=max_epochs, factor=3,
+                                 brackets=list(brackets) if brackets else [bracket],
                                  cv=TrainValidationSplit(0.2), scoring=scoring, refit=False)
     if method == "grid":
         return GridSearchCV(pipeline, grid, cv=TrainValidationSplit(0.2), scoring=scoring, refit=False)

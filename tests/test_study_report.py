@@ -50,3 +50,17 @@ def test_a_rerun_with_more_seeds_adds_to_the_rows_and_a_quick_run_does_not(track
     run_experiment("2.5.1", embedded, epochs=2, n_train=300, seeds=[5])  # another fidelity: its own
     (row,) = {s["name"]: s for s in collect()}["2.5.1"]["rows"]
     assert row["seeds"] == ["5"]
+
+
+def test_the_tuning_section_says_which_protocol_its_final_network_followed(tracked, embedded, tmp_path):
+    from mnist_mlp.study import run_tuning
+
+    grid = {"classifier__learning_rate_init": [1e-3, 1e-2], "classifier__hidden_layer_sizes": [(16,)]}
+    result = run_tuning(embedded, epochs=3, final_epochs=1, n_train=300, grid=grid, final_validation_split=0.2)
+    assert result["final"]["protocol"] == "study"
+    assert {s["epochs_trained"] for s in result["searches"].values()} == {2 * 3}  # 2 candidates, one rung
+    (section,) = [s for s in collect() if s["name"] == "3"]
+    assert section["final"]["protocol"] == "study (validation_split 0.2)" and section["final"]["n_train"] == "240"
+    markdown = write_report(tmp_path / "report")[0].read_text()
+    assert "protocol study (validation_split 0.2): 240 training rows" in markdown
+    assert "HyperbandSearchCV" in markdown

@@ -160,6 +160,11 @@ def collect(tracking_uri=None):
                                ("hidden_layer_sizes", "dropout", "alpha", "learning_rate", "epochs")},
                     "metrics": {k: v for k, v in final.data.metrics.items() if k.startswith("test_")},
                     "wall_time_s": _wall_time(final),
+                    # Runs before the tag existed: all rows unless the fit held a validation tail out.
+                    "protocol": final.data.tags.get("final_protocol") or (
+                        "ours (all rows)" if final.data.params.get("n_val") in (None, "0")
+                        else "study (validation_split 0.2)"),
+                    "n_train": final.data.params.get("n_train"),
                 }
             continue
         parents, children = _pooled_fits(client, found.experiment_id)
@@ -285,7 +290,7 @@ Search run{% if s.run_ids|length > 1 %}s {% for r in s.run_ids %}`{{ r }}`{% if 
 | --- | --- | --- | --- | --- | --- |
 {% for scoring, x in s.searches.items() %}| {{ scoring }} | {{ x.method }} | {{ x.space }} | {{ x.n_fits }} | {{ fmt(x.best_score, ".4f") }} | {{ x.best }} |
 {% endfor %}
-Final network, trained afresh with the accuracy search's best parameters ({{ s.final.params }}):
+Final network, trained afresh with the accuracy search's best parameters ({{ s.final.params }}), protocol {{ s.final.protocol }}: {{ s.final.n_train }} training rows:
 
 | metric | ours | study |
 | --- | --- | --- |
@@ -333,7 +338,7 @@ penalised rows with "Keras loss", the last epoch's training loss, penalty includ
 <tr><td>macro F1</td><td>{{ fmt(s.final.metrics.test_f1_macro, ".4f") }}</td><td>{{ fmt(s.published[0].f1_macro, ".4f") }}</td></tr>
 <tr><td>macro precision</td><td>{{ fmt(s.final.metrics.test_precision_macro, ".4f") }}</td><td>–</td></tr>
 <tr><td>macro recall</td><td>{{ fmt(s.final.metrics.test_recall_macro, ".4f") }}</td><td>–</td></tr></table>
-<p>Final parameters: {{ s.final.params }}</p>
+<p>Final parameters: {{ s.final.params }}; protocol {{ s.final.protocol }}: {{ s.final.n_train }} training rows</p>
 {% for f in s.final.figures %}<img src="figures/{{ f }}" alt="final">{% endfor %}
 {% endif %}{% endfor %}</body></html>
 """

@@ -93,7 +93,7 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
 
 def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, seed=0,
                method="hyperband", wide=False, grid=None, progress=None, resume=True,
-               final_validation_split=0.0, section="3"):
+               final_validation_split=0.0, section="3", brackets=None):
     """A tuning section (3): search by validation accuracy and by macro F1, then train the best afresh.
 
     The final network is a new pipeline with the accuracy search's best
@@ -124,7 +124,8 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
     with tracking.dataset(getattr(data, "name", "mnist")):
         for scoring in ("accuracy", "f1_macro"):
             search = _configure(
-                experiment.make_search(**({"epochs": epochs} if epochs else {}), seeds=(seed,),
+                experiment.make_search(**({"epochs": epochs} if epochs else {}),
+                                       **({"brackets": brackets} if brackets else {}), seeds=(seed,),
                                        scoring=scoring, method=method, wide=wide),
                 experiment, grid=grid, n_jobs=n_jobs, resume=resume,
                 run_name=f"study {section} search ({scoring})", tags={"scoring": scoring, "space": space},
