@@ -86,11 +86,12 @@ def _search_tree():
 
     (x, y), _ = load_mnist()
     pipe = make_pipeline(hidden_layer_sizes=(16,), epochs=2, random_state=0)
+    before = {r.info.run_id for r in MlflowClient().search_runs(["0"], max_results=1000)}
     start = time.perf_counter()
     with mlflow.start_run(run_name="user run") as parent:
         GridSearchCV(pipe, {"classifier__learning_rate_init": [1e-3, 1e-2]}, cv=2, n_jobs=2).fit(x[:600], y[:600])
     wall = time.perf_counter() - start
-    runs = MlflowClient().search_runs(["0"], max_results=1000)
+    runs = [r for r in MlflowClient().search_runs(["0"], max_results=1000) if r.info.run_id not in before]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     others = [r for r in runs if r.info.run_id != parent.info.run_id and r not in children]
     return {
@@ -100,7 +101,7 @@ def _search_tree():
         "children_fitted_in_worker_processes": sum(r.data.tags.get("launched_in") == "worker process"
                                                    for r in children),
         "children_statuses": sorted({r.info.status for r in children}),
-        "top_level_runs_besides_the_users": len([r for r in others if "mlflow.parentRunId" not in r.data.tags]),
+        "runs_the_search_made_outside_the_users_run": len(others),
         "wall_time_s": round(wall, 1),
     }
 

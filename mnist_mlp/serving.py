@@ -245,8 +245,17 @@ def _load_pyfunc(path):
     contract = metadata.get(CONTRACT_KEY)
     if isinstance(contract, str):
         contract = json.loads(contract)
-    return ServedModel(
+    served = ServedModel(
         mlflow.sklearn.load_model(path),
         None if contract is None else InputContract.from_dict(contract),
         short_messages=_SCORING_SERVER in sys.modules,
     )
+    if served.contract is not None and served.contract.columns is None:
+        # One prediction now compiles the prediction kernels (Numba, seconds), so that
+        # the server's first request does not wait for it (9.5 s measured).
+        zeros = np.zeros((1, *served.contract.sample_shape), dtype=served.contract.dtype)
+        try:
+            served.model.predict(zeros)
+        except Exception:  # noqa: BLE001 - a warm-up only: the real request will say what is wrong
+            pass
+    return served

@@ -15,7 +15,7 @@ import time
 from mnist_mlp.study.experiments import count_fits, load_experiment
 from mnist_mlp.tracking.values import jsonable
 
-__all__ = ["run_experiment", "run_tuning"]
+__all__ = ["epochs_trained", "run_experiment", "run_tuning"]
 
 
 def _configure(search, experiment, *, grid, n_jobs, resume, run_name, tags, progress):
@@ -137,7 +137,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
                 "run_id": getattr(search, "run_id_", None),
                 "best_params": jsonable(search.best_params_),
                 "best_score": float(search.best_score_),
-                "epochs_trained": _epochs_trained(search),
+                "epochs_trained": epochs_trained(search),
                 "wall_time_s": time.perf_counter() - started,
             }
         best = _best_raw(searches)
@@ -168,7 +168,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
     }
 
 
-def _epochs_trained(search):
+def epochs_trained(search):
     """Epochs the search trained: Hyperband counts its own; a grid, every fit's epochs."""
     if hasattr(search, "n_epochs_trained_"):
         return int(search.n_epochs_trained_)
