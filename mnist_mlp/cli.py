@@ -126,9 +126,10 @@ def build_parser():
                       help="hyperband: over epochs, rungs continuing training (the study's tuner); grid: "
                            "every candidate for --epochs; halving-rows: successive halving over rows")
     tune.add_argument("--wide", action="store_true", help="a wider search space than the study's")
-    tune.add_argument("--final-protocol", choices=["ours", "study"], default="ours",
+    tune.add_argument("--final-protocol", choices=["ours", "study", "both"], default="ours",
                       help="the final network trains on all training rows (ours) or, as the study's "
-                           "last cell, with validation_split=0.2 (48,000 rows of the full MNIST)")
+                           "last cell, with validation_split=0.2 (48,000 rows of the full MNIST); "
+                           "both: one of each (what `study 3` does at full fidelity)")
     tune.add_argument("--seed", type=_whole, default=0)
     tune.add_argument("--n-jobs", type=_whole, default=1)
     tune.add_argument("--refit", action="store_true",
@@ -225,7 +226,7 @@ def _tune(args):
             splits, epochs=args.epochs, final_epochs=args.final_epochs, n_train=args.n_train,
             n_jobs=args.n_jobs, seed=args.seed, method=args.method, wide=args.wide,
             progress=lambda description, total: callback.set_total(total), resume=not args.refit,
-            final_validation_split=0.2 if args.final_protocol == "study" else 0.0,
+            final_protocols=("ours", "study") if args.final_protocol == "both" else (args.final_protocol,),
         )
     final = result["final"]
     print(f"tuned: best {final['params']}; test accuracy {final['test_accuracy']:.4f}, "

@@ -52,15 +52,21 @@ def test_a_rerun_with_more_seeds_adds_to_the_rows_and_a_quick_run_does_not(track
     assert row["seeds"] == ["5"]
 
 
-def test_the_tuning_section_says_which_protocol_its_final_network_followed(tracked, embedded, tmp_path):
+def test_the_tuning_section_reports_each_final_protocol(tracked, embedded, tmp_path):
     from mnist_mlp.study import run_tuning
 
     grid = {"classifier__learning_rate_init": [1e-3, 1e-2], "classifier__hidden_layer_sizes": [(16,)]}
-    result = run_tuning(embedded, epochs=3, final_epochs=1, n_train=300, grid=grid, final_validation_split=0.2)
-    assert result["final"]["protocol"] == "study"
+    result = run_tuning(embedded, epochs=3, final_epochs=1, n_train=300, grid=grid,
+                        final_protocols=("ours", "study"))
+    assert [f["protocol"] for f in result["finals"]] == ["ours", "study"]
     assert {s["epochs_trained"] for s in result["searches"].values()} == {2 * 3}  # 2 candidates, one rung
     (section,) = [s for s in collect() if s["name"] == "3"]
-    assert section["final"]["protocol"] == "study (validation_split 0.2)" and section["final"]["n_train"] == "240"
-    markdown = write_report(tmp_path / "report")[0].read_text()
-    assert "protocol study (validation_split 0.2): 240 training rows" in markdown
+    rows = {f["protocol"]: f["n_train"] for f in section["finals"]}
+    assert rows == {"ours (all rows)": "300", "study (validation_split 0.2)": "240"}
+    markdown, html = (p.read_text() for p in write_report(tmp_path / "report")[:2])
+    for protocol, n_train in rows.items():
+        assert f"| {protocol} | {n_train} |" in markdown
+        assert f"<td>{protocol}</td><td>{n_train}</td>" in html
     assert "HyperbandSearchCV" in markdown
+    with pytest.raises(ValueError, match="final_protocols must name some of ours, study"):
+        run_tuning(embedded, final_protocols=("mine",))

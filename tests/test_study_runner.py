@@ -140,3 +140,13 @@ def test_halving_never_trains_on_its_validation_rows():
         assert test.min() >= 800  # the last fifth
     (train, test), = TrainValidationSplit(0.2, estimator_holds_out=False).split(X)
     np.testing.assert_array_equal(train, np.arange(800))
+
+
+def test_a_full_fidelity_tuning_section_trains_both_final_protocols(monkeypatch, embedded):
+    from mnist_mlp.study import runner
+
+    calls = []
+    monkeypatch.setattr(runner, "run_tuning", lambda data, **kwargs: calls.append(kwargs) or {})
+    runner.run_experiment("3", embedded)                       # the study's own settings
+    runner.run_experiment("3", embedded, epochs=2, n_train=300)  # a quick run
+    assert [c["final_protocols"] for c in calls] == [("ours", "study"), ("ours",)]

@@ -55,6 +55,21 @@ def _latest(client, experiment_id, filter_string):
     return runs[0] if runs else None
 
 
+def _final(run):
+    """A final network's figures, read back from its run."""
+    return {
+        "run_id": run.info.run_id,
+        "params": {k: run.data.params.get(k) for k in
+                   ("hidden_layer_sizes", "dropout", "alpha", "learning_rate", "epochs")},
+        "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
+        "wall_time_s": _wall_time(run),
+        # Runs before the tag existed: all rows unless the fit held a validation tail out.
+        "protocol": run.data.tags.get("final_protocol") or (
+            "ours (all rows)" if run.data.params.get("n_val") in (None, "0") else "study (validation_split 0.2)"),
+        "n_train": run.data.params.get("n_train"),
+    }
+
+
 def _children(client, run):
     """The search's fits: its child runs, and earlier runs it reused on resume."""
     found = {}
@@ -154,18 +169,12 @@ def collect(tracking_uri=None):
                     }
             section.update(ran=final is not None, searches=searches)
             if final is not None:
-                section["final"] = {
-                    "run_id": final.info.run_id,
-                    "params": {k: final.data.params.get(k) for k in
-                               ("hidden_layer_sizes", "dropout", "alpha", "learning_rate", "epochs")},
-                    "metrics": {k: v for k, v in final.data.metrics.items() if k.startswith("test_")},
-                    "wall_time_s": _wall_time(final),
-                    # Runs before the tag existed: all rows unless the fit held a validation tail out.
-                    "protocol": final.data.tags.get("final_protocol") or (
-                        "ours (all rows)" if final.data.params.get("n_val") in (None, "0")
-                        else "study (validation_split 0.2)"),
-                    "n_train": final.data.params.get("n_train"),
-                }
+                section["final"] = _final(final)
+                # The newest final network of each protocol (a full-fidelity study trains both).
+                by_protocol = [_latest(client, found.experiment_id,
+                                       f"tags.role = 'final' and tags.final_protocol = '{tag}'")
+                               for tag in ("ours (all rows)", "study (validation_split 0.2)")]
+                section["finals"] = [_final(run) for run in by_protocol if run is not None]
             continue
         parents, children = _pooled_fits(client, found.experiment_id)
         if not parents:
@@ -301,6 +310,13 @@ Final network, trained afresh with the accuracy search's best parameters ({{ s.f
 | test loss | {{ fmt(s.final.metrics.test_loss, ".4f") }} | – |
 
 Study's best: {{ s.published[0].params }}. Final run `{{ s.final.run_id }}`.
+{% if s.finals|length > 1 %}
+Both protocols, the same parameters:
+
+| protocol | training rows | accuracy (%) | macro F1 | test loss | run |
+| --- | --- | --- | --- | --- | --- |
+{% for f in s.finals %}| {{ f.protocol }} | {{ f.n_train }} | {{ fmt(100 * f.metrics.test_accuracy) }} | {{ fmt(f.metrics.test_f1_macro, ".4f") }} | {{ fmt(f.metrics.test_loss, ".4f") }} | `{{ f.run_id }}` |
+{% endfor %}{% endif %}
 
 {% for f in s.final.figures %}![final](figures/{{ f }}) {% endfor %}
 {% endif %}
@@ -339,6 +355,8 @@ penalised rows with "Keras loss", the last epoch's training loss, penalty includ
 <tr><td>macro precision</td><td>{{ fmt(s.final.metrics.test_precision_macro, ".4f") }}</td><td>–</td></tr>
 <tr><td>macro recall</td><td>{{ fmt(s.final.metrics.test_recall_macro, ".4f") }}</td><td>–</td></tr></table>
 <p>Final parameters: {{ s.final.params }}; protocol {{ s.final.protocol }}: {{ s.final.n_train }} training rows</p>
+{% if s.finals|length > 1 %}<table><tr><th>protocol</th><th>training rows</th><th>accuracy (%)</th><th>macro F1</th><th>test loss</th><th>run</th></tr>
+{% for f in s.finals %}<tr><td>{{ f.protocol }}</td><td>{{ f.n_train }}</td><td>{{ fmt(100 * f.metrics.test_accuracy) }}</td><td>{{ fmt(f.metrics.test_f1_macro, ".4f") }}</td><td>{{ fmt(f.metrics.test_loss, ".4f") }}</td><td>{{ f.run_id }}</td></tr>{% endfor %}</table>{% endif %}
 {% for f in s.final.figures %}<img src="figures/{{ f }}" alt="final">{% endfor %}
 {% endif %}{% endfor %}</body></html>
 """

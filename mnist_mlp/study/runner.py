@@ -67,8 +67,11 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
 
     experiment = load_experiment(name)
     if experiment.final_epochs:  # a tuning section: searches, then a final network
+        # At the study's own fidelity, both final protocols (ours and the study's), side by side.
+        full = epochs is None and n_train is None and grid is None
         return run_tuning(data, epochs=epochs, n_train=n_train, n_jobs=n_jobs, seed=(seeds or [0])[0],
-                          grid=grid, progress=progress, resume=resume, section=name)
+                          grid=grid, progress=progress, resume=resume, section=name,
+                          final_protocols=("ours", "study") if full else ("ours",))
     overrides = {k: v for k, v in {"epochs": epochs, "seeds": seeds}.items() if v is not None}
     search = _configure(experiment.make_search(**overrides), experiment, grid=grid, n_jobs=n_jobs,
                         resume=resume, run_name=f"study {name}", tags={}, progress=progress)
@@ -93,22 +96,27 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
 
 def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, seed=0,
                method="hyperband", wide=False, grid=None, progress=None, resume=True,
-               final_validation_split=0.0, section="3", brackets=None):
+               final_protocols=("ours",), section="3", brackets=None):
     """A tuning section (3): search by validation accuracy and by macro F1, then train the best afresh.
 
     The final network is a new pipeline with the accuracy search's best
     parameters, trained for ``final_epochs`` (the study's 50) and evaluated
-    on the test set; its run is tagged ``role=final``. Unlike the study, it
-    does not reuse a model trained during the search. Once the search has
-    chosen, the held-out fifth has done its job: by default the final network
-    trains on the whole training set (``final_validation_split=0.0``).
+    on the test set; its run is tagged ``role=final`` and ``final_protocol``.
+    Unlike the study, it does not reuse a model trained during the search.
+    ``final_protocols``: ``"ours"`` trains on every training row (once the
+    search has chosen, the held-out fifth has done its job), ``"study"`` with
+    ``validation_split=0.2`` as the study's last cell; both: one final network each.
 
     Returns
     -------
     dict
-        ``searches`` (per scoring: parent run id, best params, best score),
-        ``final`` (run id, params, test metrics) and ``wall_time_s``.
+        ``searches`` (per scoring: parent run id, best params, best score,
+        epochs trained, wall time), ``finals`` (per protocol: run id, params,
+        test metrics), ``final`` (the first of them) and ``wall_time_s``.
     """
+    unknown = [p for p in final_protocols if p not in _PROTOCOLS]
+    if unknown or not final_protocols:
+        raise ValueError(f"final_protocols must name some of {', '.join(_PROTOCOLS)}; got {final_protocols!r}")
     from sklearn.base import clone
 
     from mnist_mlp import tracking
@@ -141,31 +149,36 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
                 "wall_time_s": time.perf_counter() - started,
             }
         best = _best_raw(searches)
-        # The experiment's own pipeline with the best parameters, trained afresh.
-        final = clone(search.estimator).set_params(
-            **best, classifier__epochs=final_epochs or experiment.final_epochs,
-            classifier__validation_split=final_validation_split, classifier__random_state=seed,
-            classifier__callbacks=None,
-        )
-        with tracking.FitRun.open(
-            run_name=f"study {section} final", experiment_name=experiment.experiment_name,
-            tags={"section": section, "study": "mnist-mlp", "role": "final", "space": space,
-                  "final_protocol": "study (validation_split 0.2)" if final_validation_split else "ours (all rows)"},
-        ) as run, run.as_current():
-            final.fit(x_train, y_train)
-            scores = evaluate(final, x_test, y_test)
-            tracking.log_model(run, final, x_train[:5])
+        finals = []
+        for protocol in final_protocols:
+            split, description = _PROTOCOLS[protocol]
+            # The experiment's own pipeline with the best parameters, trained afresh.
+            final = clone(search.estimator).set_params(
+                **best, classifier__epochs=final_epochs or experiment.final_epochs,
+                classifier__validation_split=split, classifier__random_state=seed,
+                classifier__callbacks=None,
+            )
+            with tracking.FitRun.open(
+                run_name=f"study {section} final", experiment_name=experiment.experiment_name,
+                tags={"section": section, "study": "mnist-mlp", "role": "final", "space": space,
+                      "final_protocol": description},
+            ) as run, run.as_current():
+                final.fit(x_train, y_train)
+                scores = evaluate(final, x_test, y_test)
+                tracking.log_model(run, final, x_train[:5])
+            finals.append({"run_id": run.run_id, "protocol": protocol, "params": jsonable(best),
+                           **{k: v for k, v in scores.items() if k != "confusion_matrix"}})
     return {
         "section": section,
         "searches": searches,
-        "final": {
-            "run_id": run.run_id,
-            "protocol": "study" if final_validation_split else "ours",
-            "params": jsonable(best),
-            **{k: v for k, v in scores.items() if k != "confusion_matrix"},
-        },
+        "final": finals[0],
+        "finals": finals,
         "wall_time_s": time.perf_counter() - start,
     }
+
+
+#: The final network's protocols: validation_split and the run's ``final_protocol`` tag.
+_PROTOCOLS = {"ours": (0.0, "ours (all rows)"), "study": (0.2, "study (validation_split 0.2)")}
 
 
 def epochs_trained(search):
