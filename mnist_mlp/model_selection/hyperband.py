@@ -68,11 +68,12 @@ class _Checkpoints:
     """Fitted states between the rungs of one bracket: one pickle per (candidate, split,
     epochs), in the bracket's folder; the search's ledger of epochs trained beside it.
 
-    Picklable (a path), so fits in worker processes find each other's states.
+    Picklable (two paths), so fits in worker processes find each other's states.
     """
 
-    def __init__(self, root):
-        self.root = str(root)
+    def __init__(self, root, bracket):
+        self.root = str(Path(root, f"bracket-{bracket}"))
+        self.ledger = str(Path(root, _LEDGER))
 
     @staticmethod
     def key(params, resource, train, test):
@@ -89,13 +90,9 @@ class _Checkpoints:
         return (max(found), folder / f"{max(found)}.pkl") if found else None
 
     def record(self, epochs):
-        """Add ``epochs`` to the ledger of epochs trained (one short append: atomic)."""
-        with open(Path(self.root).parent / "epochs.log", "a") as ledger:
+        """Add ``epochs`` to the search's ledger of epochs trained (one short append: atomic)."""
+        with open(self.ledger, "a") as ledger:
             ledger.write(f"{epochs}\n")
-
-    def trained(self):
-        ledger = Path(self.root).parent / "epochs.log"
-        return sum(int(line) for line in ledger.read_text().split()) if ledger.is_file() else 0
 
     def save(self, key, epochs, estimator, callbacks_param):
         """Pickle ``estimator`` without its callbacks (they belong to the fit, and need not pickle)."""
@@ -113,6 +110,15 @@ class _Checkpoints:
             if callbacks:
                 estimator.set_params(**{callbacks_param: callbacks})
         os.replace(partial, folder / f"{epochs}.pkl")  # never a half-written state
+
+
+# The search's ledger of epochs trained, in its folder: a line per fit.
+_LEDGER = "epochs.log"
+
+
+def _epochs_in_ledger(root):
+    ledger = Path(root, _LEDGER)
+    return sum(int(line) for line in ledger.read_text().split()) if ledger.is_file() else 0
 
 
 def _sibling(resource, name):
@@ -256,18 +262,15 @@ class _Hyperband(BaseSearchCV):
         try:
             for s, n_start, min_epochs in plan:
                 # Rungs continue within their bracket only: each bracket is its own successive halving.
-                checkpoints = _Checkpoints(Path(root, f"bracket-{s}"))
+                checkpoints = _Checkpoints(root, s)
                 self._per_fit = functools.partial(_rung_fit_and_score, checkpoints, self.resource,
                                                   self.continue_training)
-                if self.candidates == "all" or n_start >= len(grid):
-                    candidates = grid
-                else:
-                    candidates = [grid[i] for i in sorted(rng.choice(len(grid), n_start, replace=False))]
+                n_first = self._first_rung_size(n_start, len(grid))
+                candidates = grid if n_first == len(grid) else [
+                    grid[i] for i in sorted(rng.choice(len(grid), n_first, replace=False))]
                 previous_epochs = 0
-                for rung in range(s + 1):
-                    epochs = self.max_resources if rung == s else min_epochs * self.factor**rung
+                for rung, epochs, n in self._rungs(s, len(candidates), min_epochs):
                     params = [{**c, self.resource: epochs} for c in candidates]
-                    n = len(params)
                     start = previous_epochs if self.continue_training else 0
                     more = {"bracket": [s] * n, "rung": [rung] * n, "n_resources": [epochs] * n,
                             "continued_from": [start] * n}
@@ -275,13 +278,13 @@ class _Hyperband(BaseSearchCV):
                     if rung == s:
                         break
                     scores = np.asarray(results[f"mean_test_{self._metric()}"][-n:], dtype=float)
-                    keep = max(1, math.ceil(n / self.factor))
+                    keep = self._promoted(n)
                     order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:keep]
                     candidates = [candidates[i] for i in sorted(order)]
                     previous_epochs = epochs
             if search_ctx is not None:
                 search_ctx.call_on_fit_task_end(estimator=self)
-            self.n_epochs_trained_ = _Checkpoints(Path(root, "bracket")).trained()
+            self.n_epochs_trained_ = _epochs_in_ledger(root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
             self.__dict__.pop("_per_fit", None)
@@ -301,16 +304,28 @@ class _Hyperband(BaseSearchCV):
             kwargs["callback_ctx"].call_on_fit_task_end(estimator=self)
         return results
 
+    def _promoted(self, n):
+        """How many of a rung's ``n`` candidates go on to the next rung."""
+        return max(1, math.ceil(n / self.factor))
+
+    def _rungs(self, s, n_first, min_epochs):
+        """``(rung, epochs, n_candidates)`` for each rung of bracket ``s``."""
+        n = n_first
+        for rung in range(s + 1):
+            yield rung, (self.max_resources if rung == s else min_epochs * self.factor**rung), n
+            n = self._promoted(n)
+
+    def _first_rung_size(self, n_start, n_grid):
+        return n_grid if self.candidates == "all" else min(n_grid, n_start)
+
     def planned_fits(self):
         """Fits the search will run (candidates x splits, over every rung of every bracket)."""
+        from sklearn.model_selection import check_cv
+
         n_grid = len(ParameterGrid(self.param_grid))
-        total = 0
-        for s, n_start, _ in self._bracket_plan():
-            n = n_grid if self.candidates == "all" else min(n_grid, n_start)
-            for _ in range(s + 1):
-                total += n
-                n = max(1, math.ceil(n / self.factor))
-        return total * self.cv.get_n_splits() if hasattr(self.cv, "get_n_splits") else total * int(self.cv)
+        total = sum(n for s, n_start, min_epochs in self._bracket_plan()
+                    for _, _, n in self._rungs(s, self._first_rung_size(n_start, n_grid), min_epochs))
+        return total * check_cv(self.cv).get_n_splits()
 
     def _metric(self):
         return self.refit if isinstance(self.refit, str) else "score"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from jinja2 import Environment, Undefined
 
+from mnist_mlp.study.runner import FINAL_PROTOCOLS
+
 __all__ = ["collect", "write_report"]
 
 _METRICS = ("test_accuracy", "test_loss", "loss", "fit_time_s", "weight_updates", "test_f1_macro")
@@ -64,8 +66,8 @@ def _final(run):
         "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith("test_")},
         "wall_time_s": _wall_time(run),
         # Runs before the tag existed: all rows unless the fit held a validation tail out.
-        "protocol": run.data.tags.get("final_protocol") or (
-            "ours (all rows)" if run.data.params.get("n_val") in (None, "0") else "study (validation_split 0.2)"),
+        "protocol": run.data.tags.get("final_protocol") or FINAL_PROTOCOLS[
+            "ours" if run.data.params.get("n_val") in (None, "0") else "study"][1],
         "n_train": run.data.params.get("n_train"),
     }
 
@@ -173,7 +175,7 @@ def collect(tracking_uri=None):
                 # The newest final network of each protocol (a full-fidelity study trains both).
                 by_protocol = [_latest(client, found.experiment_id,
                                        f"tags.role = 'final' and tags.final_protocol = '{tag}'")
-                               for tag in ("ours (all rows)", "study (validation_split 0.2)")]
+                               for _, tag in FINAL_PROTOCOLS.values()]
                 section["finals"] = [_final(run) for run in by_protocol if run is not None]
             continue
         parents, children = _pooled_fits(client, found.experiment_id)

@@ -15,7 +15,7 @@ import time
 from mnist_mlp.study.experiments import count_fits, load_experiment
 from mnist_mlp.tracking.values import jsonable
 
-__all__ = ["epochs_trained", "run_experiment", "run_tuning"]
+__all__ = ["FINAL_PROTOCOLS", "epochs_trained", "run_experiment", "run_tuning"]
 
 
 def _configure(search, experiment, *, grid, n_jobs, resume, run_name, tags, progress):
@@ -114,9 +114,9 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
         epochs trained, wall time), ``finals`` (per protocol: run id, params,
         test metrics), ``final`` (the first of them) and ``wall_time_s``.
     """
-    unknown = [p for p in final_protocols if p not in _PROTOCOLS]
+    unknown = [p for p in final_protocols if p not in FINAL_PROTOCOLS]
     if unknown or not final_protocols:
-        raise ValueError(f"final_protocols must name some of {', '.join(_PROTOCOLS)}; got {final_protocols!r}")
+        raise ValueError(f"final_protocols must name some of {', '.join(FINAL_PROTOCOLS)}; got {final_protocols!r}")
     from sklearn.base import clone
 
     from mnist_mlp import tracking
@@ -151,7 +151,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
         best = _best_raw(searches)
         finals = []
         for protocol in final_protocols:
-            split, description = _PROTOCOLS[protocol]
+            split, description = FINAL_PROTOCOLS[protocol]
             # The experiment's own pipeline with the best parameters, trained afresh.
             final = clone(search.estimator).set_params(
                 **best, classifier__epochs=final_epochs or experiment.final_epochs,
@@ -178,7 +178,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
 
 
 #: The final network's protocols: validation_split and the run's ``final_protocol`` tag.
-_PROTOCOLS = {"ours": (0.0, "ours (all rows)"), "study": (0.2, "study (validation_split 0.2)")}
+FINAL_PROTOCOLS = {"ours": (0.0, "ours (all rows)"), "study": (0.2, "study (validation_split 0.2)")}
 
 
 def epochs_trained(search):

@@ -102,6 +102,11 @@ def fit_context(context):
     return _bound(_FIT_CONTEXT, context)
 
 
+def _decided_here():
+    """Whether a search's context or an enclosing tracked estimator already files this fit."""
+    return _FIT_CONTEXT.get() is not None or _CURRENT_RUN.get() is not None
+
+
 def context_to_inherit():
     """Where a fit of an estimator pickled now, and fitted in another process, should log.
 
@@ -111,7 +116,7 @@ def context_to_inherit():
     already, returns ``(pid, FitContext)`` making the fit a child of that run,
     in its experiment and store. Otherwise None.
     """
-    if _FIT_CONTEXT.get() is not None or _CURRENT_RUN.get() is not None:
+    if _decided_here():
         return None
     run = store.active_run_in_process()
     if run is None:
@@ -132,8 +137,7 @@ def inherited_run(estimator):
     The context is used once.
     """
     inherited = estimator.__dict__.pop("_inherited_run", None)
-    if (inherited is None or inherited[0] == os.getpid() or _FIT_CONTEXT.get() is not None
-            or _CURRENT_RUN.get() is not None or mlflow.active_run() is not None):
+    if inherited is None or inherited[0] == os.getpid() or _decided_here() or mlflow.active_run() is not None:
         yield
         return
     context = inherited[1]
