@@ -109,3 +109,27 @@ def test_the_grid_must_not_set_the_resource(untracked, digits):
                                cv=TrainValidationSplit(0.2))
     with pytest.raises(ValueError, match="must not name the resource 'classifier__epochs'"):
         search.fit(x_train[:300], y_train[:300])
+
+
+def test_a_macro_f1_search_after_an_accuracy_search_trains_only_what_differs(tracked, digits):
+    """The study's two objectives: the F1 search takes every fit the accuracy search trained, scored
+    by F1 from the same predictions, and its results equal an F1 search run alone."""
+    x_train, y_train, _, _ = digits
+    X, y = x_train[:1000], y_train[:1000]
+    by_accuracy = _search(True, brackets=[1], scoring="accuracy").fit(X, y)
+    by_f1 = _search(True, brackets=[1], scoring="f1_macro").fit(X, y)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MNIST_MLP_TRACKING", "0")
+        alone = _search(True, brackets=[1], scoring="f1_macro").fit(X, y)
+    assert by_accuracy.n_epochs_trained_ == alone.n_epochs_trained_ == 6 * 3 + 2 * 6
+    np.testing.assert_allclose(by_f1.cv_results_["mean_test_score"], alone.cv_results_["mean_test_score"],
+                               atol=1e-6)
+    assert [repr(p) for p in by_f1.cv_results_["params"]] == [repr(p) for p in alone.cv_results_["params"]]
+    # Rung 0 is all reused; a rung-1 candidate both objectives promoted is reused too, one only F1
+    # promoted would be trained afresh for 9 epochs (this search never saved its 3-epoch state).
+    # On these rows both promote the same two: the F1 search trains nothing.
+    promoted = {repr(p) for p in by_accuracy.cv_results_["params"][6:]}
+    assert {repr(p) for p in by_f1.cv_results_["params"][6:]} == promoted
+    assert by_f1.n_epochs_trained_ == 0
+    reused = [r for r in all_runs(tracked) if r.data.tags.get("reused_by") == by_f1.run_id_]
+    assert len(reused) == 6 + 2

@@ -188,9 +188,11 @@ def test_the_code_identity_follows_the_training_source(tmp_path, monkeypatch):
     assert changed["training_code"] != real["training_code"]
 
 
-def test_a_fit_scored_another_way_is_refitted_not_reused(tracked, digits):
-    """The study's macro-F1 search after its accuracy search: the same fits, not the same scores."""
+def test_a_macro_f1_search_reuses_the_accuracy_searchs_fits_with_their_own_f1(tracked, digits):
+    """The study's macro-F1 search after its accuracy search: the same fits, each with the score
+    the F1 search would have computed; a scoring no fit was scored by refits."""
     import numpy as np
+    from sklearn.metrics import make_scorer, matthews_corrcoef
 
     from mnist_mlp import GridSearchCV, make_pipeline
     from mnist_mlp.model_selection import TrainValidationSplit
@@ -198,20 +200,24 @@ def test_a_fit_scored_another_way_is_refitted_not_reused(tracked, digits):
     x_train, y_train, _, _ = digits
     X, y = x_train[:600], y_train[:600]
 
-    def search(scoring):
+    def search(scoring, return_train_score=False):
         return GridSearchCV(make_pipeline(hidden_layer_sizes=(8,), epochs=2, random_state=0, shuffle=False),
                             {"classifier__learning_rate_init": [1e-3, 3e-2]}, cv=TrainValidationSplit(0.2),
-                            scoring=scoring, refit=False).fit(X, y)
+                            scoring=scoring, refit=False, return_train_score=return_train_score).fit(X, y)
 
-    by_accuracy, by_f1 = search("accuracy"), search("f1_macro")
-    again = search("f1_macro")  # now reused: scored as f1 before
+    by_accuracy = search("accuracy", return_train_score=True)
+    by_f1 = search("f1_macro", return_train_score=True)  # reused: scored as F1 beside the accuracy
+    by_mcc = search(make_scorer(matthews_corrcoef))  # no fit was scored so: refitted
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MNIST_MLP_TRACKING", "0")
-        plain = search("f1_macro")
-    np.testing.assert_allclose(by_f1.cv_results_["mean_test_score"], plain.cv_results_["mean_test_score"])
+        plain = search("f1_macro", return_train_score=True)
+    for key in ("mean_test_score", "mean_train_score"):
+        np.testing.assert_allclose(by_f1.cv_results_[key], plain.cv_results_[key])
     assert not np.allclose(by_f1.cv_results_["mean_test_score"], by_accuracy.cv_results_["mean_test_score"])
-    np.testing.assert_allclose(again.cv_results_["mean_test_score"], plain.cv_results_["mean_test_score"])
     runs = tracked.search_runs(["0"], max_results=100)
     folds = [r for r in runs if r.data.tags.get("role") == "fold"]
-    assert len(folds) == 4 and {r.info.status for r in folds} == {"FINISHED"}  # 2 per scoring, none killed
-    assert sum("reused_by" in r.data.tags for r in folds) == 2
+    assert len(folds) == 4 and {r.info.status for r in folds} == {"FINISHED"}  # 2 fits + 2 refitted for MCC
+    reused = [r for r in folds if "reused_by" in r.data.tags]
+    assert len(reused) == 2 and {r.data.tags["reused_by"] for r in reused} == {by_f1.run_id_}
+    # Reused, the F1 search's fits report the accuracy search's fit times: they were not trained again.
+    np.testing.assert_array_equal(by_f1.cv_results_["mean_fit_time"], by_accuracy.cv_results_["mean_fit_time"])

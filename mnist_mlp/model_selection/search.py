@@ -21,12 +21,15 @@ import io
 import json
 
 import numpy as np
+from sklearn.base import is_classifier
 from sklearn.experimental import enable_halving_search_cv  # noqa: F401
 from sklearn.model_selection import GridSearchCV as _GridSearchCV
+from sklearn.metrics import get_scorer
 from sklearn.model_selection import HalvingGridSearchCV as _HalvingGridSearchCV
 
 from mnist_mlp._switch import tracking_enabled
-from mnist_mlp.model_selection import sklearn_internals
+from mnist_mlp.model_selection import resume, sklearn_internals
+from mnist_mlp.model_selection.companion_scores import COMPANIONS, CompanionScorer
 from mnist_mlp.tracking.values import jsonable
 
 __all__ = ["TRACKING_PARAMS_DOC", "GridSearchCV", "HalvingGridSearchCV", "TrackedSearchMixin", "tracked_init"]
@@ -45,7 +48,6 @@ def _tracked_fit_and_score(context, per_fit, estimator, X, y, **kwargs):
     returned; runs a killed attempt left RUNNING are marked KILLED.
     """
     from mnist_mlp import tracking
-    from mnist_mlp.model_selection import resume
 
     candidate = context.tags["candidate_offset"] + kwargs["candidate_progress"][0]
     fold = kwargs["split_progress"][0]
@@ -61,12 +63,29 @@ def _tracked_fit_and_score(context, per_fit, estimator, X, y, **kwargs):
         tags={**tags, "candidate": candidate, "fold": fold, "fingerprint": fingerprint},
         run_name=f"candidate-{candidate}-fold-{fold}",
     )
+    companions = _companions_for(estimator, kwargs.get("scorer"), scoring)
+    if companions is not None:
+        kwargs = {**kwargs, "scorer": companions}
     with tracking.fit_context(fit_context):
         result = (per_fit or sklearn_internals.original_fit_and_score())(estimator, X, y, **kwargs)
     run_id = getattr(estimator, "run_id_", None)
     if run_id and result.get("fit_error") is None and set(result) <= _CACHEABLE:
         resume.record_result(context, run_id, result, scoring)
+        if companions is not None:
+            for name, scored in companions.results(result, kwargs.get("return_train_score", False)).items():
+                resume.record_result(context, run_id, scored, resume.scorer_key(get_scorer(name)))
     return result
+
+
+def _companions_for(estimator, scorer, scoring):
+    """A :class:`CompanionScorer` around a classifier's single-metric ``scorer``, or None.
+
+    A companion that is the objective itself (an accuracy search's accuracy) is left out.
+    """
+    if not is_classifier(estimator) or not callable(scorer) or sklearn_internals.is_multimetric(scorer):
+        return None
+    names = [name for name in COMPANIONS if resume.scorer_key(get_scorer(name)) != scoring]
+    return CompanionScorer(scorer, names) if names else None
 
 
 def _scattered(X, y):
@@ -116,7 +135,6 @@ class TrackedSearchMixin:
         if not tracking_enabled():
             return super().fit(X, y, **params)
         from mnist_mlp import tracking
-        from mnist_mlp.model_selection import resume
 
         fingerprint = resume.search_fingerprint(self, X, y)
         with tracking.FitRun.open(

@@ -9,6 +9,9 @@ time) for every candidate x fold. So, for the duration of one
 ``evaluate_candidates`` call, :func:`fit_and_score_replaced` swaps that
 function for a wrapper, under a lock, and puts the original back.
 
+It also tells a search's multi-metric scorer apart (:func:`is_multimetric`):
+scikit-learn names its class privately.
+
 Why not ``sklearn.callback`` (scikit-learn 1.9, experimental)? Its callbacks
 observe (``on_fit_begin``/``on_fit_task_end``) rather than wrap a fit, they
 need scikit-learn >= 1.9 while this package supports 1.6, and the API may
@@ -29,7 +32,7 @@ import threading
 import sklearn
 from sklearn.model_selection import _search, _validation
 
-__all__ = ["SklearnChangedError", "check", "fit_and_score_replaced", "original_fit_and_score"]
+__all__ = ["SklearnChangedError", "check", "fit_and_score_replaced", "is_multimetric", "original_fit_and_score"]
 
 # evaluate_candidates looks the function up in _search's globals at call time;
 # swaps from several threads take turns.
@@ -81,3 +84,17 @@ def fit_and_score_replaced(replacement):
             yield
         finally:
             _search._fit_and_score = original
+
+
+def is_multimetric(scorer):
+    """Whether ``scorer`` is the multi-metric scorer a search hands each fit for a list or dict ``scoring``.
+
+    scikit-learn names that class privately (``_MultimetricScorer``); should it
+    move, it is recognised by the dict of scorers it holds (``_scorers``),
+    so that a search's own multi-metric scoring is still left alone.
+    """
+    try:
+        from sklearn.metrics._scorer import _MultimetricScorer
+    except ImportError:  # renamed or moved: fall back on the public behaviour
+        return callable(scorer) and hasattr(scorer, "_scorers")
+    return isinstance(scorer, _MultimetricScorer)
