@@ -207,7 +207,7 @@ def test_a_macro_f1_search_reuses_the_accuracy_searchs_fits_with_their_own_f1(tr
 
     by_accuracy = search("accuracy", return_train_score=True)
     by_f1 = search("f1_macro", return_train_score=True)  # reused: scored as F1 beside the accuracy
-    by_mcc = search(make_scorer(matthews_corrcoef))  # no fit was scored so: refitted
+    search(make_scorer(matthews_corrcoef))  # no fit was scored so: refitted
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MNIST_MLP_TRACKING", "0")
         plain = search("f1_macro", return_train_score=True)
