@@ -30,6 +30,8 @@ STAGES = [
     ("tracking.runs:FitRun", "open", "open the run"),
     ("tracking.fit_logging", "estimator_params", "collect params"),
     ("tracking.runs:FitRun", "log_params", "write params"),
+    ("tracking.fit_logging", "dataset_inputs", "digest dataset inputs"),
+    ("tracking.runs:FitRun", "log_inputs", "write dataset inputs"),
     ("plots", "plot_learning_curves", "build learning-curve figure"),
     ("plots", "plot_weight_violins", "build weight-violin figure"),
     ("tracking.runs:FitRun", "log_files", "render PNGs + write history/plots"),

@@ -208,7 +208,7 @@ def _study(args):
                 resume=not args.refit,
             )
         results.append(result)
-        print(f"study {name}: {result['wall_time_s']:.1f} s, parent run {result.get('run_id') or result.get('final', {}).get('run_id')}")
+        print(_section_table(name, result), end="")
     summary = {"experiments": results, "wall_time_s": time.perf_counter() - start}
     print(f"study: {len(results)} experiment(s) in {summary['wall_time_s']:.1f} s")
     _write_json(args.json, summary)
@@ -228,11 +228,27 @@ def _tune(args):
             progress=lambda description, total: callback.set_total(total), resume=not args.refit,
             final_protocols=("ours", "study") if args.final_protocol == "both" else (args.final_protocol,),
         )
-    final = result["final"]
-    print(f"tuned: best {final['params']}; test accuracy {final['test_accuracy']:.4f}, "
-          f"macro F1 {final['test_f1_macro']:.4f} ({result['wall_time_s']:.1f} s)")
+    print(_section_table("3", result), end="")
     _write_json(args.json, result)
     return 0
+
+
+def _section_table(name, result):
+    """The section's results table, read back from MLflow (a line of figures if tracking is off)."""
+    from mnist_mlp.study import collect_section, format_section, format_tuning
+    from mnist_mlp.tracking import tracking_enabled
+
+    if not tracking_enabled():
+        final = result.get("final")
+        if final:
+            return (f"tuned: best {final['params']}; test accuracy {final['test_accuracy']:.4f}, "
+                    f"macro F1 {final['test_f1_macro']:.4f} ({result['wall_time_s']:.1f} s)\n")
+        best = max(result["results"], key=lambda r: r["validation_score"])
+        return f"study {name}: {result['wall_time_s']:.1f} s; best validation score {best['validation_score']:.4f}\n"
+    section = collect_section(name)
+    if "searches" in result:
+        return format_tuning(result, section)
+    return format_section(section, wall_time_s=result["wall_time_s"])
 
 
 def _report(args):
@@ -303,7 +319,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     command = {"fit": _fit, "study": _study, "tune": _tune, "report": _report}[args.command]
     try:
-        with _project_run(), _terminate_as_interrupt():
+        with _project_run(args), _terminate_as_interrupt():
             return command(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"mnist-mlp: error: {exc}", file=sys.stderr)
@@ -311,6 +327,9 @@ def main(argv=None):
     except _Terminated:
         print("mnist-mlp: terminated; the runs in progress were ended KILLED", file=sys.stderr)
         return 128 + signal.SIGTERM
+    except KeyboardInterrupt:  # Ctrl-C: the runs have ended KILLED on the way out; no traceback
+        print("mnist-mlp: interrupted; the runs in progress were ended KILLED", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 class _Terminated(KeyboardInterrupt):
@@ -339,11 +358,15 @@ def _terminate_as_interrupt():
 
 
 @contextlib.contextmanager
-def _project_run():
+def _project_run(args):
     """Under ``mlflow run``, resume the project's run so our runs hang below it.
 
-    ``mlflow run`` starts a run and hands its id to the command in
-    ``MLFLOW_RUN_ID``; resuming it lets a failure end it FAILED instead of
+    ``mlflow run`` starts a run (with a random name, in the experiment it was
+    given) and hands its id to the command in ``MLFLOW_RUN_ID``. Resumed, it
+    is the parent of the runs this command starts in its experiment and
+    their ``launched_by`` elsewhere (MLflow nests runs only within one
+    experiment); it is renamed after the command and, at the end, describes
+    and links every run it started. A failure ends it FAILED instead of
     leaving it RUNNING.
     """
     if not os.environ.get("MLFLOW_RUN_ID"):
@@ -351,8 +374,40 @@ def _project_run():
         return
     import mlflow
 
-    with mlflow.start_run():
-        yield
+    with mlflow.start_run() as run:
+        name = _command_name(args)
+        mlflow.set_tags({"mlflow.runName": f"mlflow run: {name}", "mnist_mlp.command": name})
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):  # a description must not hide the command's own error
+                _describe_project_run(run, name)
+
+
+def _command_name(args):
+    """``study 2.4.1 (epochs 3, n_train 3000)``: the command and what it overrides."""
+    name = {"study": f"study {getattr(args, 'experiment', '')}", "tune": f"tune ({getattr(args, 'method', '')})"}.get(
+        args.command, args.command)
+    overrides = [f"{key} {value}" for key in ("epochs", "n_train", "seeds", "final_epochs")
+                 if args.command in ("study", "tune") and (value := getattr(args, key, None))]
+    return f"{name} ({', '.join(overrides)})" if overrides else name
+
+
+def _describe_project_run(run, name):
+    """Give the project's run a description linking the runs it started, in every experiment."""
+    from mnist_mlp import tracking
+
+    client = tracking.client(tracking.resolve_tracking_uri())
+    run_id = run.info.run_id
+    started = []
+    for experiment in client.search_experiments():
+        for tag in ("mlflow.parentRunId", "launched_by"):
+            started += [(experiment, r) for r in client.search_runs(
+                [experiment.experiment_id], filter_string=f"tags.`{tag}` = '{run_id}'", max_results=200)]
+    lines = [f"**mlflow run: {name}**", "", "Runs it started:", ""]
+    lines += [f"- [{r.info.run_name}](#/experiments/{e.experiment_id}/runs/{r.info.run_id}) "
+              f"in *{e.name}*" for e, r in started] or ["- none"]
+    client.set_tag(run_id, tracking.NOTE_TAG, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -591,7 +591,7 @@ class MLPClassifier(KerasClassifier):
                 del self._tracking_callbacks
 
         with tracking.inherited_run(self):
-            run = tracking.track_fit(self, X, fit, example)
+            run = tracking.track_fit(self, X, fit, example, y=y)
         self.run_id_, self.tracking_uri_ = run.run_id, run.tracking_uri
         return self
 

@@ -38,7 +38,7 @@ class TrackedPipeline(Pipeline):
         from mnist_mlp import tracking
 
         clf.validate_hyperparameters()  # bad parameters fail before a run exists
-        with tracking.inherited_run(clf), tracking.owned_run("pipeline") as (run, owned):
+        with tracking.inherited_run(clf), tracking.owned_run(tracking.standalone_run_name(clf)) as (run, owned):
             # Written together with the classifier's params, in one call.
             run.defer_params({f"step.{n}": type(step).__name__ for n, step in self.steps})
             super().fit(X, y, **params)

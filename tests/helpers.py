@@ -108,5 +108,26 @@ def all_runs(client, experiment_ids=("0",)):
     return client.search_runs(list(experiment_ids), max_results=1000)
 
 
+def logged_models(client, run_id):
+    """The run's READY MLflow 3 logged models (its outputs), by name."""
+    run = client.get_run(run_id)
+    models = {}
+    for output in (run.outputs.model_outputs if run.outputs else []):
+        model = client.get_logged_model(output.model_id)
+        if str(model.status) in ("READY", "LoggedModelStatus.READY"):
+            models[model.name] = model
+    return models
+
+
 def artifact_paths(client, run_id, path=None):
-    return sorted(a.path for a in client.list_artifacts(run_id, path))
+    """The run's artifacts under ``path``, with its logged models as if they were folders
+    (``model``, ``model/MLmodel``, ...)."""
+    found = [] if path and path.split("/")[0] in logged_models(client, run_id) else \
+        [a.path for a in client.list_artifacts(run_id, path)]
+    for name, model in logged_models(client, run_id).items():
+        if path is None:
+            found.append(name)
+        elif path == name or path.startswith(name + "/"):
+            inner = path[len(name) + 1:] or None
+            found += [f"{name}/{a.path}" for a in client.list_logged_model_artifacts(model.model_id, inner)]
+    return sorted(found)

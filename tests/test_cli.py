@@ -74,6 +74,34 @@ def test_sigterm_ends_the_run_killed_not_running(tmp_path):
     assert "SIGTERM" in run.data.tags["error"]
 
 
+def test_ctrl_c_ends_the_runs_killed_with_one_line_and_status_130(tmp_path):
+    import os
+    import signal
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
+    env.pop("MNIST_MLP_DATA_DIR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "study", "2.2", "--epochs", "100000",
+                             "--n-train", "600"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client, deadline = MlflowClient(uri), time.monotonic() + 200
+    while time.monotonic() < deadline:  # wait until a fit trains, with epochs logged
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+                if r.data.tags.get("role") == "fold"] if (tmp_path / "mlflow.db").exists() else []
+        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines() == ["mnist-mlp: interrupted; the runs in progress were ended KILLED"], err[-2000:]
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert {r.info.status for r in runs} == {"KILLED"} and len(runs) >= 2  # the search and its fit
+
+
 def test_help_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "mnist_mlp", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "fit" in proc.stdout
@@ -112,7 +140,14 @@ def test_study_command_runs_a_section_and_writes_json(tmp_path, capsys, monkeypa
     assert main(["study", "2.3", "--epochs", "1.0", "--n-train", "300", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["experiments"][0]["section"] == "2.3" and result["wall_time_s"] > 0
-    assert "study 2.3:" in capsys.readouterr().out
+    from mnist_mlp.study import load_experiment
+
+    out = capsys.readouterr().out
+    # The section's table: setting, seeds, ours beside the study's, the difference, fit time.
+    assert "2.3 SGD" in out and "quick fidelity: 1 epoch, 300 training images" in out
+    assert "accuracy % (ours)" in out and "accuracy % (study)" in out and "Δ pts" in out
+    published = load_experiment("2.3").published[0]["accuracy"]
+    assert f"{published:.2f}" in out and "Quick run: not comparable" in out
 
 
 def test_study_rejects_unknown_sections_before_any_work(capsys):
@@ -137,8 +172,17 @@ def test_progress_display_counts_fits_and_epochs():
             for epoch in range(3):
                 callback.on_epoch_end(epoch)
             callback.on_train_end()
+        callback.on_epoch_end(2, {"val_accuracy": 0.91234})
+        callback.on_fit_reused()  # a fit resumed from a finished run: counted, and said
         tasks = {t.description: t for t in display.progress.tasks}
-        assert tasks["demo"].completed == 2 and tasks["epochs"].completed == 3
+        assert tasks["demo"].completed == 3 and tasks["epochs"].completed == 3
+        assert tasks["demo"].fields["note"] == "1 reused"
+        assert tasks["epochs"].fields["note"] == "validation accuracy 0.9123"
+    with progress_display("later", None, enabled=True) as callback:
+        (task,) = [t for t in _DISPLAYS[callback.key].progress.tasks if t.description == "later"]
+        assert not task.visible  # no "0/?" before the total is known
+        callback.set_total(4)
+        assert task.visible and task.total == 4
     with progress_display("quiet", 2, enabled=False) as callback:
         callback.on_train_end()  # no display: a no-op
     assert callback.key not in _DISPLAYS
@@ -176,9 +220,14 @@ def test_mlproject_entry_points(entry, params, tmp_path):
     linked = [r for r in runs if project[0].info.run_id in
               (r.data.tags.get("mlflow.parentRunId"), r.data.tags.get("launched_by"))]
     assert linked  # our runs hang below the project's run
+    # Named after its command, and describing (linking) every run it started.
+    assert project[0].info.run_name.startswith(f"mlflow run: {'fit' if entry == 'main' else 'study 2.3'}")
+    note = project[0].data.tags["mlflow.note.content"]
+    assert all(r.info.run_id in note for r in linked)
     if entry == "main":
         assert project[0].data.params["penalty"] == "l2"
-        fit = [r for r in runs if r.info.run_name == "pipeline"][0]
+        (fit,) = linked
+        assert fit.info.run_name.startswith("MLP 32 adam") and " l2=" in fit.info.run_name
         assert fit.data.params["penalty"] == "l2" and "test_accuracy" in fit.data.metrics
 
 

@@ -8,12 +8,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_mlp import GridSearchCV, evaluate, make_pipeline
-from tests.helpers import BIN, start_http_server, start_mlflow_server
+from tests.helpers import BIN, artifact_paths, start_http_server, start_mlflow_server
 
 FAST = dict(hidden_layer_sizes=(16,), epochs=2, batch_size=64, random_state=0)
 
@@ -47,8 +48,11 @@ def test_fit_and_search_log_to_a_tracking_server(tracking_server, digits, tmp_pa
     assert fit_run.data.metrics["test_accuracy"] == pytest.approx(scores["test_accuracy"])
     assert scores["test_accuracy"] > 0.15  # above chance after 2 short epochs
     assert len(client.get_metric_history(pipe.run_id_, "loss")) == 2
-    names = {a.path for a in client.list_artifacts(pipe.run_id_)}
+    names = set(artifact_paths(client, pipe.run_id_))
     assert {"learning_curves.png", "weights_violin.png", "confusion_matrix.png", "model"} <= names
+    # The model, an MLflow 3 logged model uploaded to the server's artifact store, loads back.
+    served = mlflow.pyfunc.load_model(fit_run.data.tags["model_uri"])
+    np.testing.assert_array_equal(served.predict(x_test[:20]), pipe.predict(x_test[:20]))
     png = client.download_artifacts(pipe.run_id_, "learning_curves.png", str(tmp_path))
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     parent = client.get_run(search.run_id_)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.helpers import artifact_paths
+
 from mnist_mlp.model_selection import TrainValidationSplit
 from mnist_mlp.study import (
     count_fits, experiment_names, load_experiment, run_experiment, run_tuning,
@@ -107,8 +109,18 @@ def test_tuning_trains_the_best_afresh_and_evaluates_it(tracked, embedded):
     assert float(final.data.params["learning_rate"]) == \
         result["searches"]["accuracy"]["best_params"]["classifier__learning_rate_init"]
     assert final.data.metrics["test_accuracy"] == pytest.approx(result["final"]["test_accuracy"])
-    artifacts = {a.path for a in tracked.list_artifacts(final.info.run_id)}
+    artifacts = set(artifact_paths(tracked, final.info.run_id))
     assert {"model", "confusion_matrix.png", "learning_curves.png"} <= artifacts
+    # The final network is the registry's champion: served as models:/mnist-mlp@champion.
+    assert result["final"]["registered"] == {"name": "mnist-mlp", "version": 1, "champion": True,
+                                             "previous_champion": None}
+    import mlflow
+
+    (x_train, y_train), (x_test, _) = embedded
+    served = mlflow.pyfunc.load_model("models:/mnist-mlp@champion")
+    fitted = mlflow.sklearn.load_model(final.data.tags["model_uri"])
+    np.testing.assert_array_equal(served.predict(x_test[:20]), fitted.predict(x_test[:20]))
+    assert final.data.tags["fidelity"] == "quick" and final.info.run_name.startswith("3 final network")
 
 
 def test_a_divergent_section_runs_to_the_end_and_the_study_goes_on(tracked, embedded):

@@ -173,8 +173,14 @@ def test_the_last_metrics_and_tags_are_written_with_the_runs_end(tracked, flat_d
     names = {m.key for m in calls[1]["metrics"]}
     assert {"loss", "val_accuracy", "fit_time_s", "weight_updates", "epochs_run"} <= names
     assert {t.key for t in calls[1]["tags"]} >= {"diverged", "training_loop", "model_uri"}
+    # The fit's results, not its per-epoch series, are linked to the MLflow 3 logged model.
+    assert {m.key for m in calls[1]["metrics"] if m.model_id} == {"fit_time_s", "weight_updates", "epochs_run"}
     run = tracked.get_run(clf.run_id_)
-    assert run.info.status == "FINISHED" and run.data.tags["model_uri"].endswith("/model")
+    (output,) = run.outputs.model_outputs
+    assert run.info.status == "FINISHED" and run.data.tags["model_uri"] == f"models:/{output.model_id}"
+    model = tracked.get_logged_model(output.model_id)
+    assert model.source_run_id == run.info.run_id and model.params["epochs"] == str(FAST["epochs"])
+    assert {m.key for m in model.metrics} == {"fit_time_s", "weight_updates", "epochs_run"}
 
 
 def test_bad_input_leaves_no_running_run_and_no_model(tracked, flat_digits):

@@ -34,6 +34,11 @@ from mnist_mlp.tracking.values import jsonable
 
 __all__ = ["TRACKING_PARAMS_DOC", "GridSearchCV", "HalvingGridSearchCV", "TrackedSearchMixin", "tracked_init"]
 
+# Context tags for the per-fit wrapper only, not written on the fit's run.
+_CONTEXT_ONLY = ("candidate_offset", "resume", "name_keys", "resource_name")
+# The parent's tags its children carry too (a section's children are found by section).
+_INHERITED_TAGS = ("section", "study", "fidelity", "scoring")
+
 # What _fit_and_score returns that a finished run can stand in for.
 _CACHEABLE = {"fit_error", "test_scores", "train_scores", "n_test_samples", "fit_time", "score_time"}
 
@@ -51,17 +56,22 @@ def _tracked_fit_and_score(context, per_fit, estimator, X, y, **kwargs):
 
     candidate = context.tags["candidate_offset"] + kwargs["candidate_progress"][0]
     fold = kwargs["split_progress"][0]
-    tags = {k: v for k, v in context.tags.items() if k not in ("candidate_offset", "resume")}
+    tags = {k: v for k, v in context.tags.items() if k not in _CONTEXT_ONLY}
     fingerprint = resume.fit_fingerprint(estimator, kwargs["parameters"], X, y,
                                          kwargs["train"], kwargs["test"])
     scoring = resume.scorer_key(kwargs.get("scorer"))
     if context.tags.get("resume", True):
         cached = resume.reuse_finished(context, fingerprint, scoring)
         if cached is not None:
+            _announce_reuse(estimator)
             return cached
+    resource = context.tags.get("resource_name")
     fit_context = context.replace(
         tags={**tags, "candidate": candidate, "fold": fold, "fingerprint": fingerprint},
-        run_name=f"candidate-{candidate}-fold-{fold}",
+        run_name=tracking.fit_run_name(
+            kwargs["parameters"], context.tags.get("name_keys", ()), section=context.tags.get("section"),
+            seed=_seed_of(estimator), fold=fold,
+            resource=(resource, context.tags["n_resources"]) if resource and "n_resources" in context.tags else None),
     )
     companions = _companions_for(estimator, kwargs.get("scorer"), scoring)
     if companions is not None:
@@ -75,6 +85,24 @@ def _tracked_fit_and_score(context, per_fit, estimator, X, y, **kwargs):
             for name, scored in companions.results(result, kwargs.get("return_train_score", False)).items():
                 resume.record_result(context, run_id, scored, resume.scorer_key(get_scorer(name)))
     return result
+
+
+def _announce_reuse(estimator):
+    """Tell the fit's callbacks that a finished run stood in for it (a progress display counts it)."""
+    for key, value in estimator.get_params().items():
+        if key == "callbacks" or key.endswith("__callbacks"):
+            for callback in value or []:
+                if hasattr(callback, "on_fit_reused"):
+                    callback.on_fit_reused()
+
+
+def _seed_of(estimator):
+    """The fit's random state (a pipeline's classifier's), if it is a plain int."""
+    params = estimator.get_params()
+    for key in sorted(params, key=lambda k: k.count("__")):
+        if key == "random_state" or key.endswith("__random_state"):
+            return params[key] if isinstance(params[key], int) else None
+    return None
 
 
 def _companions_for(estimator, scorer, scoring):
@@ -137,9 +165,11 @@ class TrackedSearchMixin:
         from mnist_mlp import tracking
 
         fingerprint = resume.search_fingerprint(self, X, y)
+        name = self.run_name or type(self).__name__
         with tracking.FitRun.open(
-            run_name=self.run_name or type(self).__name__,
-            tags={"role": "search", "fingerprint": fingerprint, **(self.run_tags or {})},
+            run_name=name,
+            tags={"role": "search", "fingerprint": fingerprint, tracking.NOTE_TAG: self._description(name, X),
+                  **(self.run_tags or {})},
             experiment_name=self.experiment_name, tracking_uri=self.tracking_uri,
         ) as parent:
             # An earlier attempt at this very search that was killed left its run RUNNING.
@@ -147,8 +177,11 @@ class TrackedSearchMixin:
                                       exclude=parent.run_id)
             parent.log_metrics({"stale_runs_marked_killed": stale})
             parent.log_params(self._search_params())
-            self._fold_context = parent.fit_context(role="fold", candidate_offset=0, resume=self.resume)
-            refit_context = parent.fit_context(role="refit", log_model=True, run_name="refit")
+            inherited = {k: v for k, v in (self.run_tags or {}).items() if k in _INHERITED_TAGS}
+            self._fold_context = parent.fit_context(role="fold", candidate_offset=0, resume=self.resume,
+                                                    name_keys=self._varying(), log_model=self._fold_models(),
+                                                    **inherited)
+            refit_context = parent.fit_context(role="refit", log_model=True, run_name="refit", **inherited)
             try:
                 with tracking.fit_context(refit_context), _scattered(X, y):
                     super().fit(X, y, **params)
@@ -158,6 +191,44 @@ class TrackedSearchMixin:
             self._log_results(parent)
         self.run_id_ = parent.run_id
         return self
+
+    def _fold_models(self):
+        if self.log_models not in ("refit", "all"):
+            raise ValueError(f"log_models must be 'refit' or 'all'; got {self.log_models!r}")
+        return self.log_models == "all"
+
+    def _description(self, name, X):
+        """The parent run's description (Markdown): the search, its space and its data."""
+        from sklearn.model_selection import ParameterGrid
+
+        from mnist_mlp.tracking import format_value, short_key
+
+        lines = [f"**{name}**", "", f"{type(self).__name__} over {len(ParameterGrid(self.param_grid))} "
+                 f"candidates, scored by {self.scoring or 'the estimator'}; {len(X):,} rows given."]
+        space = {}
+        for params in ParameterGrid(self.param_grid):
+            for key, value in params.items():
+                space.setdefault(short_key(key), []).append(format_value(value))
+        for key, found in space.items():
+            lines.append(f"- {key}: {', '.join(dict.fromkeys(found))}")
+        return "\n".join(lines)
+
+    def _varying(self):
+        """The parameters that take more than one value in the search (named in its children's names)."""
+        from sklearn.model_selection import ParameterGrid
+
+        grid = getattr(self, "param_grid", None)
+        if grid is None:
+            return ()
+        seen = {}
+        for params in ParameterGrid(grid):
+            for key, value in params.items():
+                seen.setdefault(key, set()).add(repr(value))
+        varying = [k for k, v in seen.items() if len(v) > 1]
+        resource = getattr(self, "resource", None)
+        if resource and resource != "n_samples" and resource not in varying:
+            varying.append(resource)  # Hyperband over epochs: each rung's budget is in the candidate's params
+        return tuple(varying)
 
     @staticmethod
     def _end_orphans(parent):
@@ -181,6 +252,8 @@ class TrackedSearchMixin:
         def tracked_evaluate_candidates(candidate_params, cv=None, more_results=None, **kwargs):
             candidate_params = list(candidate_params)
             tags = {"candidate_offset": offset[0]}
+            if getattr(self, "resource", None) == "n_samples":  # halving over rows: the budget is rows
+                tags["resource_name"] = "rows"
             for key, name in (("iter", "iteration"), ("n_resources", "n_resources"), ("bracket", "bracket"),
                               ("rung", "rung"), ("continued_from", "continued_from")):
                 if more_results and key in more_results:
@@ -198,12 +271,18 @@ class TrackedSearchMixin:
 
     def _log_results(self, parent):
         import pandas as pd
+        from mlflow.entities import RunTag
+
+        from mnist_mlp import tracking
+        from mnist_mlp.tracking import retrying
 
         buffer = io.StringIO()
         pd.DataFrame(self.cv_results_).to_csv(buffer, index=False)
         parent.log_files({"cv_results.csv": buffer.getvalue()})
         n_fits = sum(1 for k in self.cv_results_ if k.startswith("split") and k.endswith("_test_score"))
         metrics = {"n_candidates": len(self.cv_results_["params"]), "n_splits": n_fits}
+        if hasattr(self, "n_epochs_trained_"):  # Hyperband counts what it trained (reused fits: none)
+            metrics["epochs_trained"] = self.n_epochs_trained_
         tags = {}
         if hasattr(self, "best_index_"):
             best = int(self.best_index_)
@@ -220,6 +299,15 @@ class TrackedSearchMixin:
             best_run = (refits or folds or [None])[0]
             if best_run is not None:
                 tags["best_run_id"] = best_run.info.run_id
+            for refit in refits:  # named once the best is known: "<section> refit alpha=0.1 seed=0"
+                name = tracking.fit_run_name(self.best_params_, self._varying(),
+                                             section=" ".join(filter(None, [(self.run_tags or {}).get("section"),
+                                                                            "refit"])),
+                                             seed=_seed_of(self.best_estimator_) if hasattr(self, "best_estimator_")
+                                             else None)
+                note = refit.data.tags.get(tracking.NOTE_TAG, "").replace("**refit**", f"**{name}**", 1)
+                retrying(parent.client.log_batch, refit.info.run_id,
+                         tags=[RunTag("mlflow.runName", name), RunTag(tracking.NOTE_TAG, note)])
         if hasattr(self, "refit_time_"):
             metrics["refit_time_s"] = float(self.refit_time_)
         parent.log_metric_series([(0, {k: v for k, v in metrics.items() if np.isfinite(v)})], tags)
@@ -228,7 +316,7 @@ class TrackedSearchMixin:
 #: The tracked searches' own parameters, after scikit-learn's: where and how
 #: the parent run is filed, and whether finished fits are reused.
 _TRACKING_PARAMS = {"experiment_name": None, "run_name": None, "run_tags": None, "tracking_uri": None,
-                    "resume": True}
+                    "resume": True, "log_models": "refit"}
 
 
 TRACKING_PARAMS_DOC = """\
@@ -244,6 +332,10 @@ TRACKING_PARAMS_DOC = """\
     resume : bool, default=True
         Reuse fits that already FINISHED with the same fingerprint (a rerun of
         an interrupted search); False fits everything again.
+    log_models : {"refit", "all"}, default="refit"
+        Which fits log their model (an MLflow logged model): the refit only,
+        as scikit-learn keeps only its estimator, or every fit (the study's
+        sections, whose every fit is a result someone may want to load).
 """
 
 
@@ -255,10 +347,10 @@ def tracked_init(base):
     scikit-learn release that adds a search parameter needs no change here.
     """
     def __init__(self, *args, experiment_name=None, run_name=None, run_tags=None, tracking_uri=None,
-                 resume=True, **kwargs):
+                 resume=True, log_models="refit", **kwargs):
         base.__init__(self, *args, **kwargs)
         self.experiment_name, self.run_name, self.run_tags = experiment_name, run_name, run_tags
-        self.tracking_uri, self.resume = tracking_uri, resume
+        self.tracking_uri, self.resume, self.log_models = tracking_uri, resume, log_models
 
     signature = inspect.signature(base.__init__)
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default)

@@ -7,10 +7,13 @@ The contract other folders (the CLI) use:
   there and in ``experiments.EXPERIMENTS``);
 - :func:`run_experiment`, :func:`run_tuning`: fit a section on MNIST, filed
   in its MLflow experiment;
-- :func:`collect`, :func:`write_report`: read the runs back into the report;
+- :func:`collect`, :func:`collect_section`, :func:`write_report`: read the
+  runs back into the report;
+- :func:`format_section`, :func:`format_tuning`: a section's results table
+  for the terminal;
 - :func:`progress_display`, :class:`ProgressCallback`: long work on a terminal.
 
-Modules: ``experiments``, ``runner``, ``report``, ``progress``.
+Modules: ``experiments``, ``runner``, ``report``, ``terminal``, ``progress``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ _EXPORTS = {
     **dict.fromkeys(["EXPERIMENTS", "Experiment", "count_fits", "experiment_names", "load_experiment"],
                     "experiments"),
     **dict.fromkeys(["run_experiment", "run_tuning"], "runner"),
-    **dict.fromkeys(["collect", "write_report"], "report"),
+    **dict.fromkeys(["collect", "collect_section", "write_report"], "report"),
+    **dict.fromkeys(["format_section", "format_tuning"], "terminal"),
     **dict.fromkeys(["ProgressCallback", "progress_display"], "progress"),
 }
 

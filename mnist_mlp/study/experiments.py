@@ -41,6 +41,17 @@ class Experiment:
         return getattr(self.module, "PUBLISHED", [])
 
     @property
+    def reference(self):
+        """Another framework's per-seed results for this section (``label``, ``seeds``,
+        ``accuracies`` in %, ``source``), or None."""
+        return getattr(self.module, "REFERENCE", None)
+
+    @property
+    def finding(self):
+        """What the report states of this section beside the distributions (a format string), or None."""
+        return getattr(self.module, "FINDING", None)
+
+    @property
     def experiment_name(self):
         return f"{EXPERIMENT_PREFIX} {self.section}: {self.title}"
 

@@ -1,4 +1,5 @@
-"""Progress display for long work: which fit of how many, epochs, elapsed and remaining.
+"""Progress display for long work: which fit of how many (reused ones counted), epochs,
+elapsed and remaining time, the latest validation accuracy.
 
 Shown with ``rich`` on an interactive terminal only; elsewhere (CI, files,
 pipes) it stays silent. The Keras callback holds only a key into this
@@ -23,8 +24,11 @@ _KEYS = itertools.count()
 class _Display:
     def __init__(self, progress, description, total_fits):
         self.progress = progress
-        self.fits = progress.add_task(description, total=total_fits)
-        self.epochs = progress.add_task("epochs", total=None)
+        # Hidden until its total is known: no "0/?" while the data load and the search is planned.
+        self.fits = progress.add_task(description, total=total_fits, visible=total_fits is not None,
+                                      note="")
+        self.epochs = progress.add_task("epochs", total=None, note="")
+        self.reused = 0
 
 
 @contextlib.contextmanager
@@ -47,7 +51,8 @@ def progress_display(description, total_fits, *, enabled=None):
                                TimeElapsedColumn, TimeRemainingColumn)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("remaining"), TimeRemainingColumn())
+               TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("remaining"), TimeRemainingColumn(),
+               TextColumn("{task.fields[note]}"))
     with Progress(*columns, transient=False) as progress:
         _DISPLAYS[key] = _Display(progress, description, total_fits)
         try:
@@ -76,8 +81,14 @@ class ProgressCallback(keras.callbacks.Callback):
     def set_total(self, total_fits):
         """Set how many fits the display counts to; returns this callback."""
         if display := self._display():
-            display.progress.update(display.fits, total=total_fits)
+            display.progress.update(display.fits, total=total_fits, visible=True)
         return self
+
+    def on_fit_reused(self):
+        """A fit a finished run stood in for (resume): counted as done, and as reused."""
+        if display := self._display():
+            display.reused += 1
+            display.progress.update(display.fits, advance=1, note=f"{display.reused} reused")
 
     def on_train_begin(self, logs=None):
         if display := self._display():
@@ -85,7 +96,9 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if display := self._display():
-            display.progress.update(display.epochs, completed=epoch + 1)
+            accuracy = (logs or {}).get("val_accuracy")
+            note = "" if accuracy is None else f"validation accuracy {accuracy:.4f}"
+            display.progress.update(display.epochs, completed=epoch + 1, note=note)
 
     def on_train_end(self, logs=None):
         if display := self._display():

@@ -16,8 +16,9 @@ from pathlib import Path
 from jinja2 import Environment, Undefined
 
 from mnist_mlp.study.runner import FINAL_PROTOCOLS
+from mnist_mlp.tracking import format_value, short_key
 
-__all__ = ["collect", "write_report"]
+__all__ = ["collect", "collect_section", "write_report"]
 
 _METRICS = ("test_accuracy", "test_loss", "loss", "fit_time_s", "weight_updates", "test_f1_macro")
 
@@ -72,6 +73,13 @@ def _final(run):
     }
 
 
+def _fidelity(run):
+    """``{"level": "full"|"quick"|None, "epochs", "rows"}`` of a section's newest search, from its tags
+    (None for runs made before the tags existed)."""
+    tags = run.data.tags
+    return {"level": tags.get("fidelity"), "epochs": tags.get("scale.epochs"), "rows": tags.get("scale.train_rows")}
+
+
 def _children(client, run):
     """The search's fits: its child runs, and earlier runs it reused on resume."""
     found = {}
@@ -88,6 +96,72 @@ def _wall_time(run):
     if run.info.end_time and run.info.start_time:
         return (run.info.end_time - run.info.start_time) / 1000
     return None
+
+
+def _seed_order(seed):
+    try:
+        return (0, int(seed))
+    except (TypeError, ValueError):
+        return (1, str(seed))
+
+
+def _grid_text(param_grid):
+    """``alpha {0.1, 0.01}; lr {0.001}`` from a search's logged ``param_grid`` (JSON)."""
+    try:
+        grid = json.loads(param_grid)
+    except (TypeError, ValueError):
+        return str(param_grid or "")
+    grids = grid if isinstance(grid, list) else [grid]
+    parts = []
+    for one in grids:
+        for key, values in one.items():
+            shown = ", ".join(format_value(tuple(v) if isinstance(v, list) else v) for v in values)
+            parts.append(f"{short_key(key)} {{{shown}}}")
+    return "; ".join(parts) or "a single setting"
+
+
+def _what_ran(run):
+    """One sentence: which search ran, over what, at what budget (from the parent run's params)."""
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    kind = params.get("search", "")
+    n_fits = int(metrics.get("n_candidates", 0)) * int(metrics.get("n_splits", 1) or 1)
+    epochs = tags.get("scale.epochs")
+    if kind == "HyperbandSearchCV":
+        text = (f"Hyperband over epochs (keras-tuner's brackets, factor {params.get('factor')}, last rung "
+                f"{params.get('max_resources')} epochs, brackets {params.get('brackets')}), each rung continuing "
+                f"the previous one's training: {n_fits} fits")
+        if "epochs_trained" in metrics:
+            text += f", {int(metrics['epochs_trained']):,} epochs trained"
+    elif kind == "HalvingGridSearchCV":
+        text = (f"successive halving over training rows (factor {params.get('factor')}): {n_fits} fits"
+                + (f" of {epochs} epochs" if epochs else ""))
+    else:
+        text = f"a grid search: {n_fits} fits" + (f" of {epochs} epochs each" if epochs else "")
+    text += f", over {_grid_text(params.get('param_grid'))}"
+    rows = tags.get("scale.train_rows")
+    if rows:
+        text += f", on {int(rows):,} training images (validation: the last 20 %)"
+    wall = _wall_time(run)
+    return text + (f"; {wall / 60:.1f} min" if wall else "") + "."
+
+
+def _finding(experiment, row):
+    """The section's stated finding (2.5.1), filled in with both distributions' figures."""
+    reference = experiment.reference
+    ours = row.get("accuracies") or []
+    if not (experiment.finding and reference and len(ours) > 1):
+        return None
+
+    def seeds(values):
+        values = [int(v) for v in values]
+        return f"{min(values)}-{max(values)}" if values == list(range(min(values), max(values) + 1)) else \
+            ", ".join(map(str, values))
+
+    return experiment.finding.format(
+        reference_mean=statistics.fmean(reference["accuracies"]), reference_sd=statistics.stdev(reference["accuracies"]),
+        reference_seeds=seeds(reference["seeds"]), ours_mean=statistics.fmean(ours), ours_sd=statistics.stdev(ours),
+        ours_seeds=seeds([s for s in row["seeds"] if str(s).lstrip("-").isdigit()]),
+    )
 
 
 def _rows(experiment, children):
@@ -111,6 +185,9 @@ def _rows(experiment, children):
             "label": label,
             "n_seeds": len(runs),
             "seeds": sorted(r.data.params.get("random_state") for r in runs),
+            "accuracies": [100 * r.data.metrics["test_accuracy"] for r in
+                           sorted(runs, key=lambda r: _seed_order(r.data.params.get("random_state")))
+                           if r.data.metrics.get("test_accuracy") is not None],
             "accuracy": None if accuracy is None else 100 * accuracy,
             "accuracy_sd": None if stats["test_accuracy"][1] is None else 100 * stats["test_accuracy"][1],
             "loss": stats["test_loss"][0],
@@ -138,55 +215,75 @@ def collect(tracking_uri=None):
     -------
     list of dict
     """
+    from mnist_mlp.study.experiments import experiment_names
+
+    client = _client(tracking_uri)
+    return [_section(client, name) for name in experiment_names()]
+
+
+def collect_section(name, tracking_uri=None):
+    """One section of :func:`collect`: study section ``name`` (e.g. ``"2.4.1"``)."""
+    return _section(_client(tracking_uri), name)
+
+
+def _client(tracking_uri):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from mnist_mlp.study.experiments import experiment_names, load_experiment
+    return MlflowClient(tracking_uri or mlflow.get_tracking_uri())
 
-    client = MlflowClient(tracking_uri or mlflow.get_tracking_uri())
-    sections = []
-    for name in experiment_names():
-        experiment = load_experiment(name)
-        found = client.get_experiment_by_name(experiment.experiment_name)
-        section = {"name": name, "title": experiment.title, "description": experiment.description,
-                   "published": experiment.published, "ran": False}
-        sections.append(section)
-        if found is None:
-            continue
-        if experiment.final_epochs:  # a tuning section: its searches and final network
-            final = _latest(client, found.experiment_id, "tags.role = 'final'")
-            searches = {}
-            for scoring in ("accuracy", "f1_macro"):
-                run = _latest(client, found.experiment_id,
-                              f"tags.role = 'search' and tags.scoring = '{scoring}'")
-                if run is not None:
-                    searches[scoring] = {
-                        "run_id": run.info.run_id,
-                        "best": {k[5:]: v for k, v in run.data.params.items() if k.startswith("best.")},
-                        "best_score": run.data.metrics.get("best_score"),
-                        "method": run.data.params.get("search", ""),
-                        "space": run.data.tags.get("space", "–"),
-                        "n_fits": len(_children(client, run)),
-                        "wall_time_s": _wall_time(run),
-                    }
-            section.update(ran=final is not None, searches=searches)
-            if final is not None:
-                section["final"] = _final(final)
-                # The newest final network of each protocol (a full-fidelity study trains both).
-                by_protocol = [_latest(client, found.experiment_id,
-                                       f"tags.role = 'final' and tags.final_protocol = '{tag}'")
-                               for _, tag in FINAL_PROTOCOLS.values()]
-                section["finals"] = [_final(run) for run in by_protocol if run is not None]
-            continue
-        parents, children = _pooled_fits(client, found.experiment_id)
-        if not parents:
-            continue
-        walls = [_wall_time(p) for p in parents]
-        section.update(ran=True, run_id=parents[0].info.run_id,
-                       run_ids=[p.info.run_id for p in parents],
-                       wall_time_s=sum(w for w in walls if w) or None,
-                       rows=_rows(experiment, children))
-    return sections
+
+def _section(client, name):
+    from mnist_mlp.study.experiments import load_experiment
+
+    experiment = load_experiment(name)
+    found = client.get_experiment_by_name(experiment.experiment_name)
+    section = {"name": name, "title": experiment.title, "description": experiment.description,
+               "published": experiment.published, "ran": False}
+    if found is None:
+        return section
+    if experiment.final_epochs:  # a tuning section: its searches and final network
+        final = _latest(client, found.experiment_id, "tags.role = 'final'")
+        searches, search_runs = {}, {}
+        for scoring in ("accuracy", "f1_macro"):
+            run = _latest(client, found.experiment_id,
+                          f"tags.role = 'search' and tags.scoring = '{scoring}'")
+            if run is not None:
+                search_runs[scoring] = run
+                searches[scoring] = {
+                    "run_id": run.info.run_id,
+                    "best": {k[5:]: v for k, v in run.data.params.items() if k.startswith("best.")},
+                    "best_score": run.data.metrics.get("best_score"),
+                    "method": run.data.params.get("search", ""),
+                    "space": run.data.tags.get("space", "–"),
+                    "n_fits": len(_children(client, run)),
+                    "wall_time_s": _wall_time(run),
+                    "what_ran": _what_ran(run),
+                }
+        section.update(ran=final is not None, searches=searches)
+        if final is not None:
+            section["fidelity"] = _fidelity(search_runs.get("accuracy") or final)
+            section["final"] = _final(final)
+            # The newest final network of each protocol (a full-fidelity study trains both).
+            by_protocol = [_latest(client, found.experiment_id,
+                                   f"tags.role = 'final' and tags.final_protocol = '{tag}'")
+                           for _, tag in FINAL_PROTOCOLS.values()]
+            section["finals"] = [_final(run) for run in by_protocol if run is not None]
+        return section
+    parents, children = _pooled_fits(client, found.experiment_id)
+    if not parents:
+        return section
+    walls = [_wall_time(p) for p in parents]
+    section["fidelity"] = _fidelity(parents[0])
+    section["what_ran"] = " ".join(_what_ran(p) for p in parents)
+    section.update(ran=True, run_id=parents[0].info.run_id,
+                   run_ids=[p.info.run_id for p in parents],
+                   wall_time_s=sum(w for w in walls if w) or None,
+                   rows=_rows(experiment, children))
+    if experiment.reference and section["rows"]:
+        section["reference"] = experiment.reference
+        section["finding"] = _finding(experiment, section["rows"][0])
+    return section
 
 
 #: Params that make two fits of a section comparable (same data, same length).
@@ -265,14 +362,58 @@ def _figures(client, sections, figures_dir):
 
 
 def _fmt(value, spec=".2f"):
+    """One value in its column's format (every column has one); "–" where there is none."""
     if value is None or isinstance(value, Undefined):  # e.g. a figure the study did not publish
         return "–"
-    if isinstance(value, float) and (abs(value) >= 1e5 or (value and abs(value) < 1e-3)):
-        return f"{value:.3g}"
-    return format(value, spec)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "–" if math.isnan(value) else format(value, spec)
 
 
-_MARKDOWN = """# The MNIST MLP study, reproduced
+def _params(params):
+    """``hidden=128-256, alpha=1e-06``: parameters as the run names show them, not as quoted strings."""
+    def value(v):
+        try:
+            return format_value(tuple(json.loads(v)) if str(v).startswith("[") else float(v)
+                                if re.fullmatch(r"-?[\d.]+(e-?\d+)?", str(v)) else v)
+        except ValueError:
+            return str(v)
+
+    return ", ".join(f"{short_key(k)}={value(v)}" for k, v in params.items() if v is not None) or "–"
+
+
+def _summary(sections):
+    """Every row of every section that ran, ours beside the study's."""
+    rows = []
+    for s in sections:
+        level = (s.get("fidelity") or {}).get("level") or "unknown"
+        for r in s.get("rows", []):
+            rows.append({"section": s["name"], "setting": r["label"], "seeds": r["n_seeds"], "ours": r["accuracy"],
+                         "study": r["published"].get("accuracy"), "delta": r["delta"], "fidelity": level})
+        for f in s.get("finals", []):
+            ours = 100 * f["metrics"]["test_accuracy"] if f["metrics"].get("test_accuracy") is not None else None
+            study = (s["published"] or [{}])[0].get("accuracy")
+            rows.append({"section": s["name"], "setting": f"final network, {f['protocol']}", "seeds": 1,
+                         "ours": ours, "study": study, "delta": None if None in (ours, study) else ours - study,
+                         "fidelity": level})
+    return rows
+
+
+def _fidelity_note(section):
+    fidelity = section.get("fidelity") or {}
+    if fidelity.get("level") == "full" or not section.get("ran"):
+        return None
+    if fidelity.get("level") == "quick":
+        rows = fidelity.get("rows")
+        return (f"**Quick run** ({fidelity.get('epochs')} epochs, {int(rows):,} training images): not comparable "
+                "with the study's figures, which trained at full fidelity.") if rows else \
+            "**Quick run**: not comparable with the study's figures."
+    return "**Fidelity unknown** (runs made before fidelity was recorded): check the runs' epochs and rows."
+
+
+_TEMPLATE = """# The MNIST MLP study, reproduced
 
 Our figures, read back from MLflow, beside the study's published ones (test set).
 Accuracy in %, mean ± standard deviation over the seeds where a row was repeated.
@@ -281,43 +422,73 @@ study's loss came from Keras, which adds the weight penalty to it, so for penali
 compare it with "Keras loss": the training loss of the last epoch, penalty included.
 {% if total_wall %}Wall time of the runs in this report: {{ fmt(total_wall / 60, ".1f") }} min.{% endif %}
 
+{% if not_full %}> **Not full fidelity.** {{ not_full|join(", ") }} ran with fewer epochs or training images than
+> the study (or before fidelity was recorded): their figures are not comparable with the study's.
+{% endif %}
+
+## Summary
+
+| section | setting | seeds | accuracy % (ours) | accuracy % (study) | Δ pts | fidelity |
+| --- | --- | ---: | ---: | ---: | ---: | --- |
+{% for r in summary %}| {{ r.section }} | {{ r.setting }} | {{ r.seeds }} | {{ fmt(r.ours) }} | {{ fmt(r.study) }} | {{ fmt(r.delta, "+.2f") }} | {{ r.fidelity }} |
+{% endfor %}
+
 {% for s in sections %}
 ## {{ s.name }} {{ s.title }}
 
 {{ s.description }}
 
+{% if s.note %}> {{ s.note }}
+{% endif %}
 {% if not s.ran %}_Not run yet: `mnist-mlp study {{ s.name }}`._
 {% elif s.rows %}
-| setting | seeds | accuracy (ours) | accuracy (study) | Δ pts | test loss (ours) | Keras loss (ours) | loss (study) | fit time s (ours) | fit time s (study) | weight updates (ours) | weight updates (study) | diverged |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-{% for r in s.rows %}| {{ r.label }} | {{ r.n_seeds }} | {{ fmt(r.accuracy) }}{% if r.n_seeds > 1 %} ± {{ fmt(r.accuracy_sd) }}{% endif %} | {{ fmt(r.published.accuracy) }} | {{ fmt(r.delta, "+.2f") }} | {{ fmt(r.loss, ".3f") }} | {{ fmt(r.train_loss, ".3g") }} | {{ fmt(r.published.loss) }} | {{ fmt(r.fit_time_s, ".0f") }} | {{ fmt(r.published.fit_time_s, ".0f") }} | {{ fmt(r.weight_updates, ".0f") }} | {{ fmt(r.published.weight_updates, ".0f") }} | {{ r.diverged }}/{{ r.n_seeds }} |
+**What ran.** {{ s.what_ran }}
+
+| setting | seeds | accuracy % (ours) | accuracy % (study) | Δ pts | test loss (ours) | Keras loss (ours) | loss (study) | fit time s (ours) | fit time s (study) | weight updates (ours) | weight updates (study) | diverged |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+{% for r in s.rows %}| {{ r.label }} | {{ r.n_seeds }} | {{ fmt(r.accuracy) }}{% if r.n_seeds > 1 %} ± {{ fmt(r.accuracy_sd) }}{% endif %} | {{ fmt(r.published.accuracy) }} | {{ fmt(r.delta, "+.2f") }} | {{ fmt(r.loss, ".3f") }} | {{ fmt(r.train_loss, ".3g") }} | {{ fmt(r.published.loss, ".3g") }} | {{ fmt(r.fit_time_s, ",.0f") }} | {{ fmt(r.published.fit_time_s, ",.0f") }} | {{ fmt(r.weight_updates, ",.0f") }} | {{ fmt(r.published.weight_updates, ",.0f") }} | {{ r.diverged }}/{{ r.n_seeds }} |
 {% endfor %}
 Search run{% if s.run_ids|length > 1 %}s {% for r in s.run_ids %}`{{ r }}`{% if not loop.last %}, {% endif %}{% endfor %} (seeds pooled){% else %} `{{ s.run_id }}`{% endif %}{% if s.wall_time_s %}, {{ fmt(s.wall_time_s / 60, ".1f") }} min{% endif %}.
+{% if s.finding %}
+
+**Finding.** {{ s.finding }}
+
+| | seeds | test accuracy % per seed | mean ± sd |
+| --- | ---: | --- | ---: |
+| ours | {{ s.rows[0].n_seeds }} | {{ s.rows[0].accuracies|map("round", 2)|join(", ") }} | {{ fmt(s.rows[0].accuracy) }} ± {{ fmt(s.rows[0].accuracy_sd) }} |
+| {{ s.reference.label }} | {{ s.reference.accuracies|length }} | {{ s.reference.accuracies|join(", ") }} | {{ fmt(mean(s.reference.accuracies)) }} ± {{ fmt(sd(s.reference.accuracies)) }} |
+| the study | 1 | {{ fmt(s.published[0].accuracy) }} | – |
+
+The reference's figures: `{{ s.reference.source }}`.
+{% if s.distribution %}
+
+![Test accuracy per seed: ours, the study's framework, the study](figures/{{ s.distribution }})
+{% endif %}{% endif %}
 
 {% for r in s.rows %}{% for f in r.figures %}![{{ r.label }}](figures/{{ f }}) {% endfor %}
 {% endfor %}
 {% elif s.final %}
-| search | method | space | fits | best validation score | best parameters |
-| --- | --- | --- | --- | --- | --- |
-{% for scoring, x in s.searches.items() %}| {{ scoring }} | {{ x.method }} | {{ x.space }} | {{ x.n_fits }} | {{ fmt(x.best_score, ".4f") }} | {{ x.best }} |
+| search | what ran | best validation score | best parameters |
+| --- | --- | ---: | --- |
+{% for scoring, x in s.searches.items() %}| {{ scoring }} | {{ x.what_ran }} Space: {{ x.space }}; run `{{ x.run_id }}`. | {{ fmt(x.best_score, ".4f") }} | {{ params(x.best) }} |
 {% endfor %}
-Final network, trained afresh with the accuracy search's best parameters ({{ s.final.params }}), protocol {{ s.final.protocol }}: {{ s.final.n_train }} training rows:
+Final network, trained afresh with the accuracy search's best parameters ({{ params(s.final.params) }}), protocol {{ s.final.protocol }}: {{ fmt(s.final.n_train, ",.0f") }} training rows:
 
 | metric | ours | study |
-| --- | --- | --- |
-| accuracy (%) | {{ fmt(100 * s.final.metrics.test_accuracy) }} | {{ fmt(s.published[0].accuracy) }} |
+| --- | ---: | ---: |
+| accuracy % | {{ fmt(100 * s.final.metrics.test_accuracy) }} | {{ fmt(s.published[0].accuracy) }} |
 | macro F1 | {{ fmt(s.final.metrics.test_f1_macro, ".4f") }} | {{ fmt(s.published[0].f1_macro, ".4f") }} |
 | macro precision | {{ fmt(s.final.metrics.test_precision_macro, ".4f") }} | – |
 | macro recall | {{ fmt(s.final.metrics.test_recall_macro, ".4f") }} | – |
 | test loss | {{ fmt(s.final.metrics.test_loss, ".4f") }} | – |
 
-Study's best: {{ s.published[0].params }}. Final run `{{ s.final.run_id }}`.
+Study's best: {{ params(s.published[0].params) }}. Final run `{{ s.final.run_id }}`.
 {% if s.finals|length > 1 %}
 Both protocols, the same parameters:
 
-| protocol | training rows | accuracy (%) | macro F1 | test loss | run |
-| --- | --- | --- | --- | --- | --- |
-{% for f in s.finals %}| {{ f.protocol }} | {{ f.n_train }} | {{ fmt(100 * f.metrics.test_accuracy) }} | {{ fmt(f.metrics.test_f1_macro, ".4f") }} | {{ fmt(f.metrics.test_loss, ".4f") }} | `{{ f.run_id }}` |
+| protocol | training rows | accuracy % | macro F1 | test loss | run |
+| --- | ---: | ---: | ---: | ---: | --- |
+{% for f in s.finals %}| {{ f.protocol }} | {{ fmt(f.n_train, ",.0f") }} | {{ fmt(100 * f.metrics.test_accuracy) }} | {{ fmt(f.metrics.test_f1_macro, ".4f") }} | {{ fmt(f.metrics.test_loss, ".4f") }} | `{{ f.run_id }}` |
 {% endfor %}{% endif %}
 
 {% for f in s.final.figures %}![final](figures/{{ f }}) {% endfor %}
@@ -325,47 +496,44 @@ Both protocols, the same parameters:
 {% endfor %}
 """
 
-_HTML = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>MNIST MLP study</title>
-<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
-td:first-child,th:first-child{text-align:left}img{max-width:48%;margin:.2em}</style></head><body>
-<h1>The MNIST MLP study, reproduced</h1>
-<p>Our figures, read back from MLflow, beside the study's published ones (test set). Accuracy in %,
-mean ± standard deviation over the seeds where a row was repeated. "Test loss (ours)" is the
-cross-entropy of the predictions; the study's loss came from Keras, penalty included: compare
-penalised rows with "Keras loss", the last epoch's training loss, penalty included.
-{% if total_wall %}Wall time of the runs in this report: {{ fmt(total_wall / 60, ".1f") }} min.{% endif %}</p>
-{% for s in sections %}<h2>{{ s.name }} {{ s.title }}</h2><p>{{ s.description }}</p>
-{% if not s.ran %}<p><em>Not run yet.</em></p>
-{% elif s.rows %}<table><tr><th>setting</th><th>seeds</th><th>accuracy (ours)</th><th>accuracy (study)</th>
-<th>Δ pts</th><th>test loss (ours)</th><th>Keras loss (ours)</th><th>loss (study)</th><th>fit time s (ours)</th>
-<th>fit time s (study)</th><th>weight updates (ours)</th><th>weight updates (study)</th><th>diverged</th></tr>
-{% for r in s.rows %}<tr><td>{{ r.label }}</td><td>{{ r.n_seeds }}</td>
-<td>{{ fmt(r.accuracy) }}{% if r.n_seeds > 1 %} ± {{ fmt(r.accuracy_sd) }}{% endif %}</td>
-<td>{{ fmt(r.published.accuracy) }}</td><td>{{ fmt(r.delta, "+.2f") }}</td><td>{{ fmt(r.loss, ".3f") }}</td>
-<td>{{ fmt(r.train_loss, ".3g") }}</td>
-<td>{{ fmt(r.published.loss) }}</td><td>{{ fmt(r.fit_time_s, ".0f") }}</td><td>{{ fmt(r.published.fit_time_s, ".0f") }}</td>
-<td>{{ fmt(r.weight_updates, ".0f") }}</td><td>{{ fmt(r.published.weight_updates, ".0f") }}</td>
-<td>{{ r.diverged }}/{{ r.n_seeds }}</td></tr>{% endfor %}</table>
-{% for r in s.rows %}<div><strong>{{ r.label }}</strong><br>{% for f in r.figures %}<img src="figures/{{ f }}" alt="{{ r.label }}">{% endfor %}</div>{% endfor %}
-{% elif s.final %}<table><tr><th>search</th><th>method</th><th>space</th><th>fits</th><th>best validation score</th><th>best parameters</th></tr>
-{% for scoring, x in s.searches.items() %}<tr><td>{{ scoring }}</td><td>{{ x.method }}</td><td>{{ x.space }}</td><td>{{ x.n_fits }}</td><td>{{ fmt(x.best_score, ".4f") }}</td><td>{{ x.best }}</td></tr>{% endfor %}</table>
-<table><tr><th>metric</th><th>ours</th><th>study</th></tr>
-<tr><td>accuracy (%)</td><td>{{ fmt(100 * s.final.metrics.test_accuracy) }}</td><td>{{ fmt(s.published[0].accuracy) }}</td></tr>
-<tr><td>macro F1</td><td>{{ fmt(s.final.metrics.test_f1_macro, ".4f") }}</td><td>{{ fmt(s.published[0].f1_macro, ".4f") }}</td></tr>
-<tr><td>macro precision</td><td>{{ fmt(s.final.metrics.test_precision_macro, ".4f") }}</td><td>–</td></tr>
-<tr><td>macro recall</td><td>{{ fmt(s.final.metrics.test_recall_macro, ".4f") }}</td><td>–</td></tr></table>
-<p>Final parameters: {{ s.final.params }}; protocol {{ s.final.protocol }}: {{ s.final.n_train }} training rows</p>
-{% if s.finals|length > 1 %}<table><tr><th>protocol</th><th>training rows</th><th>accuracy (%)</th><th>macro F1</th><th>test loss</th><th>run</th></tr>
-{% for f in s.finals %}<tr><td>{{ f.protocol }}</td><td>{{ f.n_train }}</td><td>{{ fmt(100 * f.metrics.test_accuracy) }}</td><td>{{ fmt(f.metrics.test_f1_macro, ".4f") }}</td><td>{{ fmt(f.metrics.test_loss, ".4f") }}</td><td>{{ f.run_id }}</td></tr>{% endfor %}</table>{% endif %}
-{% for f in s.final.figures %}<img src="figures/{{ f }}" alt="final">{% endfor %}
-{% endif %}{% endfor %}</body></html>
+_HTML_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>The MNIST MLP study, reproduced</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:.3em .6em}}
+blockquote{{background:#fff4e5;border-left:4px solid #f0a020;margin:1em 0;padding:.5em 1em}}
+img{{max-width:48%;margin:.2em}}</style></head><body>
+{body}</body></html>
 """
+
+
+def _markdown_to_html(markdown):
+    """The report's HTML: the Markdown itself, rendered (CommonMark with tables), so the two cannot drift."""
+    from markdown_it import MarkdownIt
+
+    return _HTML_PAGE.format(body=MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown))
+
+
+def _distributions(sections, figures_dir):
+    """The 2.5.1 figure: test accuracy per seed, ours beside the reference framework's and the study's."""
+    from mnist_mlp.plots import plot_accuracy_distributions
+
+    for section in sections:
+        if not section.get("finding"):
+            continue
+        reference = section["reference"]
+        fig = plot_accuracy_distributions(
+            {"ours": section["rows"][0]["accuracies"], reference["label"]: reference["accuracies"]},
+            published=section["published"][0]["accuracy"], title=f"{section['name']}: test accuracy per seed")
+        name = f"{section['name']}-distributions.png"
+        fig.savefig(figures_dir / name, dpi=80)
+        section["distribution"] = name
 
 
 def write_report(output_dir, *, tracking_uri=None):
     """Write ``report.md``, ``report.html``, ``report.json`` and ``figures/`` into ``output_dir``.
+
+    One template renders the Markdown; the HTML is that Markdown rendered,
+    so both always hold the same content.
 
     Parameters
     ----------
@@ -377,28 +545,25 @@ def write_report(output_dir, *, tracking_uri=None):
     list of pathlib.Path
         The files written (Markdown, HTML, JSON).
     """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     sections = collect(tracking_uri)
-    client = MlflowClient(tracking_uri or mlflow.get_tracking_uri())
-    _figures(client, sections, output / "figures")
+    _figures(_client(tracking_uri), sections, output / "figures")
+    _distributions(sections, output / "figures")
     walls = [s.get("wall_time_s") for s in sections] + [
         x.get("wall_time_s") for s in sections for x in s.get("searches", {}).values()
     ] + [s.get("final", {}).get("wall_time_s") for s in sections]
     total_wall = sum(w for w in walls if w) or None
+    for section in sections:
+        section["note"] = _fidelity_note(section)
+    not_full = [s["name"] for s in sections if s["note"]]
     env = Environment(autoescape=False)
-    env.globals["fmt"] = _fmt
-    paths = []
-    for name, template, autoescape in (("report.md", _MARKDOWN, False), ("report.html", _HTML, True)):
-        env.autoescape = autoescape
-        path = output / name
-        text = env.from_string(template).render(sections=sections, total_wall=total_wall)
-        path.write_text(re.sub(r"\n{3,}", "\n\n", text))
-        paths.append(path)
-    json_path = output / "report.json"
-    json_path.write_text(json.dumps({"sections": sections, "total_wall_s": total_wall}, indent=2, default=str))
-    paths.append(json_path)
+    env.globals.update(fmt=_fmt, params=_params, mean=statistics.fmean, sd=statistics.stdev)
+    markdown = env.from_string(_TEMPLATE).render(sections=sections, total_wall=total_wall, summary=_summary(sections),
+                                                  not_full=not_full)
+    markdown = re.sub(r"\n{3,}", "\n\n", markdown)
+    paths = [output / "report.md", output / "report.html", output / "report.json"]
+    paths[0].write_text(markdown)
+    paths[1].write_text(_markdown_to_html(markdown))
+    paths[2].write_text(json.dumps({"sections": sections, "total_wall_s": total_wall}, indent=2, default=str))
     return paths

@@ -18,15 +18,69 @@ from mnist_mlp.tracking.values import jsonable
 __all__ = ["FINAL_PROTOCOLS", "epochs_trained", "run_experiment", "run_tuning"]
 
 
-def _configure(search, experiment, *, grid, n_jobs, resume, run_name, tags, progress):
-    """File a section's search in its experiment, with the run's overrides and progress display."""
+#: Training images of the full MNIST: a study run on fewer is a quick run.
+FULL_TRAINING_ROWS = 60_000
+
+# How each search class is named in its parent run's name.
+_METHOD_NAMES = {"GridSearchCV": "grid search", "HyperbandSearchCV": "Hyperband",
+                 "HalvingGridSearchCV": "halving over rows"}
+
+
+def fidelity(search, n_rows, *, overridden):
+    """``(label, tags)`` of a section's scale: ``full: 100 epochs, 60,000 images`` or ``quick: ...``.
+
+    Full fidelity: the section's own settings on the whole MNIST training set.
+    """
+    epochs = getattr(search, "max_resources", None) or search.estimator.get_params()["classifier__epochs"]
+    full = not overridden and n_rows >= FULL_TRAINING_ROWS
+    label = f"{'full' if full else 'quick'}: {epochs} epochs, {n_rows:,} images"
+    return label, {"fidelity": "full" if full else "quick", "scale.epochs": epochs, "scale.train_rows": n_rows}
+
+
+def _configure(search, experiment, *, grid, n_jobs, resume, name, tags, progress, n_rows, overridden):
+    """File a section's search in its experiment, named by section, method and scale, with the
+    run's overrides and progress display."""
     if grid:
         search.param_grid = grid
-    search.set_params(n_jobs=n_jobs, resume=resume, experiment_name=experiment.experiment_name,
-                      run_name=run_name, run_tags={"section": experiment.section, "study": "mnist-mlp", **tags})
+    label, scale = fidelity(search, n_rows, overridden=overridden or bool(grid))
+    run_name = f"{experiment.section} {_METHOD_NAMES.get(type(search).__name__, type(search).__name__)}" \
+               f"{name} · {label}"
+    # Every fit of a section is a result someone may load: each logs its model.
+    search.set_params(n_jobs=n_jobs, resume=resume, experiment_name=experiment.experiment_name, log_models="all",
+                      run_name=run_name, run_tags={"section": experiment.section, "study": "mnist-mlp",
+                                                   **scale, **tags})
     if progress is not None:
         search.estimator.set_params(classifier__callbacks=[progress(run_name, count_fits(search))])
+    _describe_experiment(experiment)
     return search
+
+
+def _describe_experiment(experiment):
+    """Give the section's MLflow experiment its description: what it studies, what the study published."""
+    from mnist_mlp import tracking
+
+    if not tracking.tracking_enabled():
+        return
+    lines = [f"**{experiment.experiment_name}**", "", " ".join(experiment.description.split()), "",
+             "The study published:", ""]
+    for row in experiment.published:
+        setting = ", ".join(f"{tracking.short_key(k)}={tracking.format_value(v)}"
+                            for k, v in row["params"].items()) or "its network"
+        figures = [f"test accuracy {row['accuracy']:.2f}%"]
+        if "loss" in row:
+            figures.append(f"test loss {row['loss']:.2f}")
+        if "f1_macro" in row:
+            figures.append(f"macro F1 {row['f1_macro']:.4f}")
+        lines.append(f"- {setting}: {', '.join(figures)}")
+    client = tracking.client(tracking.resolve_tracking_uri())
+    experiment_id = tracking.experiment_id_for(client, experiment.experiment_name)
+    # The description, and the kind the MLflow UI opens a section as: its training runs (the
+    # tag the UI itself sets when a user picks "Model training"), not the GenAI overview.
+    wanted = {tracking.NOTE_TAG: "\n".join(lines), "mlflow.experimentKind": "custom_model_development"}
+    current = tracking.retrying(client.get_experiment, experiment_id).tags
+    for key, value in wanted.items():
+        if current.get(key) != value:
+            tracking.retrying(client.set_experiment_tag, experiment_id, key, value)
 
 
 def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=None, n_jobs=1,
@@ -73,11 +127,12 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
                           grid=grid, progress=progress, resume=resume, section=name,
                           final_protocols=("ours", "study") if full else ("ours",))
     overrides = {k: v for k, v in {"epochs": epochs, "seeds": seeds}.items() if v is not None}
-    search = _configure(experiment.make_search(**overrides), experiment, grid=grid, n_jobs=n_jobs,
-                        resume=resume, run_name=f"study {name}", tags={}, progress=progress)
     (x_train, y_train), (x_test, y_test) = data
     if n_train:
         x_train, y_train = x_train[:n_train], y_train[:n_train]
+    search = _configure(experiment.make_search(**overrides), experiment, grid=grid, n_jobs=n_jobs,
+                        resume=resume, name="", tags={}, progress=progress, n_rows=len(x_train),
+                        overridden=epochs is not None)
     start = time.perf_counter()
     with tracking.dataset(getattr(data, "name", "mnist")), tracking.test_set(x_test, y_test):
         search.fit(x_train, y_train)
@@ -136,8 +191,9 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
                                        **({"brackets": brackets} if brackets else {}), seeds=(seed,),
                                        scoring=scoring, method=method, wide=wide),
                 experiment, grid=grid, n_jobs=n_jobs, resume=resume,
-                run_name=f"study {section} search ({scoring})", tags={"scoring": scoring, "space": space},
-                progress=progress,
+                name=f" for {'accuracy' if scoring == 'accuracy' else 'macro F1'}",
+                tags={"scoring": scoring, "space": space}, progress=progress, n_rows=len(x_train),
+                overridden=bool(epochs or brackets or method != "hyperband" or wide),
             )
             started = time.perf_counter()
             search.fit(x_train, y_train)
@@ -158,16 +214,26 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
                 classifier__validation_split=split, classifier__random_state=seed,
                 classifier__callbacks=None,
             )
+            final_epochs_used = final_epochs or experiment.final_epochs
+            level = search.run_tags["fidelity"] if final_epochs in (None, experiment.final_epochs) else "quick"
+            rows = len(x_train) if not split else len(x_train) - int(len(x_train) * split)
             with tracking.FitRun.open(
-                run_name=f"study {section} final", experiment_name=experiment.experiment_name,
+                run_name=f"{section} final network, {description} · {level}: {final_epochs_used} epochs, "
+                         f"{rows:,} images",
+                experiment_name=experiment.experiment_name,
                 tags={"section": section, "study": "mnist-mlp", "role": "final", "space": space,
-                      "final_protocol": description},
+                      "final_protocol": description, "fidelity": level},
             ) as run, run.as_current():
                 final.fit(x_train, y_train)
                 scores = evaluate(final, x_test, y_test)
                 tracking.log_model(run, final, x_train[:5])
             finals.append({"run_id": run.run_id, "protocol": protocol, "params": jsonable(best),
                            **{k: v for k, v in scores.items() if k != "confusion_matrix"}})
+            if run.model_id is not None and protocol == final_protocols[0]:
+                finals[-1]["registered"] = tracking.register_model(
+                    run.model_id, run.run_id, dataset=getattr(data, "name", "mnist"),
+                    test_accuracy=scores["test_accuracy"], fidelity=level,
+                    description=f"{run.name}: test accuracy {scores['test_accuracy']:.2%}")
     return {
         "section": section,
         "searches": searches,

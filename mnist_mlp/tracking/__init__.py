@@ -15,12 +15,17 @@ theirs to import):
   writes retried under SQLite contention), :func:`check_reachable`,
   :func:`resolve_tracking_uri`, and the errors a lost store raises or warns;
 - how values are written down: :func:`describe`, :func:`param_value`,
-  :func:`jsonable`.
+  :func:`jsonable`;
+- the Model Registry: :func:`register_model` (a new version, the alias
+  :data:`CHAMPION` moved to the best), :func:`registered_name`;
+- what a run is called and says about itself: :func:`fit_run_name`,
+  :func:`standalone_run_name`, :func:`scale_tags`, :data:`NOTE_TAG`.
 
 Modules: ``store`` (the MLflow store), ``runs`` (a run: where it is filed,
 its writes, the local fallback, artifact staging, how it ends),
 ``fit_logging`` (what a fit logs), ``callbacks`` (per-epoch logging and
-divergence), ``values`` (describing values).
+divergence), ``values`` (describing values), ``naming`` (run names, scale,
+descriptions), ``registry`` (registered versions and the champion).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ _EXPORTS = {
                      "active_run_in_process", "check_reachable", "client", "current_experiment_id", "experiment_id_for",
                      "library_versions", "resolve_tracking_uri", "retrying"], "store"),
     **dict.fromkeys(["describe", "jsonable", "param_value"], "values"),
+    **dict.fromkeys(["CHAMPION", "register_model", "registered_name"], "registry"),
+    **dict.fromkeys(["NOTE_TAG", "fit_run_name", "format_value", "scale_tags", "short_key", "standalone_run_name"], "naming"),
 }
 
 __all__ = sorted([*_EXPORTS, "TRACKING_ENV", "tracking_enabled"])

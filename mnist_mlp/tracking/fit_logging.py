@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
 import io
 import json
 import logging
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_mlp.tracking import runs, values
+from mnist_mlp.tracking import naming, runs, values
 
-__all__ = ["estimator_params", "log_evaluation", "log_fit_results", "log_model", "track_fit"]
+__all__ = ["dataset_inputs", "estimator_params", "log_evaluation", "log_fit_results", "log_model", "track_fit"]
 
 
 def estimator_params(estimator, n_samples):
@@ -74,7 +75,44 @@ def _history_csv(history):
     return "\n".join(rows) + "\n"
 
 
-def track_fit(estimator, X, fit, example=None):
+def _digest(*arrays):
+    """A short digest of arrays, from their shapes, dtypes and at most 200 evenly spaced rows each.
+
+    What MLflow's dataset digests do too: a fingerprint that tells data apart
+    at a glance, cheap enough for every fit (hashing all of MNIST would cost
+    more than the tracking budget of a whole fit).
+    """
+    digest = hashlib.blake2b(digest_size=4)
+    for array in arrays:
+        array = np.asarray(array)
+        digest.update(repr((array.shape, array.dtype.str)).encode())
+        if len(array):
+            rows = np.ascontiguousarray(array[np.linspace(0, len(array) - 1, min(len(array), 200)).astype(int)])
+            digest.update(rows.tobytes() if rows.dtype != object else repr(rows.tolist()).encode())
+    return digest.hexdigest()
+
+
+def dataset_inputs(X, y, n_train, name):
+    """The fit's training and validation rows as MLflow dataset inputs (name, digest, rows)."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = []
+    n_val = len(X) - n_train
+    for context, rows, label in (("training", slice(0, n_train), f"first {n_train:,} rows"),
+                                 ("validation", slice(n_train, None), f"last {n_val:,} rows")):
+        part_x, part_y = X[rows], (None if y is None else y[rows])
+        if not len(part_x):
+            continue
+        dataset = Dataset(
+            name=f"{name}, {label}", digest=_digest(part_x, *([] if part_y is None else [part_y])),
+            source_type="local", source=json.dumps({"uri": name}),
+            profile=json.dumps({"num_rows": len(part_x), "num_features": int(np.prod(part_x.shape[1:]))}),
+        )
+        inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)]))
+    return inputs
+
+
+def track_fit(estimator, X, fit, example=None, y=None):
     """Run ``fit(callbacks)`` as one tracked fit of ``estimator``; return its run.
 
     The fit logs into the run of an enclosing tracked estimator (a pipeline)
@@ -96,6 +134,8 @@ def track_fit(estimator, X, fit, example=None):
     example : ndarray or DataFrame, default=None
         The first rows as the user gave them (a DataFrame keeps its column
         names in the model's signature); default: ``X[:5]``.
+    y : ndarray, default=None
+        The labels: with ``X``, the training and validation datasets' digests.
 
     Returns
     -------
@@ -103,8 +143,16 @@ def track_fit(estimator, X, fit, example=None):
     """
     from mnist_mlp.tracking.callbacks import DivergenceMonitor, EpochMetricsLogger
 
-    with runs.owned_run(type(estimator).__name__) as (run, owned):
-        run.log_params(estimator_params(estimator, len(X)))
+    with runs.owned_run(naming.standalone_run_name(estimator)) as (run, owned):
+        params = estimator_params(estimator, len(X))
+        run.log_params(params)
+        run.log_inputs(dataset_inputs(X, y, params["n_train"], params["dataset"]))
+        # A Hyperband rung continuing the previous one: its network has n_resources epochs in all.
+        start = int(run.tags.get("continued_from", 0))
+        scale = (params["epochs"] + start, params["n_train"], params["n_val"], params["dataset"])
+        run.defer_to_end(tags={**naming.scale_tags(*scale), naming.NOTE_TAG: naming.fit_description(
+            run.name or naming.standalone_run_name(estimator), *scale, fidelity=run.tags.get("fidelity"),
+            continued_from=start)})
         monitor, epochs = DivergenceMonitor(), EpochMetricsLogger(run)
         try:
             fit([epochs, monitor])
@@ -140,11 +188,11 @@ def log_fit_results(run, estimator, diverged, pending_epochs=()):
     if estimator.training_loop_reason_:
         tags["training_loop_fallback"] = estimator.training_loop_reason_[:500]
     # Written with the run's end, in the same call as its last tags.
-    run.defer_to_end([*pending_epochs, (0, final)], tags)
+    run.defer_to_end(pending_epochs, tags, results=final)
     run.log_files(
         {
             "history.csv": _history_csv(estimator.history_),
-            "learning_curves.png": plot_learning_curves(estimator.history_),
+            "learning_curves.png": plot_learning_curves(estimator.history_, reuse=True),  # saved at once
             "weights_violin.png": plot_weight_violins(estimator.initial_coefs_, estimator.coefs_),
         }
     )
@@ -238,8 +286,12 @@ def _without_callbacks(model):
         final.__dict__.update(saved)
 
 
+# The logged model's type, shown in MLflow's Logged models tab.
+_MODEL_TYPE = "mnist-mlp pipeline"
+
+
 def log_model(run, model, input_example):
-    """Log ``model`` (a fitted pipeline or classifier) with the sklearn flavour.
+    """Log ``model`` (a fitted pipeline or classifier) as the run's MLflow 3 logged model, sklearn flavour.
 
     Saved with cloudpickle (MLflow 3's default skops format cannot save a
     scikeras pipeline), the pinned requirements and this package's code. Its
@@ -275,11 +327,14 @@ def log_model(run, model, input_example):
     # array model declares no input schema: MLflow would enforce one by
     # casting (a float image in [0, 1] to uint8 zeros); the contract checks it.
     inputs = infer_signature(example).inputs if contract.columns is not None else None
-    with run.staged_artifacts() as folder, _without_pickle_warning(), _without_callbacks(model):
-        path = folder / "model"
+    with run.logged_model("model", model_type=_MODEL_TYPE) as (path, logged), _without_pickle_warning(), \
+            _without_callbacks(model):
         mlflow.sklearn.save_model(
             model,
             str(path),
+            mlflow_model=None if logged is None else Model(
+                artifact_path=logged.artifact_location, run_id=run.run_id, model_uuid=logged.model_id,
+                model_id=logged.model_id),
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
             signature=ModelSignature(inputs=inputs, outputs=outputs),
             input_example=example,
@@ -291,7 +346,7 @@ def log_model(run, model, input_example):
         saved = Model.load(str(path))
         saved.flavors["python_function"]["loader_module"] = "mnist_mlp.serving"
         saved.save(str(path / "MLmodel"))
-    run.defer_to_end(tags={"model_uri": f"runs:/{run.run_id}/model"})
+    run.defer_to_end(tags={"model_uri": f"models:/{logged.model_id}" if logged else f"runs:/{run.run_id}/model"})
 
 
 def log_evaluation(run, scores, labels, report):

@@ -211,9 +211,12 @@ class FitRun:
         Whether the owner of this run should log its model.
     """
 
-    def __init__(self, client, run_id, experiment_id, *, log_model=True, artifact_uri=None):
+    def __init__(self, client, run_id, experiment_id, *, log_model=True, artifact_uri=None, name=None, tags=None):
         self.client = client
         self.run_id = run_id
+        #: The run's name and the tags it was created with (its section, fidelity, ...).
+        self.name = name
+        self.tags = dict(tags or {})
         #: Where the run's artifacts live; None: ask MLflow for each upload.
         self.artifact_uri = artifact_uri
         self.experiment_id = experiment_id
@@ -224,8 +227,15 @@ class FitRun:
         self._pending_params = {}
         #: Metrics ``[(step, {name: value})]`` and tags written when the run ends.
         self._end_metrics = []
+        self._end_results = {}
         self._end_tags = {}
         self._ended = False
+        #: What the run logged so far: params, and results of the whole fit (``log_metrics`` at
+        #: step 0, not the per-epoch series): a logged model's own.
+        self.logged_params = {}
+        self._step0_metrics = {}
+        #: The run's MLflow 3 logged model, once logged: later metrics are linked to it.
+        self.model_id = None
         #: Set once the store failed mid-fit; from then on records go to ``fallback_dir``.
         self.lost = False
         self.fallback = self.fallback_dir = None
@@ -294,7 +304,7 @@ class FitRun:
             tags={k: str(v) for k, v in tags.items()}, run_name=run_name,
         )
         return cls(client, run.info.run_id, experiment_id, log_model=log_model,
-                   artifact_uri=run.info.artifact_uri)
+                   artifact_uri=run.info.artifact_uri, name=run_name, tags=tags)
 
     @classmethod
     def attach(cls, tracking_uri, run_id):
@@ -335,25 +345,37 @@ class FitRun:
         """Params to write with the next :meth:`log_params` (one store write for both)."""
         self._pending_params.update(params)
 
-    def defer_to_end(self, metrics=(), tags=None):
-        """Metrics ``[(step, {name: value})]`` and tags to write in the run's closing write."""
+    def defer_to_end(self, metrics=(), tags=None, results=None):
+        """Metrics ``[(step, {name: value})]``, tags and results of the whole fit (step 0,
+        linked to the run's logged model) to write in the run's closing write."""
         self._end_metrics.extend(metrics)
         self._end_tags.update(tags or {})
+        self._end_results.update(results or {})
 
     def log_params(self, params):
         params, self._pending_params = {**self._pending_params, **params}, {}
+        self.logged_params.update(params)
         items = [Param(str(k), values.param_value(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's per-batch param limit
             self._store(self.client.log_batch, self.run_id, params=items[start:start + 100],
                         local=lambda: self.fallback.update_json("params.json", params))
 
     def log_metrics(self, metrics, *, step=0):
-        self.log_metric_series([(step, metrics)])
+        """Log one step's metrics (step 0: results of the whole fit, such as test metrics,
+        linked to the run's logged model)."""
+        if step == 0:
+            self._step0_metrics.update(metrics)
+            self.log_metric_series([], results=metrics)
+        else:
+            self.log_metric_series([(step, metrics)])
 
-    def log_metric_series(self, series, tags=None):
-        """Log ``[(step, {name: value})]`` and optional tags in as few calls as MLflow allows."""
+    def log_metric_series(self, series, tags=None, results=None):
+        """Log ``[(step, {name: value})]``, optional tags, and ``results`` (step 0, linked to
+        the run's logged model) in as few calls as MLflow allows."""
         now = int(time.time() * 1000)
         batch = [Metric(k, values.finite(v), now, step) for step, logged in series for k, v in logged.items()]
+        batch += [Metric(k, values.finite(v), now, 0, model_id=self.model_id) for k, v in (results or {}).items()]
+        series = [*series, (0, results)] if results else series  # for the fallback folder
         tag_list = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         def local():
             self.fallback.append_metrics(series)
@@ -363,6 +385,14 @@ class FitRun:
             self._store(self.client.log_batch, self.run_id, metrics=batch[start:start + 1000],
                         tags=tag_list if start == 0 else [], local=local)
             local = lambda: None  # noqa: E731  (the first fallback wrote everything)
+
+    def log_inputs(self, datasets):
+        """Log ``mlflow.entities.DatasetInput`` s: the UI's Dataset column."""
+        if datasets:
+            self._store(self.client.log_inputs, self.run_id, datasets=datasets,
+                        local=lambda: self.fallback.update_json("inputs.json", {
+                            d.dataset.name: {"digest": d.dataset.digest, "profile": d.dataset.profile}
+                            for d in datasets}))
 
     def set_tags(self, tags):
         if tags:
@@ -414,6 +444,65 @@ class FitRun:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def logged_model(self, name, *, model_type=None):
+        """Where to save a model (a path that does not exist yet); on leaving the block the
+        model becomes an MLflow 3 logged model of this run.
+
+        The logged model is created PENDING with the run's params, its files
+        are published all at once (renamed into place when its artifacts are
+        on local disk, uploaded elsewhere), it is linked to the run as its
+        output, the run's metrics are linked to it, and it is finalized READY.
+        A failed block finalizes it FAILED and publishes nothing. With the
+        store lost, the model is saved as the run's artifact ``name`` in the
+        fallback folder instead.
+
+        Yields
+        ------
+        (Path, LoggedModel or None)
+        """
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        model = None
+        if not self.lost:
+            try:
+                model = store.retrying(
+                    self.client.create_logged_model, self.experiment_id, name=name, source_run_id=self.run_id,
+                    params={k: values.param_value(v) for k, v in self.logged_params.items()}, model_type=model_type,
+                )
+            except store.STORE_ERRORS as exc:
+                self._lose(exc)
+        if model is None:
+            with self.staged_artifacts() as folder:
+                yield folder / name, None
+            return
+        root = artifacts.local_root(model.artifact_location)
+        parent = None
+        if root is not None:
+            with contextlib.suppress(OSError):
+                root.mkdir(parents=True, exist_ok=True)
+                parent = root.parent
+        folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
+        try:
+            yield folder / name, model
+            if parent is not None:
+                artifacts.rename_into(folder / name, root)
+            else:
+                store.retrying(self.client.log_model_artifacts, model.model_id, str(folder / name))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                store.retrying(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.FAILED)
+            raise
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._store(self.client.log_outputs, self.run_id, [LoggedModelOutput(model.model_id, step=0)],
+                    local=lambda: None)
+        self._store(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.READY, local=lambda: None)
+        self.model_id = model.model_id
+        # The results logged so far, linked to the model too, in the run's closing write
+        # (the closing write's own metrics carry the model's id already).
+        self.defer_to_end(results=dict(self._step0_metrics))
+
     # ending --------------------------------------------------------------------
 
     def end(self, status="FINISHED", error=None):
@@ -423,9 +512,9 @@ class FitRun:
         tags = dict(self._end_tags)
         if error is not None:
             tags["error"] = f"{type(error).__name__}: {error}"[:5000]
-        if self._end_metrics or tags:
+        if self._end_metrics or self._end_results or tags:
             with contextlib.suppress(Exception):  # a logging error must not hide the fit's own
-                self.log_metric_series(self._end_metrics, tags)
+                self.log_metric_series(self._end_metrics, tags, results=self._end_results)
         self._store(self.client.set_terminated, self.run_id, status,
                     local=lambda: self.fallback.update_json("info.json", {"status": status}))
 

@@ -1,0 +1,100 @@
+"""What ``mnist-mlp study`` and ``tune`` print when a section ends: its results table.
+
+The figures are the report's (:func:`mnist_mlp.study.report.collect_section`,
+read back from MLflow), so the terminal, the report and the MLflow UI never
+disagree. Rendered with ``rich`` as plain text: no colour codes when the
+output is a file or a pipe.
+"""
+
+from __future__ import annotations
+
+import io
+
+__all__ = ["format_section", "format_tuning"]
+
+
+def _console(width=120):
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), width=width, color_system=None, highlight=False)
+
+
+def _pct(value, spec=".2f"):
+    return "–" if value is None else format(value, spec)
+
+
+def _scale(fidelity):
+    if not fidelity or not fidelity.get("level"):
+        return ""
+    rows = fidelity.get("rows")
+    rows = f"{int(rows):,}" if rows not in (None, "") else "?"
+    epochs = fidelity.get("epochs")
+    epochs = f"{epochs} epoch{'' if str(epochs) == '1' else 's'}"
+    return f"{fidelity['level']} fidelity: {epochs}, {rows} training images"
+
+
+def format_section(section, *, wall_time_s=None, width=120):
+    """A study section's table: setting, seeds, our accuracy, the study's, the difference, fit time."""
+    from rich.table import Table
+
+    title = f"{section['name']} {section['title']}"
+    if scale := _scale(section.get("fidelity")):
+        title += f" ({scale})"
+    table = Table()
+    for name, justify in (("setting", "left"), ("seeds", "right"), ("accuracy % (ours)", "right"),
+                          ("accuracy % (study)", "right"), ("Δ pts", "right"), ("fit time s", "right")):
+        table.add_column(name, justify=justify)
+    for row in section.get("rows", []):
+        ours = _pct(row["accuracy"])
+        if row["n_seeds"] > 1 and row.get("accuracy_sd") is not None:
+            ours += f" ± {row['accuracy_sd']:.2f}"
+        table.add_row(row["label"], str(row["n_seeds"]), ours, _pct(row["published"].get("accuracy")),
+                      _pct(row["delta"], "+.2f"), _pct(row["fit_time_s"], ".1f"))
+    console = _console(width)
+    console.print(title)  # above the table, not its title: rich would wrap it to the table's width
+    console.print(table)
+    if section.get("fidelity", {}).get("level") == "quick":
+        console.print("Quick run: not comparable with the study's figures, which trained at full fidelity.")
+    if wall_time_s is not None:
+        console.print(f"Wall time {wall_time_s:.1f} s; parent run {section.get('run_id')}.")
+    return console.file.getvalue()
+
+
+def format_tuning(result, section, *, width=120):
+    """Section 3: each search's pick, then the final networks beside the study's figure."""
+    from rich.table import Table
+
+    console = _console(width)
+    scale = _scale(section.get("fidelity"))
+    console.print(f"3 tuning searches{f' ({scale})' if scale else ''}")
+    searches = Table()
+    for name, justify in (("objective", "left"), ("best validation score", "right"), ("epochs trained", "right"),
+                          ("wall time s", "right"), ("best parameters", "left")):
+        searches.add_column(name, justify=justify)
+    for scoring, search in result["searches"].items():
+        best = ", ".join(f"{k.rsplit('__', 1)[-1]}={v}" for k, v in search["best_params"].items())
+        searches.add_row(scoring, f"{search['best_score']:.4f}", f"{search['epochs_trained']:,}",
+                         f"{search['wall_time_s']:.1f}", best)
+    console.print(searches)
+    published = (section.get("published") or [{}])[0]
+    console.print("Final network, trained afresh with the accuracy search's pick")
+    finals = Table()
+    for name, justify in (("protocol", "left"), ("accuracy % (ours)", "right"), ("accuracy % (study)", "right"),
+                          ("Δ pts", "right"), ("macro F1 (ours)", "right"), ("macro F1 (study)", "right")):
+        finals.add_column(name, justify=justify)
+    for final in result["finals"]:
+        ours = 100 * final["test_accuracy"]
+        study = published.get("accuracy")
+        finals.add_row(final["protocol"], f"{ours:.2f}", _pct(study), _pct(None if study is None else ours - study,
+                                                                           "+.2f"),
+                       f"{final['test_f1_macro']:.4f}", _pct(published.get("f1_macro"), ".4f"))
+    console.print(finals)
+    registered = result["final"].get("registered")
+    if registered:
+        state = "now the champion" if registered["champion"] else "not the champion (a better one is)"
+        console.print(f"Registered {registered['name']} version {registered['version']}, {state}: "
+                      f"serve it with `mlflow models serve -m models:/{registered['name']}@champion`.")
+    if section.get("fidelity", {}).get("level") == "quick":
+        console.print("Quick run: not comparable with the study's figures, which trained at full fidelity.")
+    console.print(f"Wall time {result['wall_time_s']:.1f} s.")
+    return console.file.getvalue()
