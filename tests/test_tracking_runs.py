@@ -199,6 +199,27 @@ def test_bad_input_leaves_no_running_run_and_no_model(tracked, flat_digits):
     assert artifact_paths(tracked, runs[0].info.run_id) == []
 
 
+def test_a_model_that_fails_to_save_publishes_nothing_and_is_marked_failed(tracked, flat_digits, monkeypatch):
+    import mlflow.sklearn
+
+    def broken(model, path, **kwargs):
+        Path(path).mkdir()
+        (Path(path) / "MLmodel").write_text("half")  # half-written, then it fails
+        raise OSError("disk full")
+
+    monkeypatch.setattr(mlflow.sklearn, "save_model", broken)
+    X, y, _, _ = flat_digits
+    with pytest.raises(OSError, match="disk full"):
+        MLPClassifier(**FAST).fit(X[:300], y[:300])
+    (run,) = all_runs(tracked)
+    assert run.info.status == "FAILED" and "disk full" in run.data.tags["error"]
+    (model,) = tracked.search_logged_models(experiment_ids=["0"])
+    assert str(model.status).endswith("FAILED") and model.source_run_id == run.info.run_id
+    assert artifact_paths(tracked, run.info.run_id, "") == sorted(
+        ["history.csv", "learning_curves.png", "weights_violin.png"])  # no model, no half of one
+    assert tracked.list_logged_model_artifacts(model.model_id) == []
+
+
 def test_concurrent_processes_share_a_fresh_store(tmp_path, monkeypatch):
     """2 processes x 10 fits, starting from a store that does not exist yet."""
     uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"

@@ -4,7 +4,9 @@ The contract other folders use:
 
 - :class:`GridSearchCV`, :class:`HalvingGridSearchCV`: scikit-learn's, with a
   parent run, a child run per candidate x fold and a ``refit`` child holding
-  the model; an interrupted search resumes (``resume``);
+  the model (every fit's with ``log_models="all"``); an interrupted search
+  resumes (``resume``), and a search by accuracy or macro F1 reuses the
+  fits of one by the other;
 - :class:`HyperbandSearchCV`: Hyperband over epochs (the study's tuner),
   rungs continuing training, every bracket and rung a tagged child run;
 - :class:`TrainValidationSplit`: train on the head, validate on the last
@@ -14,7 +16,9 @@ The contract other folders use:
 Modules: ``search`` (the tracked searches), ``hyperband`` (Hyperband over
 epochs), ``sklearn_internals`` (the one place that reaches into scikit-learn's
 search internals), ``resume`` (fit fingerprints, reuse of
-finished runs), ``cluster`` (Dask), ``split``.
+finished runs), ``companion_scores`` (every classifier fit also scored by
+accuracy and macro F1, so that a search by another of them can reuse it),
+``cluster`` (Dask), ``split``.
 """
 
 from __future__ import annotations

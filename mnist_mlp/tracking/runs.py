@@ -484,20 +484,27 @@ class FitRun:
                 parent = root.parent
         folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
         try:
-            yield folder / name, model
-            if parent is not None:
-                artifacts.rename_into(folder / name, root)
-            else:
-                store.retrying(self.client.log_model_artifacts, model.model_id, str(folder / name))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                store.retrying(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.FAILED)
-            raise
+            try:
+                yield folder / name, model
+            except BaseException:  # the model could not be saved: nothing published
+                with contextlib.suppress(Exception):
+                    store.retrying(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.FAILED)
+                raise
+            try:
+                if parent is not None:
+                    artifacts.rename_into(folder / name, root)
+                else:
+                    store.retrying(self.client.log_model_artifacts, model.model_id, str(folder / name))
+                store.retrying(self.client.log_outputs, self.run_id, [LoggedModelOutput(model.model_id, step=0)])
+                store.retrying(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.READY)
+            except store.STORE_ERRORS as exc:  # the store went away: the model goes to the fallback folder
+                with contextlib.suppress(Exception):
+                    store.retrying(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.FAILED)
+                self._lose(exc)
+                self.fallback.copy_artifacts(folder / name if (folder / name).exists() else root, name)
+                return
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        self._store(self.client.log_outputs, self.run_id, [LoggedModelOutput(model.model_id, step=0)],
-                    local=lambda: None)
-        self._store(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.READY, local=lambda: None)
         self.model_id = model.model_id
         # The results logged so far, linked to the model too, in the run's closing write
         # (the closing write's own metrics carry the model's id already).
