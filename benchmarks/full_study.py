@@ -31,7 +31,10 @@ def main(argv=None):
     parser.add_argument("--report", type=Path, default=RESULTS / "study_report")
     parser.add_argument("--summary", type=Path, default=RESULTS / "study_summary.json")
     args = parser.parse_args(argv)
+    import numpy as np
     from threadpoolctl import threadpool_info
+
+    np.ones((2, 2)) @ np.ones((2, 2))  # loads NumPy's BLAS, so that threadpoolctl sees which kernel
 
     args.store.mkdir(parents=True, exist_ok=False)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{args.store.resolve()}/mlflow.db",

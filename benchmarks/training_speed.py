@@ -1,4 +1,4 @@
-"""Training and prediction speed: ours vs plain Keras vs scikit-learn, in one run.
+"""Training and prediction speed: ours vs plain Keras vs scikit-learn vs JAX, in one run.
 
 On the full MNIST (48,000 training rows, validation on the last 12,000 of the
 training set, the study's network 784-128-256-10, Adam 1e-3), side by side:
@@ -12,7 +12,12 @@ training set, the study's network 784-128-256-10, Adam 1e-3), side by side:
 - time per optimizer step at batch size 1 (``--online-steps`` rows, one
   epoch timed after a warm-up epoch, no validation);
 - prediction throughput on the 10,000 test images;
-- the test accuracy each reached after the same epochs on the same data.
+- the test accuracy each reached after the same epochs on the same data;
+- with JAX installed (the ``bench`` extra; ``--no-jax`` leaves them out), two
+  more contenders at batch 256 and batch 1, each in a process of its own
+  (``benchmarks/jax_contenders.py``): Keras 3 on the JAX backend with
+  ``jit_compile=True`` and an epoch per call, and a plain JAX loop
+  (``jax.lax.scan`` over an epoch's batches, Keras's Adam by hand).
 
 Every figure is the median over ``--repeats`` repetitions (seeds 0, 1, ...);
 a repetition's time per epoch is the median of its epochs after the first
@@ -180,6 +185,29 @@ def run_sklearn(data, seed, *, batch_size, epochs):
     return {"epoch_times": times, "wall": time.perf_counter() - start, "estimator": clf}
 
 
+def run_jax(contender, data_file, seed, *, batch_size, epochs, validation_split=0.2, n_rows=None):
+    """A contender of ``benchmarks/jax_contenders.py`` (Keras 3 on JAX, or a plain JAX loop), in a
+    process of its own: the Keras backend is fixed when Keras is first imported."""
+    import subprocess
+
+    command = [sys.executable, str(Path(__file__).with_name("jax_contenders.py")), contender, "--data", str(data_file),
+               "--batch-size", str(batch_size), "--epochs", str(epochs), "--seed", str(seed),
+               "--validation-split", str(validation_split)]
+    if n_rows:
+        command += ["--n-rows", str(n_rows)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"{contender} failed: {done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "wall": sum(result["epoch_times"])}
+
+
+def _jax_available():
+    from importlib.util import find_spec
+
+    return find_spec("jax") is not None
+
+
 def accuracy(predict, data):
     return float(np.mean(predict(data["X_test"]) == data["y_test"]))
 
@@ -209,6 +237,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=5, help="epochs per batch-256 / full-batch fit")
     parser.add_argument("--online-steps", type=int, default=3000, help="rows of the batch-size-1 fits")
     parser.add_argument("--ablation", action="store_true")
+    parser.add_argument("--no-jax", action="store_true",
+                        help="leave out the JAX contenders (run when the bench extra installed JAX)")
     parser.add_argument("--output", type=Path, default=RESULTS / "training_speed.json")
     args = parser.parse_args(argv)
 
@@ -224,6 +254,12 @@ def main(argv=None):
             "X_test": (x_test.reshape(len(x_test), -1) / np.float32(255)).astype(np.float32), "y_test": y_test}
     seeds = list(range(args.repeats))
     rows, raw = [], {}
+    jax = _jax_available() and not args.no_jax
+    if jax:  # the JAX contenders run in processes of their own, on these very arrays
+        import tempfile
+
+        data_file = Path(tempfile.mkdtemp(prefix="mnist_mlp_bench_")) / "data.npz"
+        np.savez(data_file, X=data["X"], y=data["y"], X_test=data["X_test"], y_test=data["y_test"])
 
     def record(name, what, ours, theirs, unit, lower_is_better=True):
         ratio = ours / theirs
@@ -237,6 +273,9 @@ def main(argv=None):
         b256["ours"].append(run_ours(data, seed, batch_size=256, epochs=E))
         b256["keras"].append(run_keras(data, seed, batch_size=256, epochs=E))
         b256["sklearn"].append(run_sklearn(data, seed, batch_size=256, epochs=E))
+        if jax:
+            for contender in ("keras-jax", "jax-scan"):
+                b256.setdefault(contender, []).append(run_jax(contender, data_file, seed, batch_size=256, epochs=E))
         if args.ablation:
             b256.setdefault("keras_xla_epoch", []).append(
                 run_keras(data, seed, batch_size=256, epochs=E, jit_compile=True, steps_per_execution=188))
@@ -246,12 +285,18 @@ def main(argv=None):
         "ours": [accuracy(r["estimator"].predict, data) for r in b256["ours"]],
         "keras": [accuracy(keras_predict(r["model"]), data) for r in b256["keras"]],
         "sklearn": [accuracy(r["estimator"].predict, data) for r in b256["sklearn"]],
+        **{k: [r["test_accuracy"] for r in b256[k]] for k in ("keras-jax", "jax-scan") if k in b256},
     }
     raw["batch_256"] = {k: {"epoch_times_s": [r["epoch_times"] for r in v], "fit_wall_s": [r["wall"] for r in v]}
                         for k, v in b256.items()}
     raw["batch_256_test_accuracy"] = acc
     record("batch 256, s/epoch", "ours vs plain Keras", per_epoch["ours"], per_epoch["keras"], "s")
     record("batch 256, s/epoch", "ours vs scikit-learn", per_epoch["ours"], per_epoch["sklearn"], "s")
+    if jax:
+        record("batch 256, s/epoch", "ours vs Keras 3 on JAX (jit_compile, an epoch per call)",
+               per_epoch["ours"], per_epoch["keras-jax"], "s")
+        record("batch 256, s/epoch", "ours vs a plain JAX loop (lax.scan over 187 whole batches, jitted)",
+               per_epoch["ours"], per_epoch["jax-scan"], "s")
     if args.ablation:
         record("batch 256, s/epoch", "plain Keras + XLA + 188 steps/call vs plain Keras",
                per_epoch["keras_xla_epoch"], per_epoch["keras"], "s")
@@ -296,6 +341,10 @@ def main(argv=None):
     for seed in seeds:
         online["ours"].append(run_ours(data, seed, batch_size=1, epochs=2, validation_split=0.0, n_rows=n))
         online["keras"].append(run_keras(data, seed, batch_size=1, epochs=2, validation_split=0.0, n_rows=n))
+        if jax:
+            for contender in ("keras-jax", "jax-scan"):
+                online.setdefault(contender, []).append(run_jax(
+                    contender, data_file, seed, batch_size=1, epochs=2, validation_split=0.0, n_rows=n))
         if args.ablation:
             online.setdefault("keras_xla_epoch", []).append(run_keras(
                 data, seed, batch_size=1, epochs=2, validation_split=0.0, n_rows=n,
@@ -311,6 +360,11 @@ def main(argv=None):
     per_step = {k: statistics.median(r["epoch_times"][-1] / n for r in v) for k, v in online.items()}
     raw["batch_1"] = {k: {"epoch_times_s": [r["epoch_times"] for r in v]} for k, v in online.items()}
     record("batch 1, ms/step", f"ours vs plain Keras ({n} steps)", 1e3 * per_step["ours"], 1e3 * per_step["keras"], "ms")
+    if jax:
+        record("batch 1, ms/step", "ours vs Keras 3 on JAX (jit_compile, an epoch per call)",
+               1e3 * per_step["ours"], 1e3 * per_step["keras-jax"], "ms")
+        record("batch 1, ms/step", "ours vs a plain JAX loop (lax.scan over the epoch, jitted)",
+               1e3 * per_step["ours"], 1e3 * per_step["jax-scan"], "ms")
     if args.ablation:
         record("batch 1, ms/step", "plain Keras + XLA + whole epoch/call vs plain Keras",
                1e3 * per_step["keras_xla_epoch"], 1e3 * per_step["keras"], "ms")
@@ -341,7 +395,7 @@ def main(argv=None):
         "command": "python benchmarks/training_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "unset_for_this_run": os.environ.get("MNIST_MLP_BENCH_UNSET", ""), "blas": _blas()},
-        "versions": {d: _version(d) for d in ("tensorflow", "keras", "scikit-learn", "numba", "numpy")},
+        "versions": {d: _version(d) for d in ("tensorflow", "keras", "scikit-learn", "numba", "numpy", "jax")},
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "repeats": args.repeats,
         "epochs": E,

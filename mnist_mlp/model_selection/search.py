@@ -169,7 +169,7 @@ class TrackedSearchMixin:
         with tracking.FitRun.open(
             run_name=name,
             tags={"role": "search", "fingerprint": fingerprint, tracking.NOTE_TAG: self._description(name, X),
-                  **(self.run_tags or {})},
+                  **self._scale(X), **(self.run_tags or {})},
             experiment_name=self.experiment_name, tracking_uri=self.tracking_uri,
         ) as parent:
             # An earlier attempt at this very search that was killed left its run RUNNING.
@@ -191,6 +191,18 @@ class TrackedSearchMixin:
             self._log_results(parent)
         self.run_id_ = parent.run_id
         return self
+
+    def _scale(self, X):
+        """The search's scale as tags: rows given, epochs per fit (Hyperband: its last rung's), dataset."""
+        from mnist_mlp import tracking
+
+        params = self.estimator.get_params()
+        epochs = getattr(self, "max_resources", None) if getattr(self, "resource", None) != "n_samples" else None
+        epochs = epochs or next((v for k, v in params.items() if k == "epochs" or k.endswith("__epochs")), None)
+        tags = {"scale.train_rows": len(X), "scale.dataset": tracking.current_dataset() or "unspecified"}
+        if isinstance(epochs, int):
+            tags["scale.epochs"] = epochs
+        return tags
 
     def _fold_models(self):
         if self.log_models not in ("refit", "all"):

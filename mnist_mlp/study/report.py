@@ -129,20 +129,24 @@ def _what_ran(run):
     if kind == "HyperbandSearchCV":
         text = (f"Hyperband over epochs (keras-tuner's brackets, factor {params.get('factor')}, last rung "
                 f"{params.get('max_resources')} epochs, brackets {params.get('brackets')}), each rung continuing "
-                f"the previous one's training: {n_fits} fits")
+                f"the previous one's training: {_count(n_fits, 'fit')}")
         if "epochs_trained" in metrics:
             text += f", {int(metrics['epochs_trained']):,} epochs trained"
     elif kind == "HalvingGridSearchCV":
-        text = (f"successive halving over training rows (factor {params.get('factor')}): {n_fits} fits"
+        text = (f"Successive halving over training rows (factor {params.get('factor')}): {_count(n_fits, 'fit')}"
                 + (f" of {epochs} epochs" if epochs else ""))
     else:
-        text = f"a grid search: {n_fits} fits" + (f" of {epochs} epochs each" if epochs else "")
+        text = f"A grid search: {_count(n_fits, 'fit')}" + (f" of {epochs} epochs each" if epochs else "")
     text += f", over {_grid_text(params.get('param_grid'))}"
     rows = tags.get("scale.train_rows")
     if rows:
         text += f", on {int(rows):,} training images (validation: the last 20 %)"
     wall = _wall_time(run)
     return text + (f"; {wall / 60:.1f} min" if wall else "") + "."
+
+
+def _count(n, noun):
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _finding(experiment, row):
@@ -159,7 +163,8 @@ def _finding(experiment, row):
 
     return experiment.finding.format(
         reference_mean=statistics.fmean(reference["accuracies"]), reference_sd=statistics.stdev(reference["accuracies"]),
-        reference_seeds=seeds(reference["seeds"]), ours_mean=statistics.fmean(ours), ours_sd=statistics.stdev(ours),
+        reference_seeds=seeds(reference["seeds"]), reference_max=max(reference["accuracies"]),
+        reference_n=len(reference["accuracies"]), ours_mean=statistics.fmean(ours), ours_sd=statistics.stdev(ours),
         ours_seeds=seeds([s for s in row["seeds"] if str(s).lstrip("-").isdigit()]),
     )
 

@@ -64,6 +64,8 @@ def format_tuning(result, section, *, width=120):
     """Section 3: each search's pick, then the final networks beside the study's figure."""
     from rich.table import Table
 
+    from mnist_mlp.tracking import format_value, short_key
+
     console = _console(width)
     scale = _scale(section.get("fidelity"))
     console.print(f"3 tuning searches{f' ({scale})' if scale else ''}")
@@ -72,7 +74,8 @@ def format_tuning(result, section, *, width=120):
                           ("wall time s", "right"), ("best parameters", "left")):
         searches.add_column(name, justify=justify)
     for scoring, search in result["searches"].items():
-        best = ", ".join(f"{k.rsplit('__', 1)[-1]}={v}" for k, v in search["best_params"].items())
+        best = ", ".join(f"{short_key(k)}={format_value(tuple(v) if isinstance(v, list) else v)}"
+                         for k, v in search["best_params"].items())
         searches.add_row(scoring, f"{search['best_score']:.4f}", f"{search['epochs_trained']:,}",
                          f"{search['wall_time_s']:.1f}", best)
     console.print(searches)
