@@ -157,9 +157,13 @@ def check_and_photograph(url, uri, shots=None):
             page.close()
 
             page = _open(browser, f"{url}/#/experiments/{tuning.experiment_id}/models")
+            with contextlib.suppress(Exception):  # in "Model training" mode the tab is the sidebar's "Models"
+                page.get_by_text("Models", exact=True).first.click(timeout=3000)
+                page.wait_for_timeout(3000)
             text = page.inner_text("body")
-            if not re.search(r"\bmodel\b", text) or "No models" in text or "No logged models" in text:
-                problems.append("the Logged models tab shows no model")
+            # The logged models table: its own columns, and models READY.
+            if not ("Source run" in text and "Ready" in text):
+                problems.append("the Logged models tab shows no logged model")
             if shots:
                 page.screenshot(path=str(shots / "logged_models.png"))
             page.close()
