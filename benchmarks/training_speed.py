@@ -416,7 +416,7 @@ def main(argv=None):
 
 def render_markdown(result):
     lines = [
-        "# Training speed: ours vs plain Keras vs scikit-learn",
+        "# Training speed: ours vs plain Keras vs scikit-learn vs JAX",
         "",
         f"{result['date']}, {result['machine']['cpu']}, {result['machine']['cores']} cores; "
         + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),

@@ -63,7 +63,7 @@ MUTANTS = [
     ("gradient-not-averaged", "batch gradient summed, not averaged over rows", "mnist_mlp/training/kernels.py",
      "inv_rows = _ONE / np.float32(rows)", "inv_rows = _ONE"),
     ("online-last-row-skipped", "online update skips the last input row of each layer", "mnist_mlp/training/kernels.py",
-     "i1 = min(i0 + block, n_in)", "i1 = min(i0 + block, n_in - 1)"),
+     "i0, min(i0 + block, n_in), n_out", "i0, min(i0 + block, n_in - 1), n_out"),
     ("column-block-skipped", "split kernel gradient drops its last column block", "mnist_mlp/training/kernels.py",
      "        for b in range(w, n_blocks, workers):\n            hi = min((b + 1) * size, cols)",
      "        for b in range(w, n_blocks - 1, workers):\n            hi = min((b + 1) * size, cols)"),
