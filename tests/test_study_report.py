@@ -128,9 +128,9 @@ def test_the_2_5_1_reference_is_the_committed_keras_results():
 
 
 def test_one_number_format_per_column():
-    from mnist_mlp.study.report import _fmt, _params
+    from mnist_mlp.study.report import _params, format_number
 
-    assert [_fmt(v, ",.0f") for v in (4.8e6, 4800000, 18800.0, None)] == ["4,800,000", "4,800,000", "18,800", "–"]
-    assert [_fmt(v, ".3g") for v in (0.536, 1.25e8, 2.3)] == ["0.536", "1.25e+08", "2.3"]
+    assert [format_number(v, ",.0f") for v in (4.8e6, 4800000, 18800.0, None)] == ["4,800,000", "4,800,000", "18,800", "–"]
+    assert [format_number(v, ".3g") for v in (0.536, 1.25e8, 2.3)] == ["0.536", "1.25e+08", "2.3"]
     assert _params({"classifier__hidden_layer_sizes": "[128, 256]", "classifier__alpha": "1e-06",
                     "classifier__learning_rate_init": "0.001"}) == "hidden=128-256, alpha=1e-06, lr=0.001"

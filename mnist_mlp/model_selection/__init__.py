@@ -11,7 +11,8 @@ The contract other folders use:
   rungs continuing training, every bracket and rung a tagged child run;
 - :class:`TrainValidationSplit`: train on the head, validate on the last
   fraction, as Keras's ``validation_split``;
-- :func:`on_cluster`: run a search's fits on a Dask cluster.
+- :func:`on_cluster`: run a search's fits on a Dask cluster;
+- :func:`epochs_per_fit`: the epochs of a search's longest fit.
 
 Modules: ``search`` (the tracked searches), ``hyperband`` (Hyperband over
 epochs), ``sklearn_internals`` (the one place that reaches into scikit-learn's
@@ -28,6 +29,7 @@ from mnist_mlp._lazy import lazy_exports
 _EXPORTS = {
     "GridSearchCV": "search",
     "HalvingGridSearchCV": "search",
+    "epochs_per_fit": "search",
     "HyperbandSearchCV": "hyperband",
     "TrainValidationSplit": "split",
     "on_cluster": "cluster",

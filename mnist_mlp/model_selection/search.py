@@ -32,7 +32,8 @@ from mnist_mlp.model_selection import resume, sklearn_internals
 from mnist_mlp.model_selection.companion_scores import COMPANIONS, CompanionScorer
 from mnist_mlp.tracking.values import jsonable
 
-__all__ = ["TRACKING_PARAMS_DOC", "GridSearchCV", "HalvingGridSearchCV", "TrackedSearchMixin", "tracked_init"]
+__all__ = ["TRACKING_PARAMS_DOC", "GridSearchCV", "HalvingGridSearchCV", "TrackedSearchMixin", "epochs_per_fit",
+           "tracked_init"]
 
 # Context tags for the per-fit wrapper only, not written on the fit's run.
 _CONTEXT_ONLY = ("candidate_offset", "resume", "name_keys", "resource_name")
@@ -85,6 +86,18 @@ def _tracked_fit_and_score(context, per_fit, estimator, X, y, **kwargs):
             for name, scored in companions.results(result, kwargs.get("return_train_score", False)).items():
                 resume.record_result(context, run_id, scored, resume.scorer_key(get_scorer(name)))
     return result
+
+
+def epochs_per_fit(search):
+    """The epochs of a search's longest fit: an epochs budget's maximum (Hyperband's last rung),
+    else its estimator's ``epochs``; None where neither is a whole number."""
+    epochs = None
+    if getattr(search, "resource", "n_samples") != "n_samples":  # the budget is epochs
+        epochs = getattr(search, "max_resources", None)
+    if not isinstance(epochs, int):
+        params = search.estimator.get_params()
+        epochs = next((v for k, v in params.items() if k == "epochs" or k.endswith("__epochs")), None)
+    return epochs if isinstance(epochs, int) else None
 
 
 def _announce_reuse(estimator):
@@ -196,11 +209,9 @@ class TrackedSearchMixin:
         """The search's scale as tags: rows given, epochs per fit (Hyperband: its last rung's), dataset."""
         from mnist_mlp import tracking
 
-        params = self.estimator.get_params()
-        epochs = getattr(self, "max_resources", None) if getattr(self, "resource", None) != "n_samples" else None
-        epochs = epochs or next((v for k, v in params.items() if k == "epochs" or k.endswith("__epochs")), None)
         tags = {"scale.train_rows": len(X), "scale.dataset": tracking.current_dataset() or "unspecified"}
-        if isinstance(epochs, int):
+        epochs = epochs_per_fit(self)
+        if epochs is not None:
             tags["scale.epochs"] = epochs
         return tags
 
@@ -213,30 +224,22 @@ class TrackedSearchMixin:
         """The parent run's description (Markdown): the search, its space and its data."""
         from sklearn.model_selection import ParameterGrid
 
-        from mnist_mlp.tracking import format_value, short_key
+        from mnist_mlp.tracking import format_value, grid_values, short_key
 
         lines = [f"**{name}**", "", f"{type(self).__name__} over {len(ParameterGrid(self.param_grid))} "
                  f"candidates, scored by {self.scoring or 'the estimator'}; {len(X):,} rows given."]
-        space = {}
-        for params in ParameterGrid(self.param_grid):
-            for key, value in params.items():
-                space.setdefault(short_key(key), []).append(format_value(value))
-        for key, found in space.items():
-            lines.append(f"- {key}: {', '.join(dict.fromkeys(found))}")
+        lines += [f"- {short_key(key)}: {', '.join(format_value(v) for v in values)}"
+                  for key, values in sorted(grid_values(self.param_grid).items())]  # ParameterGrid's order
         return "\n".join(lines)
 
     def _varying(self):
         """The parameters that take more than one value in the search (named in its children's names)."""
-        from sklearn.model_selection import ParameterGrid
+        from mnist_mlp.tracking import grid_values
 
         grid = getattr(self, "param_grid", None)
         if grid is None:
             return ()
-        seen = {}
-        for params in ParameterGrid(grid):
-            for key, value in params.items():
-                seen.setdefault(key, set()).add(repr(value))
-        varying = [k for k, v in seen.items() if len(v) > 1]
+        varying = [key for key, values in sorted(grid_values(grid).items()) if len(values) > 1]
         resource = getattr(self, "resource", None)
         if resource and resource != "n_samples" and resource not in varying:
             varying.append(resource)  # Hyperband over epochs: each rung's budget is in the candidate's params

@@ -16,9 +16,9 @@ from pathlib import Path
 from jinja2 import Environment, Undefined
 
 from mnist_mlp.study.runner import FINAL_PROTOCOLS
-from mnist_mlp.tracking import format_value, short_key
+from mnist_mlp.tracking import counted, format_value, grid_values, short_key
 
-__all__ = ["collect", "collect_section", "write_report"]
+__all__ = ["collect", "collect_section", "format_number", "write_report"]
 
 _METRICS = ("test_accuracy", "test_loss", "loss", "fit_time_s", "weight_updates", "test_f1_macro")
 
@@ -111,12 +111,8 @@ def _grid_text(param_grid):
         grid = json.loads(param_grid)
     except (TypeError, ValueError):
         return str(param_grid or "")
-    grids = grid if isinstance(grid, list) else [grid]
-    parts = []
-    for one in grids:
-        for key, values in one.items():
-            shown = ", ".join(format_value(tuple(v) if isinstance(v, list) else v) for v in values)
-            parts.append(f"{short_key(key)} {{{shown}}}")
+    parts = [f"{short_key(key)} {{{', '.join(format_value(tuple(v) if isinstance(v, list) else v) for v in values)}}}"
+             for key, values in grid_values(grid).items()]
     return "; ".join(parts) or "a single setting"
 
 
@@ -129,24 +125,20 @@ def _what_ran(run):
     if kind == "HyperbandSearchCV":
         text = (f"Hyperband over epochs (keras-tuner's brackets, factor {params.get('factor')}, last rung "
                 f"{params.get('max_resources')} epochs, brackets {params.get('brackets')}), each rung continuing "
-                f"the previous one's training: {_count(n_fits, 'fit')}")
+                f"the previous one's training: {counted(n_fits, 'fit')}")
         if "epochs_trained" in metrics:
             text += f", {int(metrics['epochs_trained']):,} epochs trained"
     elif kind == "HalvingGridSearchCV":
-        text = (f"Successive halving over training rows (factor {params.get('factor')}): {_count(n_fits, 'fit')}"
+        text = (f"Successive halving over training rows (factor {params.get('factor')}): {counted(n_fits, 'fit')}"
                 + (f" of {epochs} epochs" if epochs else ""))
     else:
-        text = f"A grid search: {_count(n_fits, 'fit')}" + (f" of {epochs} epochs each" if epochs else "")
+        text = f"A grid search: {counted(n_fits, 'fit')}" + (f" of {epochs} epochs each" if epochs else "")
     text += f", over {_grid_text(params.get('param_grid'))}"
     rows = tags.get("scale.train_rows")
     if rows:
         text += f", on {int(rows):,} training images (validation: the last 20 %)"
     wall = _wall_time(run)
     return text + (f"; {wall / 60:.1f} min" if wall else "") + "."
-
-
-def _count(n, noun):
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _finding(experiment, row):
@@ -366,7 +358,7 @@ def _figures(client, sections, figures_dir):
             ]
 
 
-def _fmt(value, spec=".2f"):
+def format_number(value, spec=".2f"):
     """One value in its column's format (every column has one); "–" where there is none."""
     if value is None or isinstance(value, Undefined):  # e.g. a figure the study did not publish
         return "–"
@@ -563,7 +555,7 @@ def write_report(output_dir, *, tracking_uri=None):
         section["note"] = _fidelity_note(section)
     not_full = [s["name"] for s in sections if s["note"]]
     env = Environment(autoescape=False)
-    env.globals.update(fmt=_fmt, params=_params, mean=statistics.fmean, sd=statistics.stdev)
+    env.globals.update(fmt=format_number, params=_params, mean=statistics.fmean, sd=statistics.stdev)
     markdown = env.from_string(_TEMPLATE).render(sections=sections, total_wall=total_wall, summary=_summary(sections),
                                                   not_full=not_full)
     markdown = re.sub(r"\n{3,}", "\n\n", markdown)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 
+from mnist_mlp.model_selection import epochs_per_fit
 from mnist_mlp.study.experiments import count_fits, load_experiment
 from mnist_mlp.tracking.values import jsonable
 
@@ -27,14 +28,13 @@ _METHOD_NAMES = {"GridSearchCV": "grid search", "HyperbandSearchCV": "Hyperband"
 
 
 def fidelity(search, n_rows, *, overridden):
-    """``(label, tags)`` of a section's scale: ``full: 100 epochs, 60,000 images`` or ``quick: ...``.
+    """``(level, label)`` of a section's scale: ``("full", "full: 100 epochs, 60,000 images")`` or
+    ``("quick", ...)``. The search records the scale itself (its ``scale.*`` tags).
 
     Full fidelity: the section's own settings on the whole MNIST training set.
     """
-    epochs = getattr(search, "max_resources", None) or search.estimator.get_params()["classifier__epochs"]
-    full = not overridden and n_rows >= FULL_TRAINING_ROWS
-    label = f"{'full' if full else 'quick'}: {epochs} epochs, {n_rows:,} images"
-    return label, {"fidelity": "full" if full else "quick", "scale.epochs": epochs, "scale.train_rows": n_rows}
+    level = "full" if not overridden and n_rows >= FULL_TRAINING_ROWS else "quick"
+    return level, f"{level}: {epochs_per_fit(search)} epochs, {n_rows:,} images"
 
 
 def _configure(search, experiment, *, grid, n_jobs, resume, name, tags, progress, n_rows, overridden):
@@ -42,16 +42,15 @@ def _configure(search, experiment, *, grid, n_jobs, resume, name, tags, progress
     run's overrides and progress display."""
     if grid:
         search.param_grid = grid
-    label, scale = fidelity(search, n_rows, overridden=overridden or bool(grid))
+    level, label = fidelity(search, n_rows, overridden=overridden or bool(grid))
     run_name = f"{experiment.section} {_METHOD_NAMES.get(type(search).__name__, type(search).__name__)}" \
                f"{name} · {label}"
     # Every fit of a section is a result someone may load: each logs its model.
     search.set_params(n_jobs=n_jobs, resume=resume, experiment_name=experiment.experiment_name, log_models="all",
                       run_name=run_name, run_tags={"section": experiment.section, "study": "mnist-mlp",
-                                                   **scale, **tags})
+                                                   "fidelity": level, **tags})
     if progress is not None:
         search.estimator.set_params(classifier__callbacks=[progress(run_name, count_fits(search))])
-    _describe_experiment(experiment)
     return search
 
 
@@ -133,6 +132,7 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
     search = _configure(experiment.make_search(**overrides), experiment, grid=grid, n_jobs=n_jobs,
                         resume=resume, name="", tags={}, progress=progress, n_rows=len(x_train),
                         overridden=epochs is not None)
+    _describe_experiment(experiment)
     start = time.perf_counter()
     with tracking.dataset(getattr(data, "name", "mnist")), tracking.test_set(x_test, y_test):
         search.fit(x_train, y_train)
@@ -184,6 +184,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
     start = time.perf_counter()
     searches = {}
     space = "custom" if grid else "wide" if wide else "study"  # which grid: the study's or ours
+    _describe_experiment(experiment)
     with tracking.dataset(getattr(data, "name", "mnist")):
         for scoring in ("accuracy", "f1_macro"):
             search = _configure(
@@ -206,16 +207,16 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
             }
         best = _best_raw(searches)
         finals = []
+        final_epochs_used = final_epochs or experiment.final_epochs
+        level = search.run_tags["fidelity"] if final_epochs in (None, experiment.final_epochs) else "quick"
         for protocol in final_protocols:
             split, description = FINAL_PROTOCOLS[protocol]
             # The experiment's own pipeline with the best parameters, trained afresh.
             final = clone(search.estimator).set_params(
-                **best, classifier__epochs=final_epochs or experiment.final_epochs,
+                **best, classifier__epochs=final_epochs_used,
                 classifier__validation_split=split, classifier__random_state=seed,
                 classifier__callbacks=None,
             )
-            final_epochs_used = final_epochs or experiment.final_epochs
-            level = search.run_tags["fidelity"] if final_epochs in (None, experiment.final_epochs) else "quick"
             rows = len(x_train) if not split else len(x_train) - int(len(x_train) * split)
             with tracking.FitRun.open(
                 run_name=f"{section} final network, {description} · {level}: {final_epochs_used} epochs, "
@@ -253,7 +254,7 @@ def epochs_trained(search):
         return int(search.n_epochs_trained_)
     results = search.cv_results_  # a grid, or halving over rows: every fit trains the full epochs
     n_splits = sum(1 for k in results if k.startswith("split") and k.endswith("_test_score"))
-    return int(len(results["params"]) * n_splits * search.estimator.get_params()["classifier__epochs"])
+    return int(len(results["params"]) * n_splits * epochs_per_fit(search))
 
 
 def _best_raw(searches):

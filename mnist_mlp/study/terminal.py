@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 
+from mnist_mlp.study.report import format_number
+
 __all__ = ["format_section", "format_tuning"]
 
 
@@ -19,18 +21,14 @@ def _console(width=120):
     return Console(file=io.StringIO(), width=width, color_system=None, highlight=False)
 
 
-def _pct(value, spec=".2f"):
-    return "–" if value is None else format(value, spec)
-
-
 def _scale(fidelity):
     if not fidelity or not fidelity.get("level"):
         return ""
     rows = fidelity.get("rows")
     rows = f"{int(rows):,}" if rows not in (None, "") else "?"
-    epochs = fidelity.get("epochs")
-    epochs = f"{epochs} epoch{'' if str(epochs) == '1' else 's'}"
-    return f"{fidelity['level']} fidelity: {epochs}, {rows} training images"
+    from mnist_mlp.tracking import counted
+
+    return f"{fidelity['level']} fidelity: {counted(fidelity.get('epochs'), 'epoch')}, {rows} training images"
 
 
 def format_section(section, *, wall_time_s=None, width=120):
@@ -45,11 +43,11 @@ def format_section(section, *, wall_time_s=None, width=120):
                           ("accuracy % (study)", "right"), ("Δ pts", "right"), ("fit time s", "right")):
         table.add_column(name, justify=justify)
     for row in section.get("rows", []):
-        ours = _pct(row["accuracy"])
+        ours = format_number(row["accuracy"])
         if row["n_seeds"] > 1 and row.get("accuracy_sd") is not None:
             ours += f" ± {row['accuracy_sd']:.2f}"
-        table.add_row(row["label"], str(row["n_seeds"]), ours, _pct(row["published"].get("accuracy")),
-                      _pct(row["delta"], "+.2f"), _pct(row["fit_time_s"], ".1f"))
+        table.add_row(row["label"], str(row["n_seeds"]), ours, format_number(row["published"].get("accuracy")),
+                      format_number(row["delta"], "+.2f"), format_number(row["fit_time_s"], ".1f"))
     console = _console(width)
     console.print(title)  # above the table, not its title: rich would wrap it to the table's width
     console.print(table)
@@ -88,9 +86,9 @@ def format_tuning(result, section, *, width=120):
     for final in result["finals"]:
         ours = 100 * final["test_accuracy"]
         study = published.get("accuracy")
-        finals.add_row(final["protocol"], f"{ours:.2f}", _pct(study), _pct(None if study is None else ours - study,
+        finals.add_row(final["protocol"], f"{ours:.2f}", format_number(study), format_number(None if study is None else ours - study,
                                                                            "+.2f"),
-                       f"{final['test_f1_macro']:.4f}", _pct(published.get("f1_macro"), ".4f"))
+                       f"{final['test_f1_macro']:.4f}", format_number(published.get("f1_macro"), ".4f"))
     console.print(finals)
     registered = result["final"].get("registered")
     if registered:

@@ -46,7 +46,8 @@ _EXPORTS = {
                      "library_versions", "resolve_tracking_uri", "retrying"], "store"),
     **dict.fromkeys(["describe", "jsonable", "param_value"], "values"),
     **dict.fromkeys(["CHAMPION", "register_model", "registered_name"], "registry"),
-    **dict.fromkeys(["NOTE_TAG", "fit_run_name", "format_value", "scale_tags", "short_key", "standalone_run_name"], "naming"),
+    **dict.fromkeys(["NOTE_TAG", "counted", "fit_run_name", "format_value", "grid_values", "scale_tags", "short_key",
+                     "standalone_run_name"], "naming"),
 }
 
 __all__ = sorted([*_EXPORTS, "TRACKING_ENV", "tracking_enabled"])

@@ -143,7 +143,8 @@ def track_fit(estimator, X, fit, example=None, y=None):
     """
     from mnist_mlp.tracking.callbacks import DivergenceMonitor, EpochMetricsLogger
 
-    with runs.owned_run(naming.standalone_run_name(estimator)) as (run, owned):
+    name = naming.standalone_run_name(estimator)
+    with runs.owned_run(name) as (run, owned):
         params = estimator_params(estimator, len(X))
         run.log_params(params)
         run.log_inputs(dataset_inputs(X, y, params["n_train"], params["dataset"]))
@@ -151,7 +152,7 @@ def track_fit(estimator, X, fit, example=None, y=None):
         start = int(run.tags.get("continued_from", 0))
         scale = (params["epochs"] + start, params["n_train"], params["n_val"], params["dataset"])
         run.defer_to_end(tags={**naming.scale_tags(*scale), naming.NOTE_TAG: naming.fit_description(
-            run.name or naming.standalone_run_name(estimator), *scale, fidelity=run.tags.get("fidelity"),
+            run.name or name, *scale, fidelity=run.tags.get("fidelity"),
             continued_from=start)})
         monitor, epochs = DivergenceMonitor(), EpochMetricsLogger(run)
         try:

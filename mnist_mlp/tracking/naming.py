@@ -11,8 +11,8 @@ never taken for a full one.
 
 from __future__ import annotations
 
-__all__ = ["NOTE_TAG", "fit_description", "fit_run_name", "format_value", "scale_tags", "setting",
-           "short_key", "standalone_run_name"]
+__all__ = ["NOTE_TAG", "counted", "fit_description", "fit_run_name", "format_value", "grid_values", "scale_tags",
+           "setting", "short_key", "standalone_run_name"]
 
 #: The tag MLflow shows as a run's (or an experiment's) description.
 NOTE_TAG = "mlflow.note.content"
@@ -42,6 +42,18 @@ def format_value(value):
 
     text = str(describe(value))
     return text if len(text) <= 32 else text[:31] + "…"
+
+
+def grid_values(param_grid):
+    """``{parameter: [its distinct values, in order]}`` over a search's grid (a dict, or a list of
+    dicts, of value lists): what a search varies, and over what."""
+    values = {}
+    for grid in param_grid if isinstance(param_grid, list) else [param_grid]:
+        for key, options in grid.items():
+            seen = values.setdefault(key, {})
+            for value in options:
+                seen.setdefault(repr(value), value)
+    return {key: list(seen.values()) for key, seen in values.items()}
 
 
 def setting(key, value):
@@ -111,14 +123,16 @@ def fit_description(name, epochs, n_train, n_validation, dataset, *, fidelity=No
     """
     rows = f"{n_train:,} rows" + (f" of {dataset}" if dataset and dataset != "unspecified" else "")
     validated = f", validated on {n_validation:,}" if n_validation else ", no validation rows"
-    trained = _count(epochs, "epoch")
+    trained = counted(epochs, "epoch")
     if continued_from:
-        trained = f"{_count(epochs - continued_from, 'more epoch')} (continuing from {continued_from}, {epochs} in all)"
+        trained = f"{counted(epochs - continued_from, 'more epoch')} (continuing from {continued_from}, {epochs} in all)"
     text = f"**{name}**\n\nTrained {trained} on {rows}{validated}."
     if fidelity:
         text += f"\n\nStudy fidelity: {fidelity}."
     return text
 
 
-def _count(n, noun):
+def counted(n, noun):
+    """``1 epoch``, ``3 epochs``, ``1,200 fits``."""
+    n = int(n)
     return f"{n:,} {noun}" + ("" if n == 1 else "s")

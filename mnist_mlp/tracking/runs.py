@@ -25,10 +25,7 @@ import contextvars
 import dataclasses
 import logging
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
@@ -424,25 +421,14 @@ class FitRun:
         and never a half-written artifact (a failed block publishes nothing).
         Elsewhere (a tracking server), the folder is uploaded.
         """
-        root = artifacts.local_root(self.artifact_uri)
-        staging_parent = None
-        if root is not None and not self.lost:
-            with contextlib.suppress(OSError):
-                root.mkdir(parents=True, exist_ok=True)
-                staging_parent = root.parent
-        try:
-            folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=staging_parent))
-        except OSError:
-            staging_parent, folder = None, Path(tempfile.mkdtemp(prefix="mnist_mlp-"))
-        try:
+        root = artifacts.local_root(self.artifact_uri) if not self.lost else None
+        with artifacts.staging_folder(root) as (folder, beside):
             yield folder
-            if staging_parent is not None:
+            if beside:
                 self._store(artifacts.rename_into, folder, root / (artifact_path or ""),
                             local=lambda: self.fallback.copy_artifacts(folder, artifact_path))
             else:
                 self.log_dir(folder, artifact_path)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
 
     @contextlib.contextmanager
     def logged_model(self, name, *, model_type=None):
@@ -477,13 +463,7 @@ class FitRun:
                 yield folder / name, None
             return
         root = artifacts.local_root(model.artifact_location)
-        parent = None
-        if root is not None:
-            with contextlib.suppress(OSError):
-                root.mkdir(parents=True, exist_ok=True)
-                parent = root.parent
-        folder = Path(tempfile.mkdtemp(prefix=".staging-", dir=parent))
-        try:
+        with artifacts.staging_folder(root) as (folder, beside):
             try:
                 yield folder / name, model
             except BaseException:  # the model could not be saved: nothing published
@@ -491,7 +471,7 @@ class FitRun:
                     store.retrying(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.FAILED)
                 raise
             try:
-                if parent is not None:
+                if beside:
                     artifacts.rename_into(folder / name, root)
                 else:
                     store.retrying(self.client.log_model_artifacts, model.model_id, str(folder / name))
@@ -503,8 +483,6 @@ class FitRun:
                 self._lose(exc)
                 self.fallback.copy_artifacts(folder / name if (folder / name).exists() else root, name)
                 return
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
         self.model_id = model.model_id
         # The results logged so far, linked to the model too, in the run's closing write
         # (the closing write's own metrics carry the model's id already).
