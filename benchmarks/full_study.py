@@ -1,7 +1,8 @@
 """The whole study at full fidelity into a fresh store, timed, then its report.
 
-Runs ``mnist-mlp study all`` on the full MNIST (every section at the study's
-own settings; section 3 by the default Hyperband with both final protocols),
+Runs ``mnist-mlp study all --n-jobs N`` on the full MNIST (every section at
+the study's own settings, N sections side by side, N = the cores by default;
+section 3 by the default Hyperband with both final protocols),
 then section 2.5.1 again over seeds 3-7 (the report pools them with seeds
 0-2: its finding needs at least 6 seeds), then ``mnist-mlp report`` into
 ``benchmarks/results/study_report/``. Records each command's wall time and
@@ -30,6 +31,7 @@ def main(argv=None):
     parser.add_argument("--store", type=Path, required=True, help="a new folder for the MLflow store")
     parser.add_argument("--report", type=Path, default=RESULTS / "study_report")
     parser.add_argument("--summary", type=Path, default=RESULTS / "study_summary.json")
+    parser.add_argument("--n-jobs", type=int, default=os.cpu_count(), help="sections (fits) at once")
     args = parser.parse_args(argv)
     import numpy as np
     from threadpoolctl import threadpool_info
@@ -41,8 +43,10 @@ def main(argv=None):
            "MNIST_MLP_TRACKING": "1"}
     cli = [sys.executable, "-m", "mnist_mlp"]
     steps = [
-        ("study all", ["study", "all", "--data-dir", args.data_dir, "--json", str(args.store / "study_all.json")]),
-        ("study 2.5.1, seeds 3-7", ["study", "2.5.1", "--seeds", "3,4,5,6,7", "--data-dir", args.data_dir,
+        ("study all", ["study", "all", "--n-jobs", str(args.n_jobs), "--data-dir", args.data_dir,
+                       "--json", str(args.store / "study_all.json")]),
+        ("study 2.5.1, seeds 3-7", ["study", "2.5.1", "--seeds", "3,4,5,6,7", "--n-jobs", str(args.n_jobs),
+                                    "--data-dir", args.data_dir,
                                     "--json", str(args.store / "study_2.5.1_more_seeds.json")]),
         ("report", ["report", "--output", str(args.report)]),
     ]
@@ -60,12 +64,14 @@ def main(argv=None):
     sections = json.loads((args.store / "study_all.json").read_text())["experiments"]
     summary = {
         "what": "the whole study at full fidelity (study all), 2.5.1 over seeds 3-7, the report",
+        "n_jobs": args.n_jobs,
+        "cores": os.cpu_count(),
         "steps": timings,
         "study_all_wall_time_s": timings[0]["wall_time_s"],
         "sections": [{"section": s["section"], "wall_time_s": round(s["wall_time_s"], 1)} for s in sections],
         "blas": [(i.get("internal_api"), i.get("architecture")) for i in threadpool_info()],
         "command": "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/full_study.py "
-                   f"--data-dir {args.data_dir} --store {args.store}",
+                   f"--data-dir {args.data_dir} --store {args.store} --n-jobs {args.n_jobs}",
     }
     args.summary.write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

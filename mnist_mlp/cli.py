@@ -96,7 +96,7 @@ def build_parser():
         "Each is a search whose candidates are also scored on the test set.",
     )
     study.add_argument("experiment", help="a study section (2.1, 2.2, 2.3, 2.4.1, 2.4.2, 2.5.1, "
-                       "2.5.2, 3) or 'all'")
+                       "2.5.2, 3), several separated by commas, or 'all'")
     _add_data_args(study)
     study.add_argument("--epochs", type=_optional_count,
                        help="override the study's epochs (quick runs; 0: the study's)")
@@ -104,7 +104,9 @@ def build_parser():
                        help="use only the first N training images (0: all)")
     study.add_argument("--seeds", type=_int_list,
                        help="random states to repeat each run with, e.g. 0,1,2 (empty: the section's)")
-    study.add_argument("--n-jobs", type=_whole, default=1)
+    study.add_argument("--n-jobs", type=_whole, default=1,
+                       help="fits at once: with several sections, that many sections side by side, each "
+                            "in a process of its own, the longest first; with one, its search's n_jobs")
     study.add_argument("--refit", action="store_true",
                        help="refit everything, even fits an interrupted run already finished")
     study.add_argument("--scheduler", help="run the fits on the Dask cluster at this address "
@@ -191,15 +193,50 @@ def _cluster(args):
 
 
 def _study(args):
-    from mnist_mlp.study import progress_display
-    from mnist_mlp.study import experiment_names, load_experiment, run_experiment
+    from mnist_mlp.study import experiment_names, load_experiment
 
-    names = experiment_names() if args.experiment == "all" else [args.experiment]
+    names = experiment_names() if args.experiment == "all" else [
+        name.strip() for name in args.experiment.split(",") if name.strip()]
     for name in names:
         load_experiment(name)  # unknown names fail before any work
+    if len(set(names)) != len(names) or not names:
+        raise ValueError(f"experiment: name each section once; got {args.experiment!r}")
+    if args.n_jobs < 1:
+        raise ValueError(f"--n-jobs must be at least 1; got {args.n_jobs}")
     splits = _load_data(args)
     print(f"data: {splits.name} from {splits.source}")
-    results, start = [], time.perf_counter()
+    start = time.perf_counter()
+    if len(names) > 1 and args.n_jobs > 1 and not args.scheduler:
+        results = _study_side_by_side(names, splits, args)
+    else:
+        results = _study_in_turn(names, splits, args)
+    summary = {"experiments": results, "wall_time_s": time.perf_counter() - start}
+    print(f"study: {len(results)} experiment(s) in {summary['wall_time_s']:.1f} s")
+    _write_json(args.json, summary)
+    return 0
+
+
+def _study_side_by_side(names, splits, args):
+    """Sections ``args.n_jobs`` at a time in worker processes; each table as its section finishes."""
+    from mnist_mlp.study import run_side_by_side
+
+    at_once = min(args.n_jobs, len(names))
+    print(f"study: {len(names)} sections, {at_once} at a time, the longest first")
+
+    def started(name):
+        print(f"study {name}: started", flush=True)
+
+    def done(name, result):
+        print(_section_table(name, result), end="", flush=True)
+
+    return run_side_by_side(names, splits, n_jobs=args.n_jobs, on_start=started, on_done=done,
+                            epochs=args.epochs, n_train=args.n_train, seeds=args.seeds, resume=not args.refit)
+
+
+def _study_in_turn(names, splits, args):
+    from mnist_mlp.study import progress_display, run_experiment
+
+    results = []
     for name in names:
         with _cluster(args), progress_display(f"study {name}", None) as callback:
             result = run_experiment(
@@ -209,10 +246,7 @@ def _study(args):
             )
         results.append(result)
         print(_section_table(name, result), end="")
-    summary = {"experiments": results, "wall_time_s": time.perf_counter() - start}
-    print(f"study: {len(results)} experiment(s) in {summary['wall_time_s']:.1f} s")
-    _write_json(args.json, summary)
-    return 0
+    return results
 
 
 def _tune(args):

@@ -327,6 +327,20 @@ class _Hyperband(BaseSearchCV):
                     for _, _, n in self._rungs(s, self._first_rung_size(n_start, n_grid), min_epochs))
         return total * check_cv(self.cv).get_n_splits()
 
+    def planned_epochs(self):
+        """Epochs the search will train at most, over every fit (continued rungs count only
+        their extra epochs); fewer when earlier fits stand in for some."""
+        from sklearn.model_selection import check_cv
+
+        n_grid = len(ParameterGrid(self.param_grid))
+        total = 0
+        for s, n_start, min_epochs in self._bracket_plan():
+            previous = 0
+            for _, epochs, n in self._rungs(s, self._first_rung_size(n_start, n_grid), min_epochs):
+                total += n * (epochs - previous)
+                previous = epochs if self.continue_training else 0
+        return total * check_cv(self.cv).get_n_splits()
+
     def _metric(self):
         return self.refit if isinstance(self.refit, str) else "score"
 

@@ -6,14 +6,15 @@ The contract other folders (the CLI) use:
   the study's sections, each declared in ``pipelines/`` (add an experiment
   there and in ``experiments.EXPERIMENTS``);
 - :func:`run_experiment`, :func:`run_tuning`: fit a section on MNIST, filed
-  in its MLflow experiment;
+  in its MLflow experiment; :func:`run_side_by_side`: several sections at
+  once, each in a worker process, the longest first;
 - :func:`collect`, :func:`collect_section`, :func:`write_report`: read the
   runs back into the report;
 - :func:`format_section`, :func:`format_tuning`: a section's results table
   for the terminal;
 - :func:`progress_display`, :class:`ProgressCallback`: long work on a terminal.
 
-Modules: ``experiments``, ``runner``, ``report``, ``terminal``, ``progress``.
+Modules: ``experiments``, ``runner``, ``side_by_side``, ``report``, ``terminal``, ``progress``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ _EXPORTS = {
     **dict.fromkeys(["EXPERIMENTS", "Experiment", "count_fits", "experiment_names", "load_experiment"],
                     "experiments"),
     **dict.fromkeys(["run_experiment", "run_tuning"], "runner"),
+    "run_side_by_side": "side_by_side",
     **dict.fromkeys(["collect", "collect_section", "write_report"], "report"),
     **dict.fromkeys(["format_section", "format_tuning"], "terminal"),
     **dict.fromkeys(["ProgressCallback", "progress_display"], "progress"),

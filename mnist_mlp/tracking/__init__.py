@@ -7,7 +7,9 @@ theirs to import):
   or a new one), :class:`FitContext` / :func:`fit_context` (a search's child,
   in whatever process runs it), :func:`context_to_inherit` /
   :func:`inherited_run` (a child of the run active where scikit-learn's own
-  process pool pickled the estimator), :func:`dataset` and :func:`test_set`;
+  process pool pickled the estimator), :func:`launched_by` (a worker
+  process's runs filed under the run of the process that started it),
+  :func:`dataset` and :func:`test_set`;
 - what a fit logs: :func:`track_fit` (the estimator's one call: params,
   per-epoch metrics, results, plots, model), :func:`log_model`,
   :func:`log_evaluation`;
@@ -40,7 +42,8 @@ _EXPORTS = {
     **dict.fromkeys(["estimator_params", "log_evaluation", "log_fit_results", "log_model", "track_fit"],
                     "fit_logging"),
     **dict.fromkeys(["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run",
-                     "current_test_set", "dataset", "fit_context", "inherited_run", "owned_run", "test_set"], "runs"),
+                     "current_test_set", "dataset", "fit_context", "inherited_run", "launched_by", "owned_run",
+                     "test_set"], "runs"),
     **dict.fromkeys(["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingUnavailableError",
                      "active_run_in_process", "check_reachable", "client", "current_experiment_id", "experiment_id_for",
                      "library_versions", "resolve_tracking_uri", "retrying"], "store"),

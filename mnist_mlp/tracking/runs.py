@@ -9,7 +9,9 @@ A fit logs into, in this order of precedence:
 3. a child of the user's active MLflow run: the one active in this thread, or,
    for an estimator that a process pool (scikit-learn's own searches and
    ``cross_validate`` with ``n_jobs=2``) pickled while a run was active, that
-   run (see :func:`context_to_inherit` and :func:`inherited_run`);
+   run (see :func:`context_to_inherit` and :func:`inherited_run`), or, in a
+   worker process running a whole study section, the run active in the
+   process that started it (see :func:`launched_by`);
 4. a new top-level run in the current experiment.
 
 Runs are written through an explicit ``MlflowClient`` rather than MLflow's
@@ -35,7 +37,7 @@ from mnist_mlp.tracking import artifacts, store, values
 from mnist_mlp.tracking.fallback import FallbackFolder
 
 __all__ = ["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run", "current_test_set", "dataset",
-           "fit_context", "inherited_run", "owned_run", "test_set"]
+           "fit_context", "inherited_run", "launched_by", "owned_run", "test_set"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,9 @@ _CURRENT_RUN: contextvars.ContextVar[FitRun | None] = contextvars.ContextVar(
 )
 _DATASET: contextvars.ContextVar[str | None] = contextvars.ContextVar("mnist_mlp_dataset", default=None)
 _TEST_DATA: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("mnist_mlp_test_data", default=None)
+_LAUNCHER: contextvars.ContextVar[mlflow.entities.Run | None] = contextvars.ContextVar(
+    "mnist_mlp_launcher", default=None
+)
 
 
 @contextlib.contextmanager
@@ -169,6 +174,20 @@ def test_set(X_test, y_test):
     test set through their :class:`FitContext`.
     """
     return _bound(_TEST_DATA, (X_test, y_test))
+
+
+def launched_by(run):
+    """Open new top-level runs in the block as if ``run`` were active here.
+
+    For a worker process that runs part of a command (a study section run
+    side by side with others): ``run``, the MLflow run active in the process
+    that started the worker (``mlflow run``'s project run), becomes the
+    parent of the runs opened in its experiment and their ``launched_by``
+    elsewhere, as it would in that process. The worker never resumes the run
+    through MLflow's fluent API, so the worker's exit cannot end it. None:
+    nothing changes.
+    """
+    return _bound(_LAUNCHER, run)
 
 
 def current_test_set():
@@ -284,7 +303,7 @@ class FitRun:
             tags[_PARENT_TAG] = context.parent_run_id
         else:
             client = store.client(tracking_uri or store.resolve_tracking_uri())
-            active = mlflow.active_run() if tracking_uri is None else None
+            active = (mlflow.active_run() or _LAUNCHER.get()) if tracking_uri is None else None
             log_model = True
             experiment_id = (
                 store.experiment_id_for(client, experiment_name) if experiment_name

@@ -1,0 +1,228 @@
+"""Several study sections at once: each in a worker process of its own, longest first.
+
+Why: on a few cores, one fit gains little from a second thread (its matrix
+products are too small to split well), while two single-threaded fits side
+by side run at nearly twice the rate; and the study's longest job, the
+online fit of 2.1 (batch size 1), runs on one core whatever it is given. So
+``mnist-mlp study all --n-jobs 2`` runs two sections at a time, each fit on
+``cores // n_jobs`` threads, instead of one section after another.
+
+Why processes: each section starts from a fresh TensorFlow and Numba state,
+and stopping one is a signal, not a cooperation protocol between threads.
+The worker ignores the terminal's Ctrl-C; the process that started it
+decides, and on any interruption or failure sends SIGTERM to every worker
+still running, which unwinds there as Ctrl-C does (its runs end KILLED)
+before the error is raised here.
+
+Why longest first: a greedy schedule that starts the longest sections first
+(LPT) finishes within 4/3 of the best possible time; started last, the
+online fit alone would add minutes. How long a section is comes from
+:func:`planned_work`, a count of training rows weighted by the cost of an
+optimizer step (:data:`STEP_COST_IN_ROWS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import traceback
+from multiprocessing.connection import wait
+
+__all__ = ["STEP_COST_IN_ROWS", "planned_work", "run_side_by_side"]
+
+#: What one optimizer step costs beside its rows' arithmetic, counted in rows:
+#: on the study's network, a batch-1 step takes about 60 us where a row of a
+#: batch-256 step takes about 4.7 us (``benchmarks/results/training_speed.json``),
+#: so a step costs about 12 rows' worth. Only the order of sections depends on it.
+STEP_COST_IN_ROWS = 12
+
+# How long a worker has to end its runs once told to stop, before it is killed.
+_STOP_GRACE_S = 60
+
+
+def planned_work(search, n_rows, *, final_epochs=0, final_fits=0):
+    """Rows a search will train on, each optimizer step counted as :data:`STEP_COST_IN_ROWS` more.
+
+    Parameters
+    ----------
+    search : a search over :func:`mnist_mlp.make_pipeline`
+    n_rows : int
+        Training rows the search is given.
+    final_epochs, final_fits : int, default=0
+        Final networks trained after the search (a tuning section), on every row.
+
+    Returns
+    -------
+    float
+        Comparable between sections; not a time.
+    """
+    from sklearn.model_selection import ParameterGrid
+
+    from mnist_mlp.model_selection import epochs_per_fit
+    from mnist_mlp.study.experiments import count_fits
+
+    candidates = list(ParameterGrid(search.param_grid))
+    default_batch = search.estimator.get_params().get("classifier__batch_size", 256)
+
+    def per_epoch(candidate):
+        batch = candidate.get("classifier__batch_size", default_batch)
+        return n_rows * (1 + STEP_COST_IN_ROWS / min(batch, n_rows))
+
+    mean_per_epoch = sum(per_epoch(c) for c in candidates) / len(candidates)
+    if hasattr(search, "planned_epochs"):  # Hyperband: an epochs budget over rungs
+        work = search.planned_epochs() * mean_per_epoch
+    else:
+        fits_per_candidate = count_fits(search) / len(candidates)
+        work = sum(per_epoch(c) for c in candidates) * fits_per_candidate * (epochs_per_fit(search) or 1)
+    return work + final_fits * final_epochs * n_rows * (1 + STEP_COST_IN_ROWS / default_batch)
+
+
+def _section_work(name, n_rows, run_kwargs):
+    from mnist_mlp.study.experiments import load_experiment
+
+    experiment = load_experiment(name)
+    overrides = {k: v for k, v in (("epochs", run_kwargs.get("epochs")), ("seeds", run_kwargs.get("seeds")))
+                 if v is not None}
+    if experiment.final_epochs and "seeds" in overrides:
+        overrides["seeds"] = overrides["seeds"][:1]  # a tuning section searches with one seed
+    search = experiment.make_search(**overrides)
+    if run_kwargs.get("grid"):
+        search.param_grid = run_kwargs["grid"]
+    full = run_kwargs.get("epochs") is None and run_kwargs.get("n_train") is None
+    return planned_work(search, n_rows, final_epochs=experiment.final_epochs or 0,
+                        final_fits=(2 if full else 1) if experiment.final_epochs else 0)
+
+
+def _cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _worker(connection, name, data, run_kwargs, threads, launcher):
+    """A worker process: run section ``name``, send back ``("done", result)`` or ``("error", exc, text)``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the starting process decides when to stop
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"section {name} stopped by the process that started it")
+
+    signal.signal(signal.SIGTERM, stop)
+    # One fit per worker at a time: give it its share of the cores (read by the training loop).
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    try:
+        from mnist_mlp import tracking
+        from mnist_mlp._tensorflow import tf
+        from mnist_mlp.study.runner import run_experiment
+
+        with contextlib.suppress(RuntimeError):  # already initialised: the environment variables stand
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        with tracking.launched_by(launcher):
+            result = run_experiment(name, data, **run_kwargs)
+        connection.send(("done", result))
+    except KeyboardInterrupt:
+        connection.send(("stopped", None))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the starting process
+        text = traceback.format_exc()
+        try:
+            connection.send(("error", exc, text))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle goes back as text
+            connection.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}"), text))
+    finally:
+        connection.close()
+
+
+def run_side_by_side(names, data, *, n_jobs, on_start=None, on_done=None, **run_kwargs):
+    """Run study sections ``n_jobs`` at a time, each in a worker process; the longest first.
+
+    Parameters
+    ----------
+    names : list of str
+        Study sections.
+    data : mnist_mlp.data.DatasetSplits
+    n_jobs : int
+        Sections at once; each fit gets ``cores // n_jobs`` threads.
+    on_start : callable, default=None
+        ``on_start(name)`` as a section starts.
+    on_done : callable, default=None
+        ``on_done(name, result)`` as a section finishes, in the order they finish.
+    **run_kwargs
+        For :func:`mnist_mlp.study.run_experiment` (``epochs``, ``n_train``,
+        ``seeds``, ``grid``, ``resume``); a progress display does not cross
+        processes, so ``progress`` is refused.
+
+    Returns
+    -------
+    list of dict
+        Each section's result, in the order of ``names``.
+
+    Raises
+    ------
+    Exception
+        The first section's failure, as raised in its worker (its traceback
+        in a note), once every other worker has stopped and ended its runs KILLED.
+    KeyboardInterrupt
+        Interrupted here: every worker has stopped first.
+    """
+    from mnist_mlp.tracking import active_run_in_process, tracking_enabled
+
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be a positive number of sections at once; got {n_jobs}")
+    if "progress" in run_kwargs:
+        raise ValueError("progress: a progress display cannot follow fits in other processes")
+    n_rows = len(data[0][0]) if not run_kwargs.get("n_train") else min(run_kwargs["n_train"], len(data[0][0]))
+    pending = sorted(names, key=lambda name: -_section_work(name, n_rows, run_kwargs))
+    threads = max(1, _cores() // min(n_jobs, len(names)))
+    launcher = active_run_in_process() if tracking_enabled() else None
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TensorFlow or Numba threads
+    running, results = {}, {}
+    try:
+        while pending or running:
+            while pending and len(running) < n_jobs:
+                name = pending.pop(0)
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(target=_worker, name=f"mnist-mlp study {name}", daemon=True,
+                                          args=(sender, name, data, run_kwargs, threads, launcher))
+                process.start()
+                sender.close()  # the worker holds the only sending end: its exit reads as EOF here
+                running[receiver] = (name, process)
+                if on_start is not None:
+                    on_start(name)
+            for receiver in wait(list(running)):
+                name, process = running.pop(receiver)
+                try:
+                    message = receiver.recv()
+                except EOFError:
+                    message = ("died",)
+                receiver.close()
+                process.join()
+                if message[0] == "done":
+                    results[name] = message[1]
+                    if on_done is not None:
+                        on_done(name, message[1])
+                    continue
+                if message[0] == "error":
+                    exc = message[1]
+                    exc.add_note(f"in study section {name}, in its worker process:\n{message[2]}")
+                    raise exc
+                raise RuntimeError(f"study section {name}: its worker process "
+                                   f"{'stopped' if message[0] == 'stopped' else 'died'} "
+                                   f"(exit code {process.exitcode})")
+    except BaseException:
+        _stop([process for _, process in running.values()])
+        raise
+    return [results[name] for name in names]
+
+
+def _stop(processes):
+    """Tell every worker to stop (its runs end KILLED) and wait for it; kill one that hangs."""
+    for process in processes:
+        if process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+    for process in processes:
+        process.join(_STOP_GRACE_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
