@@ -43,6 +43,8 @@ def test_continued_rungs_score_as_fresh_fits_and_train_fewer_epochs(untracked, d
     # Bracket 2: 6 x 1 epoch, 2 x 3, 1 x 9; bracket 1: 6 x 3, 2 x 9.
     assert fresh.n_epochs_trained_ == 6 * 1 + 2 * 3 + 1 * 9 + 6 * 3 + 2 * 9 == 57
     assert continued.n_epochs_trained_ == 6 * 1 + 2 * 2 + 1 * 6 + 6 * 3 + 2 * 6 == 46
+    # The plan, known before the search runs (a scheduler orders work by it), is what it trains.
+    assert (fresh.planned_epochs(), continued.planned_epochs()) == (57, 46)
     results = continued.cv_results_
     assert list(results["bracket"]) == [2] * 9 + [1] * 8
     assert list(results["rung"]) == [0] * 6 + [1] * 2 + [2] + [0] * 6 + [1] * 2

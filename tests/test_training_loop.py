@@ -310,6 +310,34 @@ def test_compiled_network_accepts_only_what_the_loop_computes():
     assert "same regularizer" in keras_adapter.compiled_network(mixed_penalties)
 
 
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="needs 2 cores to see a second one used")
+def test_single_threaded_products_keep_to_one_core():
+    """A fit on one thread (a study section beside another, a Dask worker) uses one core.
+
+    Inside a ``parallel=True`` function Numba made even the one-thread path's
+    block copies parallel loops, after which OpenMP's idle threads spun on the
+    other core: 1.85 cores busy, and two such fits side by side ran 4x slower.
+    """
+    import subprocess
+    import sys
+
+    code = """
+import time, numpy as np
+from mnist_mlp.training import kernels, threads
+threads.threading_layer()  # Numba's thread pool started, as in any fit
+A = np.ones((1024, 784), np.float32); B = np.ones((784, 128), np.float32); out = np.empty((784, 128), np.float32)
+D = np.ones((1024, 128), np.float32)
+kernels.matmul(A, B, 1); kernels.matmul_tn(A, D, out, 1)
+wall, cpu = time.perf_counter(), time.process_time()
+while time.perf_counter() - wall < 1.0:
+    kernels.matmul(A, B, 1); kernels.matmul_tn(A, D, out, 1)
+print((time.process_time() - cpu) / (time.perf_counter() - wall))
+"""
+    env = {**__import__("os").environ, "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert float(done.stdout.split()[-1]) < 1.3, done.stdout
+
+
 def test_the_weights_do_not_depend_on_the_number_of_threads(monkeypatch, flat_digits):
     """Products run in fixed blocks: one thread (a Dask worker) and two give the same bits."""
     from mnist_mlp.training import kernels, loop

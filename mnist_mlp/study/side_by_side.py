@@ -9,8 +9,8 @@ online fit of 2.1 (batch size 1), runs on one core whatever it is given. So
 
 Why processes: each section starts from a fresh TensorFlow and Numba state,
 and stopping one is a signal, not a cooperation protocol between threads.
-The worker ignores the terminal's Ctrl-C; the process that started it
-decides, and on any interruption or failure sends SIGTERM to every worker
+The worker ignores the terminal's Ctrl-C (from its start); the process that
+started it decides, and on any interruption or failure sends SIGTERM to every worker
 still running, which unwinds there as Ctrl-C does (its runs end KILLED)
 before the error is raised here.
 
@@ -184,7 +184,8 @@ def run_side_by_side(names, data, *, n_jobs, on_start=None, on_done=None, **run_
                 receiver, sender = context.Pipe(duplex=False)
                 process = context.Process(target=_worker, name=f"mnist-mlp study {name}", daemon=True,
                                           args=(sender, name, data, run_kwargs, threads, launcher))
-                process.start()
+                with _terminal_interrupts_ignored():
+                    process.start()
                 sender.close()  # the worker holds the only sending end: its exit reads as EOF here
                 running[receiver] = (name, process)
                 if on_start is not None:
@@ -213,6 +214,23 @@ def run_side_by_side(names, data, *, n_jobs, on_start=None, on_done=None, **run_
         _stop([process for _, process in running.values()])
         raise
     return [results[name] for name in names]
+
+
+@contextlib.contextmanager
+def _terminal_interrupts_ignored():
+    """Start a worker with SIGINT ignored, as it stays: the terminal's Ctrl-C reaches the whole
+    process group, and a worker still importing would die of it with a traceback. The starting
+    process stops its workers itself. (Signal dispositions can be set from the main thread only;
+    from another, the worker ignores SIGINT once it runs.)"""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _stop(processes):

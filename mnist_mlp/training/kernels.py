@@ -177,7 +177,15 @@ def _block_size(n, smallest):
 # each flushing denormals like the calling thread.
 
 
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+# The products' entry points are compiled without ``parallel=True`` and call a
+# parallel function only to split work: inside a parallel function Numba also
+# turns array assignments (a block's copy into ``out``) into parallel loops, so
+# even the single-threaded path ran parallel regions, whose idle OpenMP threads
+# then spun on the other cores (1.85 cores busy for one single-threaded fit,
+# and fits side by side in processes slowed each other 4x).
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def matmul(A, B, n_threads):
     """``A @ B`` in blocks of rows of ``A`` (see ``_block_size``), shared among ``n_threads`` threads."""
     rows = A.shape[0]
@@ -189,17 +197,22 @@ def matmul(A, B, n_threads):
     if n_threads <= 1:  # the same blocks, on the calling thread only
         for b in range(n_blocks):
             out[b * size:(b + 1) * size] = np.dot(A[b * size:(b + 1) * size], B)
-        return out
+    else:
+        _matmul_blocks(A, B, out, size, n_blocks, n_threads)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _matmul_blocks(A, B, out, size, n_blocks, n_threads):
     workers = min(n_threads, n_blocks)
     for w in prange(workers):
         old = _flush_on()
         for b in range(w, n_blocks, workers):
             out[b * size:(b + 1) * size] = np.dot(A[b * size:(b + 1) * size], B)
         _flush_restore(old)
-    return out
 
 
-@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def matmul_tn(A, D, out, n_threads):
     """``out[:] = A.T @ D`` in blocks of columns of ``D`` (see ``_block_size``), shared among threads."""
     cols = D.shape[1]
@@ -212,7 +225,13 @@ def matmul_tn(A, D, out, n_threads):
         for b in range(n_blocks):
             hi = min((b + 1) * size, cols)
             out[:, b * size:hi] = np.dot(A.T, np.ascontiguousarray(D[:, b * size:hi]))
-        return
+    else:
+        _matmul_tn_blocks(A, D, out, size, n_blocks, n_threads)
+
+
+@njit(cache=True, nogil=True, parallel=True, error_model="numpy")
+def _matmul_tn_blocks(A, D, out, size, n_blocks, n_threads):
+    cols = D.shape[1]
     workers = min(n_threads, n_blocks)
     for w in prange(workers):
         old = _flush_on()
