@@ -144,8 +144,11 @@ class MLPClassifier(KerasClassifier):
         compiled forward pass; where that loop does not apply (a callback
         with per-batch hooks, sample or class weights, an optimizer other
         than Adam, RMSprop or SGD, ...) it falls back to ``keras.Model.fit``
-        by itself. ``"keras"`` always uses ``keras.Model.fit`` and
-        ``keras.Model.predict``.
+        by itself. With a GPU visible to TensorFlow, ``"auto"`` trains with
+        ``keras.Model.fit`` on it where a crossover measured on that GPU says
+        it is faster for this network and batch size
+        (:mod:`mnist_mlp.training.devices`). ``"keras"`` always uses
+        ``keras.Model.fit`` and ``keras.Model.predict``.
     tracking : bool, default=True
         Log the fit to MLflow (see :mod:`mnist_mlp.tracking`): params,
         per-epoch metrics, plots and, for a fit that owns its run, the
@@ -191,7 +194,8 @@ class MLPClassifier(KerasClassifier):
     training_loop_ : {"compiled", "keras"}
         The loop the last fit ran in.
     training_loop_reason_ : str or None
-        Why the last fit ran in ``keras.Model.fit`` (None when compiled).
+        Why the last fit ran in ``keras.Model.fit`` (None when compiled):
+        what the compiled loop cannot do, or the measured GPU crossover.
     run_id_ : str
         The MLflow run this fit logged to (only when tracked).
     tracking_uri_ : str

@@ -8,7 +8,8 @@ compiled Keras model and says which loop ran and why), :func:`predict_proba`
 Modules: ``kernels`` (the Numba-compiled epoch, forward pass and update
 rules), ``loop`` (an epoch loop with Keras's contract around them),
 ``keras_adapter`` (the only code that reads Keras's internals: which models
-and optimizers the loop can train, their weights and slots), ``threads``
+and optimizers the loop can train, their weights and slots), ``devices``
+(Keras on a GPU where a measured crossover says it is faster), ``threads``
 (threads and floating-point mode), ``seeding``. To add an optimizer: its rule
 in ``kernels._update``, its options and slot lists in
 ``keras_adapter._RULES`` and ``_optimizer_rule``, and its rows in
@@ -52,7 +53,8 @@ class TrainingResult:
     loop : {"compiled", "keras"}
         Which loop trained.
     reason : str or None
-        Why ``keras.Model.fit`` trained (None when the compiled loop did).
+        Why ``keras.Model.fit`` trained (None when the compiled loop did): what
+        the compiled loop cannot do, or that a GPU is measured faster.
     """
 
     history: object
@@ -85,9 +87,11 @@ def train(model, X, y, *, keras_fit, training_loop="auto", **fit_args):
     """
     if training_loop == "keras":
         return TrainingResult(keras_fit(X, y, **fit_args), "keras", "training_loop='keras'")
-    from mnist_mlp.training import keras_adapter, loop
+    from mnist_mlp.training import devices, keras_adapter, loop
 
     reason = keras_adapter.unsupported_reason(model, fit_args.get("callbacks") or [], fit_args)
+    if reason is None:  # the compiled loop could train it: unless a GPU is measured faster here
+        reason = devices.gpu_choice(keras_adapter.compiled_network(model).dims, int(fit_args.get("batch_size") or 32))
     if reason is not None:
         return TrainingResult(keras_fit(X, y, **fit_args), "keras", reason)
     import numpy as np
