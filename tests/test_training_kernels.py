@@ -402,8 +402,15 @@ def test_dropout_step_equals_a_numpy_reference_with_the_same_mask(activation, pe
     network.write(theta)
     got_w = model.get_weights()
     assert _relative_error(loss_sum / rows, want_loss, want_loss) < 1e-5
+    # float32 against float64. A single row's gradient is one outer product, not an average: where
+    # its data term and its penalty term nearly cancel (to 1/280 of their size here), float32
+    # round-off in the forward pass reaches the update. Over 12 draws of the data, both the old
+    # first product (BLAS) and the online loop's own (summed in blocks, see
+    # kernels._first_product_part) stayed under 1e-2 and exceeded 1e-3 three times each (at most
+    # 3.3e-3 and 6.3e-3). A wrong mask, scale or sign is off by far more.
+    tolerance = 1e-2 if rows == 1 else 1e-3
     for got, want, old in zip(got_w, want_w, weights):
-        assert _relative_error(got, want, want - old) < 1e-3  # float32 against float64
+        assert _relative_error(got, want, want - old) < tolerance
     assert _relative_error(state[0], np.concatenate([x.ravel() for x in want_m]),
                            np.concatenate([x.ravel() for x in want_m])) < 1e-4
 

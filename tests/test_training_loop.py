@@ -354,15 +354,18 @@ def test_the_weights_do_not_depend_on_the_number_of_threads(monkeypatch, flat_di
         np.testing.assert_array_equal(one, two)
 
     X, y, _, _ = flat_digits
-    weights = {}
-    for n in (1, 2):
-        monkeypatch.setattr(loop, "n_threads", lambda n=n: n)
-        clf = MLPClassifier(hidden_layer_sizes=(32,), epochs=2, learning_rate_init=1e-2, random_state=0,
-                            tracking=False).fit(X[:500], y[:500])
-        assert clf.training_loop_ == "compiled"
-        weights[n] = clf.model_.get_weights()
-    for one, two in zip(weights[1], weights[2]):
-        np.testing.assert_array_equal(one, two)
+    # Mini-batches; and online training (batch size 1), whose update and next first product two
+    # workers share when there are 2 x kernels._BLOCK parameters (50,890 here).
+    for hidden, batch_size, rows in (((32,), 256, 500), ((64,), 1, 60)):
+        weights = {}
+        for n in (1, 2):
+            monkeypatch.setattr(loop, "n_threads", lambda n=n: n)
+            clf = MLPClassifier(hidden_layer_sizes=hidden, batch_size=batch_size, epochs=2, learning_rate_init=1e-2,
+                                random_state=0, tracking=False).fit(X[:rows], y[:rows])
+            assert clf.training_loop_ == "compiled"
+            weights[n] = clf.model_.get_weights()
+        for one, two in zip(weights[1], weights[2]):
+            np.testing.assert_array_equal(one, two)
 
 
 def test_a_keras_that_moved_its_optimizer_state_gets_a_fallback_not_a_crash(flat_digits, monkeypatch):
