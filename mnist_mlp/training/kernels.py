@@ -476,6 +476,12 @@ def _update(w, g, s0, s1, s2, penalty, alpha, opt, hyper, step):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _layer_penalty(penalty, layer, n_layers):
+    """The penalty on a layer's kernel: a hidden layer's (the study regularizes those), never the output's."""
+    return penalty if layer < n_layers - 1 else PENALTY_NONE
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _online_block(theta, grad, s0, s1, s2, x, d, lo, i0, i1, n_out, penalty, alpha, opt, hyper, step):
     """Rows ``i0:i1`` of an online (batch size 1) kernel update: their gradient, the outer
     product ``x[i0:i1] d``, written into the head of ``grad`` (the same ``_BLOCK`` values
@@ -558,7 +564,7 @@ def _online_worker(w, theta, grad, s0, s1, s2, xs, ds, x_at, d_at, plan, pens, x
             continue
         layer, i0, i1 = plan[b, 0], plan[b, 1], plan[b, 2]
         n_in, n_out = dims[layer], dims[layer + 1]
-        layer_penalty = penalty if layer < n_layers - 1 else PENALTY_NONE
+        layer_penalty = _layer_penalty(penalty, layer, n_layers)
         pens[b] = _online_block(theta, scratch, s0, s1, s2, xs[x_at[layer]:x_at[layer] + n_in],
                                 ds[d_at[layer]:d_at[layer] + n_out], offsets[layer], i0, i1, n_out,
                                 layer_penalty, alpha, opt, hyper, step)
@@ -746,7 +752,7 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
             d = deltas[layer]
             n_in, n_out_l = dims[layer], dims[layer + 1]
             lo = offsets[layer]
-            layer_penalty = penalty if layer < n_layers - 1 else PENALTY_NONE
+            layer_penalty = _layer_penalty(penalty, layer, n_layers)
             if online:
                 total = np.float64(0.0)  # summed as _online_kernel_update sums them
                 for b in range(starts[layer], starts[layer + 1]):
