@@ -139,7 +139,8 @@ class MLPClassifier(KerasClassifier):
     training_loop : {"auto", "keras"}, default="auto"
         ``"auto"`` trains in a compiled loop (:mod:`mnist_mlp.training`)
         with Keras's mathematics, several times faster than
-        ``keras.Model.fit`` (about 3x at batch size 256, 20x at batch size 1),
+        ``keras.Model.fit`` (about 2.5x at batch size 256, 40x at batch size 1 on 2 cores:
+        ``benchmarks/results/training_speed.md``),
         and predicts with a
         compiled forward pass; where that loop does not apply (a callback
         with per-batch hooks, sample or class weights, an optimizer other

@@ -16,7 +16,9 @@ PUBLISHED = [
 
 
 def make_search(*, epochs=100, seeds=(0,), batch_sizes=(1, 256, 48_000)):
-    """All three batch sizes. Batch size 1 takes about 9 minutes on 2 cores in
-    the compiled training loop (over 2.5 hours in ``keras.Model.fit``)."""
+    """All three batch sizes. Batch size 1 takes about 4 minutes on 2 cores in
+    the compiled training loop (``benchmarks/results/online_100_epochs.json``),
+    about 5.5 on one (a section beside another, ``study all --n-jobs 2``), and
+    over 2 hours in ``keras.Model.fit``."""
     pipeline = make_pipeline(optimizer="adam", learning_rate_init=0.001, epochs=epochs)
     return study_grid_search(pipeline, {"classifier__batch_size": list(batch_sizes)}, seeds)

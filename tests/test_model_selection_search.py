@@ -22,11 +22,15 @@ def _tree(client):
 
 
 def test_grid_search_n_jobs_2_is_one_parent_with_a_child_per_fit(tracked, digits):
+    from mnist_mlp.tracking import dataset
+
     x_train, y_train, _, _ = digits
-    search = GridSearchCV(
-        make_pipeline(**FAST), {"classifier__learning_rate_init": [1e-3, 1e-2]}, cv=2, n_jobs=2,
-    ).fit(x_train[:600], y_train[:600])
+    with dataset("fashion-mnist"):  # named here, read in the worker processes
+        search = GridSearchCV(
+            make_pipeline(**FAST), {"classifier__learning_rate_init": [1e-3, 1e-2]}, cv=2, n_jobs=2,
+        ).fit(x_train[:600], y_train[:600])
     parent, children, runs = _tree(tracked)
+    assert {r.data.params.get("dataset") for r in children} == {"fashion-mnist"}
     assert len(runs) == 1 + 4 + 1  # parent, 2 candidates x 2 folds, refit
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert search.run_id_ == parent.info.run_id

@@ -61,6 +61,9 @@ class FitContext:
         Name of the fit's run.
     test_data : tuple (X_test, y_test) or None
         A test set each fitted pipeline scores itself on, logged in its run.
+    dataset : str or None
+        The dataset's name (:func:`dataset`): context variables stay in the
+        process that set them, so a fit in a worker process reads it here.
     """
 
     tracking_uri: str
@@ -70,6 +73,7 @@ class FitContext:
     log_model: bool = False
     run_name: str | None = None
     test_data: tuple | None = None
+    dataset: str | None = None
 
     def with_tags(self, **tags):
         return dataclasses.replace(self, tags={**self.tags, **tags})
@@ -200,6 +204,9 @@ def current_test_set():
 
 def current_dataset():
     """The dataset name registered by :func:`dataset` for this fit, if any."""
+    context = _FIT_CONTEXT.get()
+    if context is not None and context.dataset is not None:
+        return context.dataset
     return _DATASET.get()
 
 
@@ -341,7 +348,7 @@ class FitRun:
         """A :class:`FitContext` whose fits become children of this run."""
         return FitContext(
             self.tracking_uri, self.experiment_id, self.run_id, tags, log_model, run_name,
-            test_data=_TEST_DATA.get(),
+            test_data=_TEST_DATA.get(), dataset=_DATASET.get(),
         )
 
     def children(self):
