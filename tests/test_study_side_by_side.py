@@ -90,7 +90,8 @@ def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(t
     proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "study", "2.2,2.3", "--epochs", "100000",
                              "--n-train", "600", "--n-jobs", "2", "--json", str(tmp_path / "out.json")],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client, deadline = MlflowClient(uri), time.monotonic() + 240
+    # Workers of a fresh checkout compile the loop first (see test_cli's Ctrl-C test): wait for training.
+    client, deadline = MlflowClient(uri), time.monotonic() + 600
     while time.monotonic() < deadline:  # wait until both sections train, with epochs logged
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         folds = [r for r in _all_runs(client) if r.data.tags.get("role") == "fold"] \
@@ -100,7 +101,7 @@ def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(t
             break
         time.sleep(0.5)
     proc.send_signal(signum)  # to the command only: it stops its workers itself
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=180)
     assert proc.returncode == status, err[-2000:]
     assert err.strip().splitlines() == [line], err[-2000:]
     runs = _all_runs(client)

@@ -28,6 +28,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import time
 import traceback
 from multiprocessing.connection import wait
 
@@ -240,8 +241,9 @@ def _stop(processes):
         if process.is_alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S  # one grace period for all, not one each
     for process in processes:
-        process.join(_STOP_GRACE_S)
+        process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
             process.join()
