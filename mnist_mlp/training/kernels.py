@@ -501,17 +501,17 @@ def _online_block(theta, grad, s0, s1, s2, x, d, lo, i0, i1, n_out, penalty, alp
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _online_kernel_update(theta, grad, s0, s1, s2, x, d, lo, n_in, n_out, penalty, alpha, opt, hyper, step):
-    """Online training (batch size 1): one kernel's gradient, the outer product ``x d``, made and
-    applied a block of ``_BLOCK`` parameters at a time, so that the working set (parameters,
-    slots, gradient block) stays in cache. Returns the kernel's penalty after the update.
-
-    On the calling thread; :func:`_online_blocks_parallel` shares the same blocks among threads.
+def _online_kernel_update(theta, grad, s0, s1, s2, x, d, lo, plan, first, last, n_out, penalty, alpha, opt, hyper,
+                          step):
+    """One kernel's update from a single row (the last batch of an epoch of larger batches): its
+    gradient, the outer product ``x d``, made and applied block by block (rows
+    ``first:last`` of :func:`_online_plan`), so that the working set (parameters, slots,
+    gradient block) stays in cache. Returns the kernel's penalty after the update, summed in
+    block order as the online workers' penalties are. On the calling thread.
     """
-    block = max(1, _BLOCK // n_out)
     total = np.float64(0.0)
-    for i0 in range(0, n_in, block):
-        total += _online_block(theta, grad, s0, s1, s2, x, d, lo, i0, min(i0 + block, n_in), n_out, penalty, alpha,
+    for b in range(first, last):
+        total += _online_block(theta, grad, s0, s1, s2, x, d, lo, plan[b, 1], plan[b, 2], n_out, penalty, alpha,
                                opt, hyper, step)
     return total
 
@@ -754,13 +754,13 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
             lo = offsets[layer]
             layer_penalty = _layer_penalty(penalty, layer, n_layers)
             if online:
-                total = np.float64(0.0)  # summed as _online_kernel_update sums them
+                total = np.float64(0.0)  # in block order, as _online_kernel_update sums them
                 for b in range(starts[layer], starts[layer + 1]):
                     total += pens[b]
                 pen += total
             elif rows == 1:
-                pen += _online_kernel_update(theta, grad, s0, s1, s2, inputs[layer][0], d[0], lo, n_in, n_out_l,
-                                             layer_penalty, alpha, opt, hyper, step)
+                pen += _online_kernel_update(theta, grad, s0, s1, s2, inputs[layer][0], d[0], lo, plan, starts[layer],
+                                             starts[layer + 1], n_out_l, layer_penalty, alpha, opt, hyper, step)
             else:
                 matmul_tn(inputs[layer], d, _kernel(grad, offsets, dims, layer), n_threads)
                 hi = lo + n_in * n_out_l
