@@ -42,20 +42,22 @@ def test_the_mutation_check_names_text_that_exists_once():
         assert (ROOT / path).read_text().count(text) == 1, name
 
 
-def test_the_gpu_crossover_script_writes_a_table_the_device_choice_reads(tmp_path, shared_mnist, monkeypatch):
+def test_the_gpu_crossover_script_writes_a_table_the_device_choice_reads(tmp_path, monkeypatch):
     """No GPU here: its CPU dry run checks the plumbing (the table it writes is one ``auto`` reads,
     under a device name no GPU has, so it never acts on it)."""
     from mnist_mlp.training import devices
 
     monkeypatch.delenv(devices.CROSSOVER_ENV, raising=False)
+    monkeypatch.delenv("MNIST_MLP_DATA_DIR", raising=False)
     bench = _load("gpu_crossover")
     out = tmp_path / "crossover.json"
-    assert bench.main(["--data-dir", str(shared_mnist), "--cpu-dry-run", "--hidden", "16,16",
-                       "--batch-sizes", "8192", "--epochs", "2", "--output", str(out)]) == 0
+    # The embedded subset (no data directory), its first 2,000 images: tests never train on the full MNIST.
+    assert bench.main(["--data-dir", "", "--n-train", "2000", "--cpu-dry-run", "--hidden", "16,16",
+                       "--batch-sizes", "512", "--epochs", "2", "--output", str(out)]) == 0
     monkeypatch.setenv(devices.CROSSOVER_ENV, str(out))
     table = devices.crossover_table()
     assert table["device"] == "CPU (dry run)" and len(table["points"]) == 1
-    assert table["points"][0][:2] == (devices.n_parameters([784, 16, 16, 10]), 8192)
+    assert table["points"][0][:2] == (devices.n_parameters([784, 16, 16, 10]), 512)
     faster = table["points"][0][3] < table["points"][0][2]
-    assert (devices.gpu_choice([784, 16, 16, 10], 8192, gpus=["CPU (dry run)"]) is not None) == faster
-    assert devices.gpu_choice([784, 16, 16, 10], 8192, gpus=["NVIDIA H200"]) is None
+    assert (devices.gpu_choice([784, 16, 16, 10], 512, gpus=["CPU (dry run)"]) is not None) == faster
+    assert devices.gpu_choice([784, 16, 16, 10], 512, gpus=["NVIDIA H200"]) is None
