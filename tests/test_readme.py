@@ -1,4 +1,4 @@
-"""The README's shell examples run as written."""
+"""The README's and the documentation's shell examples run as written."""
 
 from __future__ import annotations
 
@@ -13,14 +13,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _block_after(heading):
-    text = (ROOT / "README.md").read_text()
+def _block_after(heading, page="README.md"):
+    text = (ROOT / page).read_text()
     start = text.index(heading)
     return re.search(r"```bash\n(.*?)```", text[start:], re.S).group(1)
 
 
+def test_ci_runs_the_readme_test_command_verbatim():
+    install_and_run, install_and_test = _block_after("## Set up and run").strip().splitlines()
+    assert install_and_run.endswith(".venv/bin/mnist-mlp fit")
+    assert install_and_test.endswith(".venv/bin/python -m pytest")
+    assert install_and_test in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
 def test_the_serving_example_answers_digits_as_pasted(tmp_path):
-    block = _block_after("Serve a logged model")
+    block = _block_after("## Serve a logged model", "docs/serving.md")
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)  # the block's $PWD/.venv
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MNIST_MLP_TRACKING")}
     process = subprocess.Popen(["bash", "-euc", block], cwd=tmp_path, env=env, text=True,
