@@ -125,7 +125,7 @@ def test_logged_model_serves_digits_and_refuses_what_it_was_not_trained_for(tmp_
             status, answer, _ = _post(url, {"inputs": good})
             assert status == 200, answer
             np.testing.assert_array_equal(answer["predictions"], expected)
-        status, answer, _ = _post(url, example)  # the README's request: the logged example, as is
+        status, answer, _ = _post(url, example)  # docs/serving.md's request: the logged example, as is
         assert status == 200 and len(answer["predictions"]) == len(example["inputs"])
 
         report = {}

@@ -284,7 +284,7 @@ def test_concurrent_fits_in_threads(flat_digits):
              for seed in set(seeds)}
     # To float32 round-off, not always to the bit: about one run in ten, one
     # of the 8 fits differs from the same fit alone in the last bits (at most
-    # 1.8e-7 seen; cause not found yet, see the README). Across processes or
+    # 1.8e-7 seen; cause not found yet, see docs/performance.md). Across processes or
     # thread counts the weights are bitwise equal (the test below).
     for seed, fit in zip(seeds, fits):
         np.testing.assert_allclose(fit.predict_proba(X_test), alone[seed], rtol=0, atol=1e-6)

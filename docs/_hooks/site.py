@@ -48,3 +48,9 @@ def on_page_markdown(markdown, page, config, files):
         return match.group(0)
 
     return LINK.sub(unlink, markdown)
+
+
+def on_page_content(html, page, config, files):
+    # docstrings.SphinxConventions makes griffe read a "{...} or None" type whole by a second
+    # space after the colon; the type then starts with that space.
+    return re.sub(r"<code> (?=\{)", "<code>", html)
