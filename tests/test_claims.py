@@ -18,6 +18,7 @@ need no check.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -66,6 +67,7 @@ def _numbers(value):
         yield float(value)
 
 
+@functools.cache
 def recorded_numbers():
     """{results file: every number it records, as written and x100 (a fraction as a percentage)}."""
     recorded = {}
