@@ -475,7 +475,8 @@ class MLPClassifier(KerasClassifier):
         # scikeras's own validation, which its fit, partial_fit, predict and score
         # call. ``fit`` checked its (X, y) before any run existed and hands scikeras
         # the checked array (``_checked_X``): checking it again would find no column
-        # names and forget (or warn about) the DataFrame's.
+        # names and forget (or warn about) the DataFrame's. That scikeras passes fit's
+        # X on unchanged is guarded by tests/test_estimator.py's feature-name tests.
         if X is not None and X is not self.__dict__.get("_checked_X"):
             X = self._check_data(X, reset=reset)[0]
             if y is None:  # predicting: X was just checked for NaN/inf, don't scan it again
