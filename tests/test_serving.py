@@ -130,12 +130,14 @@ def test_a_logged_image_model_loads_as_a_checking_pyfunc(store, digits):
     served = mlflow.pyfunc.load_model(f"runs:/{pipe.run_id_}/model")
     np.testing.assert_array_equal(served.predict(x_test[:10]), pipe.predict(x_test[:10]))
     with pytest.raises(MlflowException, match="scaled to \\[0, 1\\]") as info:
-        served.predict(x_test[:2] / 255.0)  # the pipeline itself would answer, wrongly
+        served.predict(x_test[:2] / 255.0)
     assert info.value.get_http_status_code() == 400
     assert served.metadata.get_input_schema() is None  # MLflow's schema would cast, not refuse
-    # The sklearn flavour is the plain fitted pipeline, as before.
+    # The sklearn flavour is the plain fitted pipeline, as before, and it guards its input itself.
     plain = mlflow.sklearn.load_model(f"runs:/{pipe.run_id_}/model")
     assert type(plain) is type(pipe)
+    with pytest.raises(InvalidInputError, match="scaled to \\[0, 1\\]"):
+        plain.predict(x_test[:2] / 255.0)
 
 
 def test_a_dataframe_model_keeps_its_column_names_in_the_signature(store):
