@@ -17,10 +17,13 @@ A request that breaks one gets HTTP 400 with a message of a few dozen words
 naming the problem, and nothing else: no copy of the input, no traceback.
 A table (CSV, or JSON ``dataframe_split``) for an image model must have the
 pixel positions ``0..783`` as its columns, as ``pandas.DataFrame.to_csv(index=False)``
-writes them: a CSV without that header line would lose its first image to it. MLflow's own schema enforcement would instead cast a float
-image to uint8 silently (7.9 -> 7, 0.5 -> 0) and answer a confident wrong
-digit; so an array model's signature declares only its outputs, and this
-module is its input schema. A model trained on a DataFrame keeps its column
+writes them: a CSV without that header line would lose its first image to it.
+
+MLflow's own schema enforcement would instead cast a float image to uint8
+silently (7.9 -> 7, 0.5 -> 0) and answer a confident wrong digit; so an array
+model's signature declares only its outputs, and this module is its input
+schema. A fitted pipeline applies the same contract in-process
+(:meth:`InputContract.check_values`). A model trained on a DataFrame keeps its column
 names and types in the signature as well.
 """
 
@@ -198,8 +201,9 @@ class InputContract:
         names = [str(c) for c in columns]
         if names != [str(i) for i in range(len(names))]:
             last = self.n_features - 1
+            what = "pixel" if len(self.sample_shape) > 1 else "feature"
             raise InvalidInputError(
-                f"a table's columns must be the pixel positions 0..{last}, as its header line; got "
+                f"a table's columns must be the {what} positions 0..{last}, as its header line; got "
                 f"{_preview(names[:3], 40)}: send a CSV with the header 0,1,...,{last} "
                 "(pandas: DataFrame(images.reshape(len(images), -1)).to_csv(index=False)) or JSON {\"inputs\": images}"
             )
@@ -323,7 +327,8 @@ def _load_pyfunc(path):
     contract = metadata.get(CONTRACT_KEY)
     if isinstance(contract, str):
         contract = json.loads(contract)
-    served = ServedModel(mlflow.sklearn.load_model(path), None if contract is None else InputContract.from_dict(contract))
+    contract = None if contract is None else InputContract.from_dict(contract)
+    served = ServedModel(mlflow.sklearn.load_model(path), contract)
     if served.contract is not None and served.contract.columns is None:
         # One prediction now compiles the prediction kernels (Numba, seconds), so that
         # the server's first request does not wait for it (9.5 s measured).
