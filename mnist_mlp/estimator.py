@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import ClassifierTags
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
-from sklearn.utils.validation import check_array, column_or_1d
+from sklearn.utils.validation import validate_data
 
 from mnist_mlp._switch import tracking_enabled
 from mnist_mlp._tensorflow import keras
@@ -168,6 +168,10 @@ class MLPClassifier(KerasClassifier):
         Number of classes.
     n_features_in_ : int
         Number of features seen in fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen in fit, when ``X`` was a DataFrame whose column
+        names are all strings. Predicting then requires the same columns in the
+        same order (scikit-learn's ``ValueError`` otherwise).
     model_ : keras.Model
         The fitted Keras model.
     history_ : dict of str to list of float
@@ -449,22 +453,32 @@ class MLPClassifier(KerasClassifier):
         self._make_initializer()
         self._make_optimizer()
 
+    def _check_data(self, X, y=None, reset=False):
+        """scikit-learn's checks of ``X`` (and ``y``): a 2-D float32 array of finite
+        numbers, ``n_features_in_`` and, from a DataFrame with string column names,
+        ``feature_names_in_``, recorded (``reset``) or compared with the fitted ones."""
+        # Keras computes in float32: convert once here so a model fitted on
+        # one float dtype predicts on another.
+        if y is None:
+            X = validate_data(self, X, reset=reset, dtype=np.float32, allow_nd=True)
+        else:
+            X, y = validate_data(self, X, y, reset=reset, dtype=np.float32, allow_nd=True)
+        if X.ndim > 2:
+            raise ValueError(
+                f"MLPClassifier expects 2D X (n_samples, n_features); got shape "
+                f"{X.shape}. Flatten images first: mnist_mlp.make_pipeline() or "
+                "mnist_mlp.ImageFlattener."
+            )
+        return X, y
+
     def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
-        if X is not None:
-            # Keras computes in float32: convert once here so a model fitted on
-            # one float dtype predicts on another.
-            X = check_array(X, dtype=np.float32, ensure_2d=True, allow_nd=True)
-            if X.ndim > 2:
-                raise ValueError(
-                    f"MLPClassifier expects 2D X (n_samples, n_features); got shape "
-                    f"{X.shape}. Flatten images first: mnist_mlp.make_pipeline() or "
-                    "mnist_mlp.ImageFlattener."
-                )
-            if not reset and X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features, but MLPClassifier is expecting "
-                    f"{self.n_features_in_} features as input."
-                )
+        # scikeras's own validation, which its fit, partial_fit, predict and score
+        # call. ``fit`` checked its (X, y) before any run existed and hands scikeras
+        # the checked array (``_checked_X``): checking it again would find no column
+        # names and forget (or warn about) the DataFrame's. That scikeras passes fit's
+        # X on unchanged is guarded by tests/test_estimator.py's feature-name tests.
+        if X is not None and X is not self.__dict__.get("_checked_X"):
+            X = self._check_data(X, reset=reset)[0]
             if y is None:  # predicting: X was just checked for NaN/inf, don't scan it again
                 with config_context(assume_finite=True):
                     return super()._validate_data(X, y, reset=reset, y_numeric=y_numeric)
@@ -555,8 +569,10 @@ class MLPClassifier(KerasClassifier):
         Raises
         ------
         ValueError
-            For an invalid parameter (raised before any training), or for
-            ``y`` that is not a single column of at least two classes.
+            For an invalid parameter, ``X`` that is not a 2-D array of finite
+            numbers, ``X`` and ``y`` of different lengths, or ``y`` that is not a
+            single column of at least two classes: raised before any training or
+            MLflow run.
         """
         self.validate_hyperparameters()
         target_type = type_of_target(y, input_name="y", raise_unknown=True)
@@ -564,23 +580,28 @@ class MLPClassifier(KerasClassifier):
             raise ValueError(
                 f"MLPClassifier needs a single column of class labels; y is {target_type!r}"
             )
-        y = column_or_1d(y, warn=True)
-        if len(np.unique(y)) < 2:
-            raise ValueError("MLPClassifier needs at least 2 classes in y; got 1 class")
         # A DataFrame's first rows as given: its column names go into the model's signature.
         example = example_rows(X) if hasattr(X, "columns") and hasattr(X, "iloc") else None
-        # Bad X fails here, before any MLflow run exists.
-        X = self._validate_data(X, reset=True)[0]
+        # Bad X, or X and y of different lengths, fail here, before any MLflow run
+        # exists; a warm start compares them with the data it continues from.
+        continued = self.warm_start and self.initialized_
+        X, y = self._check_data(X, y, reset=not continued)
+        if len(np.unique(y)) < 2:
+            raise ValueError("MLPClassifier needs at least 2 classes in y; got 1 class")
         if example is None:
             example = X[:5]
         # scikeras's KerasClassifier.fit resets classes_ and sets it again only
         # when it builds a new model: a warm-started fit would end with classes_
         # None (scorers and Pipeline.classes_ then fail). Keep them.
-        kept = self.__dict__.get("classes_") if self.warm_start and "model_" in self.__dict__ else None
-        if not tracking_enabled(self.tracking):
-            super().fit(X, y, sample_weight=sample_weight, **kwargs)
-        else:
-            self._tracked_fit(X, y, example, sample_weight=sample_weight, **kwargs)
+        kept = self.__dict__.get("classes_") if continued else None
+        self._checked_X = X
+        try:
+            if not tracking_enabled(self.tracking):
+                super().fit(X, y, sample_weight=sample_weight, **kwargs)
+            else:
+                self._tracked_fit(X, y, example, sample_weight=sample_weight, **kwargs)
+        finally:
+            del self._checked_X
         if kept is not None and self.classes_ is None:
             self.classes_ = kept
         return self

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_array, check_consistent_length
 
 from mnist_mlp._switch import tracking_enabled
 from mnist_mlp.estimator import MLPClassifier
 from mnist_mlp.preprocessing import FixedRangeScaler, ImageFlattener
-from mnist_mlp.serving import example_rows
+from mnist_mlp.serving import InputContract, example_rows
 
 __all__ = ["TrackedPipeline", "make_pipeline"]
 
 _SCALERS = {"fixed": FixedRangeScaler, "minmax": MinMaxScaler}
+
+
+def _final_has(method):
+    return lambda pipe: hasattr(pipe._final_estimator, method)
 
 
 class TrackedPipeline(Pipeline):
@@ -24,24 +30,49 @@ class TrackedPipeline(Pipeline):
     input example of raw images), so that the served model takes images.
     Otherwise it is a plain ``Pipeline``.
 
+    Fitted on whole numbers (uint8 images, ints), it refuses to predict or
+    score input with fractions, such as images scaled to [0, 1], as the
+    served model does (:meth:`mnist_mlp.serving.InputContract.check_values`):
+    its network would answer them with confident, wrong digits.
+
     Attributes
     ----------
+    input_contract_ : dict
+        What the pipeline was fitted on (:class:`~mnist_mlp.serving.InputContract`,
+        as ``to_dict()`` writes it): the shape of one sample and the dtype.
     run_id_ : str
         The fit's MLflow run (only when tracked).
     """
 
     def fit(self, X, y=None, **params):
-        """Fit all steps; see ``sklearn.pipeline.Pipeline.fit``."""
+        """Fit all steps; see ``sklearn.pipeline.Pipeline.fit``.
+
+        ``X`` and ``y`` of different lengths, or an empty ``X``, fail with
+        scikit-learn's ``ValueError`` before any MLflow run exists.
+        """
+        check_consistent_length(X, y)
+        if (X.shape[0] if hasattr(X, "shape") else len(X)) == 0:
+            check_array(X, allow_nd=True, dtype=None)  # scikit-learn's "Found array with 0 sample(s)"
         clf = self._final_estimator
         if not (isinstance(clf, MLPClassifier) and tracking_enabled(clf.tracking)):
-            return super().fit(X, y, **params)
+            self._fit_steps(X, y, **params)
+        else:
+            self._tracked_fit(clf, X, y, **params)
+        return self
+
+    def _fit_steps(self, X, y, **params):
+        super().fit(X, y, **params)
+        # Recorded before the model is logged: the logged pipeline guards its input too.
+        self.input_contract_ = InputContract.from_training(example_rows(X)).to_dict()
+
+    def _tracked_fit(self, clf, X, y, **params):
         from mnist_mlp import tracking
 
         clf.validate_hyperparameters()  # bad parameters fail before a run exists
         with tracking.inherited_run(clf), tracking.owned_run(tracking.standalone_run_name(clf)) as (run, owned):
             # Written together with the classifier's params, in one call.
             run.defer_params({f"step.{n}": type(step).__name__ for n, step in self.steps})
-            super().fit(X, y, **params)
+            self._fit_steps(X, y, **params)
             test = tracking.current_test_set()
             if test is not None:
                 from mnist_mlp.evaluation import evaluate
@@ -50,7 +81,35 @@ class TrackedPipeline(Pipeline):
             if owned and run.log_model:
                 tracking.log_model(run, self, example_rows(X))
         self.run_id_ = run.run_id
-        return self
+
+    def _check_input(self, X):
+        contract = getattr(self, "input_contract_", None)
+        if contract is not None:
+            InputContract.from_dict(contract).check_values(X)
+
+    @available_if(_final_has("predict"))
+    def predict(self, X, **params):
+        """Predict with the final step; see ``sklearn.pipeline.Pipeline.predict``."""
+        self._check_input(X)
+        return super().predict(X, **params)
+
+    @available_if(_final_has("predict_proba"))
+    def predict_proba(self, X, **params):
+        """Class probabilities; see ``sklearn.pipeline.Pipeline.predict_proba``."""
+        self._check_input(X)
+        return super().predict_proba(X, **params)
+
+    @available_if(_final_has("predict_log_proba"))
+    def predict_log_proba(self, X, **params):
+        """Log class probabilities; see ``sklearn.pipeline.Pipeline.predict_log_proba``."""
+        self._check_input(X)
+        return super().predict_log_proba(X, **params)
+
+    @available_if(_final_has("score"))
+    def score(self, X, y=None, sample_weight=None, **params):
+        """Score with the final step; see ``sklearn.pipeline.Pipeline.score``."""
+        self._check_input(X)
+        return super().score(X, y, sample_weight=sample_weight, **params)
 
 
 def make_pipeline(*, scaler="fixed", image_shape=(28, 28), **classifier_params):

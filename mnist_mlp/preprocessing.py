@@ -40,6 +40,10 @@ class ImageFlattener(TransformerMixin, BaseEstimator):
     ----------
     n_features_in_ : int
         Features after flattening (``height * width``).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        The column names of a DataFrame given to ``fit`` (one column per
+        pixel), when they are all strings; ``transform`` then requires the same
+        columns in the same order, as scikit-learn's transformers do.
     image_shape_ : tuple of int
         The per-sample shape accepted (before flattening).
 
@@ -82,6 +86,8 @@ class ImageFlattener(TransformerMixin, BaseEstimator):
         -------
         self : ImageFlattener
         """
+        # Column names only: the array checks are _flatten's, which know images.
+        validate_data(self, X, reset=True, skip_check_array=True, ensure_2d=False)
         if self.image_shape is None:
             shape = _as_image_array(X).shape[1:]
         else:
@@ -102,12 +108,19 @@ class ImageFlattener(TransformerMixin, BaseEstimator):
         ndarray of shape (n_samples, n_features_in_)
         """
         check_is_fitted(self, "image_shape_")
+        validate_data(self, X, reset=False, skip_check_array=True, ensure_2d=False)
         return self._flatten(X, self.image_shape_)
 
     def get_feature_names_out(self, input_features=None):
-        """Pixel names ``pixel_<index>`` in row-major order."""
+        """Pixel names ``pixel_<index>`` in row-major order, or the table's own.
+
+        A table (a DataFrame fitted with column names, or ``input_features``)
+        keeps its column names: flattening it changes nothing.
+        """
         check_is_fitted(self, "image_shape_")
-        return np.array([f"pixel_{i}" for i in range(self.n_features_in_)], dtype=object)
+        if input_features is None and not hasattr(self, "feature_names_in_"):
+            return np.array([f"pixel_{i}" for i in range(self.n_features_in_)], dtype=object)
+        return OneToOneFeatureMixin.get_feature_names_out(self, input_features)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -14,18 +14,24 @@ model's ``MLmodel`` metadata when it was logged:
   dtype's range: an image scaled to [0, 1] is refused, never cast to zeros.
 
 A request that breaks one gets HTTP 400 with a message of a few dozen words
-naming the problem. MLflow's own schema enforcement would instead cast a float
-image to uint8 silently (7.9 -> 7, 0.5 -> 0) and answer a confident wrong
-digit; so an array model's signature declares only its outputs, and this
-module is its input schema. A model trained on a DataFrame keeps its column
+naming the problem, and nothing else: no copy of the input, no traceback.
+A table (CSV, or JSON ``dataframe_split``) for an image model must have the
+pixel positions ``0..783`` as its columns, as ``pandas.DataFrame.to_csv(index=False)``
+writes them: a CSV without that header line would lose its first image to it.
+
+MLflow's own schema enforcement would instead cast a float image to uint8
+silently (7.9 -> 7, 0.5 -> 0) and answer a confident wrong digit; so an array
+model's signature declares only its outputs, and this module is its input
+schema. A fitted pipeline applies the same contract in-process
+(:meth:`InputContract.check_values`). A model trained on a DataFrame keeps its column
 names and types in the signature as well.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import sys
 
 import numpy as np
 
@@ -33,10 +39,6 @@ __all__ = ["CONTRACT_KEY", "InputContract", "InvalidInputError", "ServedModel", 
 
 #: Key of the contract in the logged model's ``MLmodel`` metadata.
 CONTRACT_KEY = "mnist_mlp_input_contract"
-
-# Module of MLflow's scoring server (`mlflow models serve`): when it is the
-# process that loaded the model, arrays in error messages are kept short.
-_SCORING_SERVER = "mlflow.pyfunc.scoring_server.app"
 
 
 def example_rows(X, n=5):
@@ -124,8 +126,10 @@ class InputContract:
             Naming the first problem found, in a message of a few words.
         """
         frame = None
-        if hasattr(data, "columns"):  # a DataFrame (MLflow's "dataframe_split" and friends)
-            if self.columns is not None:
+        if hasattr(data, "columns"):  # a DataFrame (CSV, MLflow's "dataframe_split" and friends)
+            if self.columns is None:
+                self._check_positions(data.columns)
+            else:
                 names = [str(c) for c in data.columns]
                 missing = [c for c in self.columns if c not in names]
                 if missing:
@@ -158,6 +162,52 @@ class InputContract:
             return frame.__class__(array.reshape(len(array), -1), columns=list(self.columns), index=frame.index)
         return array
 
+    def check_values(self, X):
+        """Refuse values a model trained on this contract's dtype would misread.
+
+        The in-process half of the contract (a fitted :func:`mnist_mlp.make_pipeline`
+        calls it before predicting or scoring): for a model trained on whole
+        numbers (uint8 images, ints), finite numeric input with fractions, e.g.
+        an image scaled to [0, 1], or values outside the dtype's range is refused,
+        with the served model's message. Shape, NaN, text and column names are
+        left to the model's own (scikit-learn's) checks; a float model takes any
+        values.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame
+
+        Raises
+        ------
+        InvalidInputError
+            A ``ValueError`` naming the problem.
+        """
+        dtype = np.dtype(self.dtype)
+        if dtype.kind not in "uib":
+            return
+        try:
+            array = np.asarray(X)
+        except ValueError:  # ragged: the model's own checks say so
+            return
+        if array.dtype.kind in "iuf" and array.size and np.isfinite(array).all():
+            self._whole_numbers(array, dtype)
+
+    def _check_positions(self, columns):
+        """A table for an array model: its columns are the feature positions, in order.
+
+        MLflow reads a CSV's first line as its header; a CSV sent without one
+        would have its first image taken for column names (and that image lost).
+        """
+        names = [str(c) for c in columns]
+        if names != [str(i) for i in range(len(names))]:
+            last = self.n_features - 1
+            what = "pixel" if len(self.sample_shape) > 1 else "feature"
+            raise InvalidInputError(
+                f"a table's columns must be the {what} positions 0..{last}, as its header line; got "
+                f"{_preview(names[:3], 40)}: send a CSV with the header 0,1,...,{last} "
+                "(pandas: DataFrame(images.reshape(len(images), -1)).to_csv(index=False)) or JSON {\"inputs\": images}"
+            )
+
     def _numbers(self, array):
         kinds = "iuf" + ("b" if np.dtype(self.dtype).kind == "b" else "")
         if array.dtype.kind in kinds:
@@ -178,9 +228,12 @@ class InputContract:
         lo, hi = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
         if array.dtype.kind == "f" and not (array == np.round(array)).all():
             if array.min() >= 0 and array.max() <= 1:
+                # uint8 images: 0..255; a wide integer type (int64) has no scale to suggest.
+                narrow = hi <= np.iinfo(np.uint16).max
+                raw, send = ((f"{dtype} values {lo}..{hi}", f"round(x * {hi})") if narrow
+                             else (f"whole numbers ({dtype})", "the values unscaled"))
                 raise InvalidInputError(
-                    f"input looks scaled to [0, 1]; this model takes raw {dtype} values {lo}..{hi}, "
-                    f"as it was trained: send round(x * {hi})"
+                    f"input looks scaled to [0, 1]; this model takes raw {raw}, as it was trained: send {send}"
                 )
             fraction = array[array != np.round(array)].flat[0]
             raise InvalidInputError(f"input values must be whole numbers {lo}..{hi} ({dtype}); got {fraction:g}")
@@ -189,6 +242,38 @@ class InputContract:
                 f"input values must lie in {lo}..{hi} ({dtype}); got {array.min():g}..{array.max():g}"
             )
         return array.astype(dtype, copy=False)
+
+
+@functools.cache
+def _refusal_type():
+    """The MlflowException a served model raises for a request it refuses.
+
+    MLflow's scoring server rewrites the message of an MlflowException raised
+    by a model to ``Failed to predict data '<the input, printed>'. Error: <message>``
+    (646 bytes, 26 lines of pixels for five images). This one keeps its first
+    message, the reason, whatever is assigned to it later; the tests of
+    tests/test_servers.py check that the served body is that reason.
+    Created on first use: importing this module does not load MLflow.
+    """
+    from mlflow.exceptions import MlflowException
+
+    class RefusedInput(MlflowException):
+        @property
+        def message(self):
+            return self._reason
+
+        @message.setter
+        def message(self, value):
+            if not hasattr(self, "_reason"):
+                self._reason = value
+
+    return RefusedInput
+
+
+def _refusal(message, status="INVALID_PARAMETER_VALUE"):
+    from mlflow.protos import databricks_pb2
+
+    return _refusal_type()(message, error_code=getattr(databricks_pb2, status))
 
 
 class ServedModel:
@@ -201,10 +286,9 @@ class ServedModel:
         None (a model logged before contracts existed): inputs are not checked.
     """
 
-    def __init__(self, model, contract, *, short_messages=False):
+    def __init__(self, model, contract):
         self.model = model
         self.contract = contract
-        self.short_messages = short_messages
 
     def predict(self, data, params=None):
         """Predicted labels for ``data``, after checking it against the contract.
@@ -214,26 +298,24 @@ class ServedModel:
         mlflow.exceptions.MlflowException
             INVALID_PARAMETER_VALUE (HTTP 400 when served) for input the model
             was not trained for; INVALID_STATE (HTTP 500) for a model whose
-            training diverged, whose every answer would be meaningless.
+            training diverged, whose every answer would be meaningless. Its
+            message is the reason alone, a line of at most a few hundred
+            characters, even from MLflow's scoring server.
         """
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, INVALID_STATE
-
         final = self.model[-1] if hasattr(self.model, "steps") else self.model
         if getattr(final, "diverged_", False):
-            raise MlflowException("this model diverged in training (its loss went NaN, infinite or above "
-                                  "1000); it has no meaningful answer to give", error_code=INVALID_STATE)
+            raise _refusal("this model diverged in training (its loss went NaN, infinite or above "
+                           "1000); it has no meaningful answer to give", "INVALID_STATE")
         if self.contract is not None:
             try:
                 data = self.contract.check(data)
             except InvalidInputError as exc:
-                if self.short_messages:
-                    # MLflow's server prefixes the message with str(data): keep that
-                    # to a few items. Print options are a context variable, and
-                    # the server runs each request in a context of its own.
-                    np.set_printoptions(threshold=8, edgeitems=2)
-                raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-        return self.model.predict(data)
+                raise _refusal(str(exc)) from None
+        try:
+            return self.model.predict(data)
+        except ValueError as exc:  # the model's own (scikit-learn's) checks: their first line
+            reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            raise _refusal(reason if len(reason) <= 300 else reason[:297] + "...") from None
 
 
 def _load_pyfunc(path):
@@ -245,11 +327,8 @@ def _load_pyfunc(path):
     contract = metadata.get(CONTRACT_KEY)
     if isinstance(contract, str):
         contract = json.loads(contract)
-    served = ServedModel(
-        mlflow.sklearn.load_model(path),
-        None if contract is None else InputContract.from_dict(contract),
-        short_messages=_SCORING_SERVER in sys.modules,
-    )
+    contract = None if contract is None else InputContract.from_dict(contract)
+    served = ServedModel(mlflow.sklearn.load_model(path), contract)
     if served.contract is not None and served.contract.columns is None:
         # One prediction now compiles the prediction kernels (Numba, seconds), so that
         # the server's first request does not wait for it (9.5 s measured).

@@ -34,8 +34,6 @@ PIPELINE_CASES = [
     ("strings", lambda: (np.full((60, 28, 28), "a"), _labels()), ValueError, "numeric|convert"),
     ("negative pixels", lambda: (np.full((60, 28, 28), -1.0), _labels()), ValueError, r"values in \[0.0, 255.0\]"),
     ("pixels over 255", lambda: (np.full((60, 28, 28), 300.0), _labels()), ValueError, r"values in \[0.0, 255.0\]"),
-    ("X and y of different lengths", lambda: (_images(60), _labels(50)), ValueError, "inconsistent numbers of samples"),
-    ("empty X", lambda: (_images(0), _labels(0)), ValueError, "0 sample"),
     ("a single class", lambda: (_images(), np.zeros(60, dtype=int)), ValueError, "at least 2 classes"),
     ("labels with NaN", lambda: (_images(), np.where(_labels() == 3, np.nan, _labels())), ValueError, "NaN|Input y"),
     ("multi-column labels", lambda: (_images(), np.eye(10)[_labels()] * 3), ValueError, "single column|multilabel|Unknown label"),
@@ -52,6 +50,26 @@ def test_bad_training_data(tracked, what, make, error, message):
     assert run.info.status == "FAILED", what
     assert run.data.tags["error"].startswith(error.__name__), run.data.tags["error"]
     assert "model" not in artifact_paths(tracked, run.info.run_id)
+
+
+SHAPE_CASES = [
+    ("X and y of different lengths", lambda: (_images(60), _labels(50)),
+     r"Found input variables with inconsistent numbers of samples: \[60, 50\]"),
+    ("empty X", lambda: (_images(0), _labels(0)), r"Found array with 0 sample\(s\) \(shape=\(0, 28, 28\)\)"),
+]
+
+
+@pytest.mark.parametrize("what, make, message", SHAPE_CASES, ids=[c[0] for c in SHAPE_CASES])
+@pytest.mark.parametrize("model", ["pipeline", "bare classifier"])
+def test_shape_errors_fail_before_any_run(tracked, what, make, message, model):
+    X, y = make()
+    estimator = make_pipeline(**FAST) if model == "pipeline" else MLPClassifier(**FAST)
+    if model == "bare classifier":
+        X = X.reshape(len(X), 784)
+        message = message.replace("28, 28", "784")
+    with pytest.raises(ValueError, match=message):
+        estimator.fit(X, y)
+    assert all_runs(tracked) == [], what
 
 
 BAD_PARAMS = [
@@ -76,9 +94,13 @@ def test_predict_time_errors(tracked):
     with pytest.raises(ValueError, match=r"shape \(n, 28, 28\)"):
         pipe.predict(_images(2, shape=(32, 32)))
     clf = MLPClassifier(**FAST).fit(np.ones((60, 784), np.float32), _labels())
+    fitted = {r.info.run_id for r in all_runs(tracked)}
     with pytest.raises(ValueError, match="X has 100 features, but MLPClassifier is expecting 784"):
         clf.predict(np.ones((2, 100), np.float32))
-    assert {r.info.status for r in all_runs(tracked)} == {"FINISHED"}
+    with pytest.raises(ValueError, match="input looks scaled to"):
+        pipe.predict(_images(2) / 255.0)
+    runs = all_runs(tracked)
+    assert {r.info.run_id for r in runs} == fitted and {r.info.status for r in runs} == {"FINISHED"}
 
 
 def test_bad_data_files(tmp_path):

@@ -227,6 +227,63 @@ def test_bad_data_errors(flat_digits):
         clf.predict(X[:5, :20])
 
 
+def _frame(X, names=None):
+    import pandas as pd
+
+    return pd.DataFrame(X, columns=names or [f"px{i}" for i in range(X.shape[1])])
+
+
+def test_a_dataframe_fit_records_feature_names_and_predict_checks_them(flat_digits):
+    """scikit-learn's own errors for the columns of a DataFrame, as its estimators give them."""
+    X, y, X_test, y_test = flat_digits
+    frame, test = _frame(X[:300]), _frame(X_test)
+    clf = MLPClassifier(**FAST).fit(frame, y[:300])
+    np.testing.assert_array_equal(clf.feature_names_in_, frame.columns)
+    assert clf.n_features_in_ == 784
+    # The same columns: the answers of the same network fitted on the array.
+    np.testing.assert_array_equal(clf.predict(test), MLPClassifier(**FAST).fit(X[:300], y[:300]).predict(X_test))
+    with pytest.raises(ValueError, match="Feature names must be in the same order as they were in fit"):
+        clf.predict(test[test.columns[::-1]])
+    with pytest.raises(ValueError, match="Feature names unseen at fit time:\n- q0"):
+        clf.predict_proba(test.set_axis([f"q{i}" for i in range(784)], axis=1))
+    with pytest.raises(ValueError, match="Feature names seen at fit time, yet now missing:\n- px783"):
+        clf.score(test.iloc[:, :783], y_test)
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but MLPClassifier was fitted"):
+        clf.predict(X_test[:5])
+    # Refitted on an array, it forgets the names, as scikit-learn's estimators do.
+    assert not hasattr(clf.fit(X[:300], y[:300]), "feature_names_in_")
+
+
+def test_a_warm_start_or_partial_fit_checks_the_names_it_continues_from(flat_digits):
+    """scikeras's fit, partial_fit and predict all validate through our ``_validate_data``:
+    a warm start on the same DataFrame neither warns nor forgets its names, reversed columns fail."""
+    import warnings
+
+    X, y, _, _ = flat_digits
+    frame = _frame(X[:300])
+    clf = MLPClassifier(**FAST, warm_start=True).fit(frame, y[:300])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf.fit(frame, y[:300])
+    assert list(clf.feature_names_in_) == list(frame.columns) and clf.n_iter_ == FAST["epochs"]
+    with pytest.raises(ValueError, match="same order"):
+        clf.fit(frame[frame.columns[::-1]], y[:300])
+    partial = MLPClassifier(**FAST).partial_fit(frame, y[:300])  # scikeras's own path: no fit of ours
+    np.testing.assert_array_equal(partial.feature_names_in_, frame.columns)
+    with pytest.raises(ValueError, match="same order"):
+        partial.partial_fit(frame[frame.columns[::-1]], y[:300])
+
+
+def test_x_and_y_of_different_lengths_fail_with_scikit_learns_error(flat_digits):
+    X, y, _, _ = flat_digits
+    clf = MLPClassifier(**FAST)
+    with pytest.raises(ValueError, match="inconsistent numbers of samples: \\[100, 90\\]"):
+        clf.fit(X[:100], y[:90])
+    with pytest.raises(ValueError, match="Found array with 0 sample"):
+        clf.fit(X[:0], y[:0])
+    assert not hasattr(clf, "model_")
+
+
 def test_predict_before_fit_raises():
     from sklearn.exceptions import NotFittedError
 

@@ -12,6 +12,7 @@ from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV
 from sklearn.preprocessing import MinMaxScaler
 
 from mnist_mlp import FixedRangeScaler, ImageFlattener, MLPClassifier, make_pipeline
+from mnist_mlp.serving import InvalidInputError
 
 FAST = dict(hidden_layer_sizes=(32,), epochs=5, batch_size=64, random_state=0)
 
@@ -35,6 +36,46 @@ def test_fits_raw_images_and_round_trips(digits):
     np.testing.assert_array_equal(restored.predict(x_test), pipe.predict(x_test))
     fresh = clone(pipe)
     assert not hasattr(fresh["classifier"], "model_")
+
+
+def test_a_pipeline_fitted_on_a_dataframe_checks_its_column_names(digits):
+    import pandas as pd
+
+    x_train, y_train, x_test, _ = digits
+    names = [f"px{i}" for i in range(784)]
+    pipe = make_pipeline(**FAST).fit(pd.DataFrame(x_train.reshape(-1, 784), columns=names), y_train)
+    assert pipe.feature_names_in_.tolist() == names and pipe.n_features_in_ == 784
+    test = pd.DataFrame(x_test.reshape(-1, 784), columns=names)
+    np.testing.assert_array_equal(pipe.predict(test), make_pipeline(**FAST).fit(x_train, y_train).predict(x_test))
+    with pytest.raises(ValueError, match="Feature names must be in the same order as they were in fit"):
+        pipe.predict(test[names[::-1]])
+    with pytest.raises(ValueError, match="Feature names unseen at fit time"):
+        pipe.score(test.set_axis([f"q{i}" for i in range(784)], axis=1), np.zeros(len(test)))
+
+
+def test_a_pipeline_fitted_on_whole_numbers_refuses_scaled_images(digits):
+    """The served model's contract, in-process: scaled images would get confident wrong digits."""
+    x_train, y_train, x_test, y_test = digits
+    pipe = make_pipeline(**FAST).fit(x_train, y_train)
+    assert pipe.input_contract_ == {"sample_shape": [28, 28], "dtype": "uint8", "columns": None}
+    scaled = x_test / 255.0
+    message = r"input looks scaled to \[0, 1\]; this model takes raw uint8 values 0..255, as it was trained: " \
+              r"send round\(x \* 255\)"
+    for method in (pipe.predict, pipe.predict_proba, lambda X: pipe.score(X, y_test)):
+        with pytest.raises(InvalidInputError, match=message):
+            method(scaled)
+    with pytest.raises(ValueError, match=r"whole numbers 0..255 \(uint8\); got 7.5"):
+        pipe.predict(np.full((1, 28, 28), 7.5))
+    # Whole numbers in any dtype still pass, and so do they after a pickle round trip (the logged model).
+    np.testing.assert_array_equal(pipe.predict(x_test.astype(np.float64)), pipe.predict(x_test))
+    with pytest.raises(InvalidInputError, match="scaled"):
+        pickle.loads(pickle.dumps(pipe)).predict(scaled)
+    # ints other than uint8 alike; a pipeline fitted on float images takes any floats.
+    with pytest.raises(InvalidInputError, match=r"whole numbers \(int64\), as it was trained"):
+        make_pipeline(**FAST).fit(x_train[:300].astype(np.int64), y_train[:300]).predict(scaled)
+    floats = make_pipeline(**FAST).fit(x_train[:300].astype(np.float32), y_train[:300])
+    assert floats.predict(scaled).shape == (len(scaled),)
+    assert not hasattr(make_pipeline(**FAST), "input_contract_")
 
 
 def test_minmax_scaler_variant(digits):

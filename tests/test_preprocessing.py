@@ -54,6 +54,24 @@ def test_flattener_checks_shape_at_transform_and_needs_fit():
         ImageFlattener().transform(np.zeros((2, 28, 28)))
 
 
+def test_flattener_records_a_tables_column_names_and_checks_them():
+    import pandas as pd
+
+    names = [f"px{i}" for i in range(784)]
+    table = pd.DataFrame(np.arange(2 * 784).reshape(2, 784) % 256, columns=names)
+    flat = ImageFlattener().fit(table)
+    assert flat.feature_names_in_.tolist() == names
+    np.testing.assert_array_equal(flat.transform(table), table.to_numpy())
+    assert flat.get_feature_names_out().tolist() == names  # a table flattens to itself
+    with pytest.raises(ValueError, match="Feature names must be in the same order"):
+        flat.transform(table[names[::-1]])
+    with pytest.raises(ValueError, match="input_features is not equal to feature_names_in_"):
+        flat.get_feature_names_out([f"q{i}" for i in range(784)])
+    # Images carry no names: none recorded, and a refit on them forgets the table's.
+    assert not hasattr(flat.fit(np.zeros((2, 28, 28))), "feature_names_in_")
+    assert flat.get_feature_names_out()[0] == "pixel_0"
+
+
 def test_flattener_learns_shape_when_none():
     flat = ImageFlattener(image_shape=None).fit(np.zeros((2, 32, 32, 3)))
     assert flat.image_shape_ == (32, 32, 3) and flat.n_features_in_ == 3072

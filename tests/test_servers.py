@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -60,10 +61,10 @@ def test_fit_and_search_log_to_a_tracking_server(tracking_server, digits, tmp_pa
     assert len(children) == 5 and parent.data.tags["best_run_id"] in {r.info.run_id for r in children}
 
 
-def _post(url, payload):
+def _post(url, payload, content_type="application/json"):
     """POST ``payload`` (JSON-encoded unless bytes); return ``(status, parsed body, body size)``."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             raw = response.read()
@@ -137,7 +138,28 @@ def test_logged_model_serves_digits_and_refuses_what_it_was_not_trained_for(tmp_
             assert size < 500, (name, size, message)
             assert word in message.lower(), (name, message)
             assert "Traceback" not in message and "site-packages" not in message and "stack_trace" not in answer
+            assert not message.startswith("Failed to predict data"), (name, message)  # no dump of the input
         print("\n".join(f"{name}: HTTP {status}, {size} bytes" for name, (status, size) in report.items()))
+
+        # The reason, alone, whatever the batch: MLflow's server would prefix a printout of the input.
+        sizes = {}
+        for n in (1, 5, 64):
+            status, answer, sizes[n] = _post(url, {"inputs": (x_test[:n] / 255.0).tolist()})
+            assert status == 400 and answer["message"] == (
+                "input looks scaled to [0, 1]; this model takes raw uint8 values 0..255, as it was trained: "
+                "send round(x * 255)"), answer
+        assert len(set(sizes.values())) == 1 and sizes[64] < 300, sizes
+
+        # A CSV's first line is its header: one without it is refused, saying how to send it.
+        rows = x_test[:5].reshape(5, -1)
+        status, answer, _ = _post(url, pd.DataFrame(rows).to_csv(index=False).encode(), "text/csv")
+        assert status == 200 and answer["predictions"] == expected[:5].tolist(), answer
+        for name, csv in {"no header": pd.DataFrame(rows).to_csv(index=False, header=False),
+                          "an index column": pd.DataFrame(rows).to_csv()}.items():
+            status, answer, size = _post(url, csv.encode(), "text/csv")
+            assert status == 400 and size < 500, (name, status, answer)
+            assert answer["message"].startswith("a table's columns must be the pixel positions 0..783"), answer
+            assert "send a CSV with the header 0,1,...,783" in answer["message"], answer
     finally:
         server.stop()
     assert "Traceback" not in server.output()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -9,7 +11,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from mnist_mlp import MLPClassifier, make_pipeline
-from mnist_mlp.serving import InputContract, InvalidInputError
+from mnist_mlp.serving import InputContract, InvalidInputError, ServedModel
 
 IMAGES = InputContract((28, 28), "uint8")
 
@@ -64,6 +66,57 @@ def test_a_float_model_takes_any_finite_numbers_and_a_frame_model_its_columns():
     assert InputContract.from_dict(frame.to_dict()) == frame
 
 
+def test_check_values_is_the_contracts_in_process_half():
+    """Fractions or out-of-range values for a whole-number model; the rest is scikit-learn's to say."""
+    with pytest.raises(InvalidInputError, match="scaled to \\[0, 1\\]") as info:
+        IMAGES.check_values(np.full((2, 784), 0.5))
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(InvalidInputError, match="0..255 \\(uint8\\); got 0..300"):
+        IMAGES.check_values(np.array([[0, 300]]))
+    for passes in (np.full((2, 28, 28), 255.0), np.zeros((1, 5, 5), np.int64),  # whole numbers, any shape
+                   np.full((1, 784), np.nan), [[1, 2], [3]], np.full((1, 784), "x")):  # NaN, ragged, text
+        IMAGES.check_values(passes)
+    InputContract((784,), "float32").check_values(np.full((1, 784), 0.5))  # a float model takes any values
+
+
+def test_a_table_for_an_array_model_needs_the_pixel_positions_as_its_columns():
+    """How a CSV reaches the model: its first line became the columns. Without a header line
+    they are the first image's pixels (pandas renames repeats: "0", "0.1", ...) and it is lost."""
+    rows = np.arange(2 * 784).reshape(2, 784) % 256
+    np.testing.assert_array_equal(IMAGES.check(pd.DataFrame(rows)), rows)  # columns 0..783, as ints
+    np.testing.assert_array_equal(IMAGES.check(pd.DataFrame(rows).rename(columns=str)), rows)  # or text
+    for columns in (["0", "0.1", "0.2"] + [f"{i}.x" for i in range(781)],  # a headerless CSV
+                    list(range(1, 785)), [f"pixel_{i}" for i in range(784)]):
+        with pytest.raises(InvalidInputError, match="columns must be the pixel positions 0..783") as info:
+            IMAGES.check(pd.DataFrame(rows, columns=columns))
+        assert "header 0,1,...,783" in str(info.value) and len(str(info.value)) < 300
+    with pytest.raises(InvalidInputError, match="pixel positions"):  # to_csv() with its index column
+        IMAGES.check(pd.DataFrame(rows).reset_index().rename(columns={"index": "Unnamed: 0"}))
+
+
+def test_a_refusal_keeps_its_reason_when_mlflow_rewrites_the_message():
+    """MLflow's scoring server assigns ``e.message = f"Failed to predict data '{data}'..."`` to a
+    model's MlflowException; the served model's refusal keeps the reason alone."""
+    served = ServedModel(None, IMAGES)
+    with pytest.raises(MlflowException) as info:
+        served.predict(np.full((64, 28, 28), 0.5))
+    error = info.value
+    error.message = f"Failed to predict data '{np.full((64, 28, 28), 0.5)}'. \nError: {error.message}"
+    body = json.loads(error.serialize_as_json())
+    assert body["message"].startswith("input looks scaled to [0, 1]") and len(error.serialize_as_json()) < 300
+    assert error.get_http_status_code() == 400
+
+
+def test_the_models_own_value_errors_become_a_one_line_400(digits):
+    x_train, y_train, x_test, _ = digits
+    pipe = make_pipeline(hidden_layer_sizes=(8,), epochs=1, random_state=0).fit(x_train[:200], y_train[:200])
+    served = ServedModel(pipe, None)  # no contract (a model logged before contracts): scikit-learn speaks
+    np.testing.assert_array_equal(served.predict(x_test[:3]), pipe.predict(x_test[:3]))
+    with pytest.raises(MlflowException, match="^images must have shape") as info:
+        served.predict(np.zeros((2, 27, 27)))
+    assert info.value.get_http_status_code() == 400 and "\n" not in info.value.message
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
@@ -77,12 +130,14 @@ def test_a_logged_image_model_loads_as_a_checking_pyfunc(store, digits):
     served = mlflow.pyfunc.load_model(f"runs:/{pipe.run_id_}/model")
     np.testing.assert_array_equal(served.predict(x_test[:10]), pipe.predict(x_test[:10]))
     with pytest.raises(MlflowException, match="scaled to \\[0, 1\\]") as info:
-        served.predict(x_test[:2] / 255.0)  # the pipeline itself would answer, wrongly
+        served.predict(x_test[:2] / 255.0)
     assert info.value.get_http_status_code() == 400
     assert served.metadata.get_input_schema() is None  # MLflow's schema would cast, not refuse
-    # The sklearn flavour is the plain fitted pipeline, as before.
+    # The sklearn flavour is the plain fitted pipeline, as before, and it guards its input itself.
     plain = mlflow.sklearn.load_model(f"runs:/{pipe.run_id_}/model")
     assert type(plain) is type(pipe)
+    with pytest.raises(InvalidInputError, match="scaled to \\[0, 1\\]"):
+        plain.predict(x_test[:2] / 255.0)
 
 
 def test_a_dataframe_model_keeps_its_column_names_in_the_signature(store):
