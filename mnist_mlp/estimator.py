@@ -322,19 +322,35 @@ class MLPClassifier(KerasClassifier):
         return tags
 
     def __getstate__(self):
-        state = super().__getstate__()
+        """The estimator as plain data (see :mod:`mnist_mlp.persistence`): no Keras object in it."""
+        # A copy: on Python >= 3.11 scikit-learn's __getstate__ returns the instance's own __dict__.
+        state = dict(super().__getstate__())
+        if "model_" in state:
+            from mnist_mlp import persistence
+
+            return persistence.plain_state(state, state["model_"])
         # Pickled unfitted while an MLflow run is active (scikit-learn's own
         # searches and cross_validate send clones to worker processes this
         # way): carry that run, so the worker's fit becomes its child rather
         # than an unrelated top-level run. Only read when MLflow is loaded:
         # without it no run can be active.
-        if ("model_" not in state and "mlflow" in sys.modules and tracking_enabled(self.tracking)):
+        if ("mlflow" in sys.modules and tracking_enabled(self.tracking)):
             from mnist_mlp import tracking
 
             inherited = tracking.context_to_inherit()
             if inherited is not None:
                 state["_inherited_run"] = inherited
         return state
+
+    def __setstate__(self, state):
+        """Load plain data saved by ``__getstate__``: the Keras model is built again from its arrays."""
+        from mnist_mlp import persistence
+
+        state = dict(state)
+        arrays = state.pop(persistence.NETWORK_KEY, None)
+        super().__setstate__(state)
+        if arrays is not None:
+            persistence.restore_network(self, arrays)
 
     # -- validation ------------------------------------------------------------
 

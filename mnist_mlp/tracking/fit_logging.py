@@ -259,7 +259,7 @@ class _DropPickleWarning(logging.Filter):
 
 @contextlib.contextmanager
 def _without_pickle_warning():
-    """Silence MLflow's per-model advice to use skops: it cannot save a scikeras pipeline."""
+    """Silence MLflow's per-model advice to use skops: this model is cloudpickled on purpose (see log_model)."""
     target, drop = logging.getLogger("mlflow.sklearn"), _DropPickleWarning()
     target.addFilter(drop)
     try:
@@ -294,8 +294,11 @@ _MODEL_TYPE = "mnist-mlp pipeline"
 def log_model(run, model, input_example):
     """Log ``model`` (a fitted pipeline or classifier) as the run's MLflow 3 logged model, sklearn flavour.
 
-    Saved with cloudpickle (MLflow 3's default skops format cannot save a
-    scikeras pipeline), the pinned requirements and this package's code. Its
+    Saved with cloudpickle and this package's code beside it, so that it
+    loads where the package is not installed (a skops file names the
+    package's classes and needs it installed; the estimator saves as plain
+    data either way, see :mod:`mnist_mlp.persistence`), with the pinned
+    requirements. Its
     ``python_function`` flavour loads through :mod:`mnist_mlp.serving`, which
     checks every input against the training data's shape, dtype and range
     (the :class:`~mnist_mlp.serving.InputContract` in the model's metadata).
