@@ -28,8 +28,10 @@ __all__ = ["NETWORK_KEY", "plain_state", "restore_network", "skops_trusted_types
 NETWORK_KEY = "_network_arrays"
 
 # Fitted attributes rebuilt on load rather than saved: Keras objects, scikeras's
-# encoders (scikit-learn pipelines of scikeras classes), Keras callbacks.
-_REBUILT = ("model_", "target_encoder_", "feature_encoder_", "_fit_callbacks", "_predict_callbacks")
+# encoders (scikit-learn pipelines of scikeras classes), Keras callbacks, and the
+# final Dense kernels and biases (the model's weights: saved once, below).
+_REBUILT = ("model_", "target_encoder_", "feature_encoder_", "_fit_callbacks", "_predict_callbacks",
+            "coefs_", "intercepts_")
 # Fitted numpy dtypes, saved as their string form (skops does not trust numpy.dtype by default).
 _DTYPES = ("X_dtype_", "y_dtype_")
 
@@ -129,3 +131,4 @@ def restore_network(estimator, arrays):
         for variable, value in zip(variables, saved):
             variable.assign(value)
     estimator.model_ = model
+    estimator.coefs_, estimator.intercepts_ = estimator.dense_weights()

@@ -42,6 +42,8 @@ def test_a_pickle_holds_arrays_not_keras_objects(fitted):
     np.testing.assert_array_equal(restored.predict_proba(x_test), pipe.predict_proba(x_test))
     clf = restored[-1]
     assert clf.history_ == pipe[-1].history_ and clf.n_iter_ == 2
+    for saved, loaded in zip(pipe[-1].coefs_ + pipe[-1].initial_coefs_, clf.coefs_ + clf.initial_coefs_):
+        np.testing.assert_array_equal(saved, loaded)
     # The optimizer's step count and slots came back with the weights.
     assert int(clf.model_.optimizer.iterations.numpy()) == clf.n_weight_updates_ > 0
     for saved, loaded in zip(pipe[-1].model_.optimizer.variables, clf.model_.optimizer.variables):
