@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_array, column_or_1d
 from mnist_mlp._switch import tracking_enabled
 from mnist_mlp._tensorflow import keras
 from mnist_mlp.serving import example_rows
-from mnist_mlp.tracking.autolog import autolog_suspended
+from mnist_mlp.tracking import autolog_suspended
 from mnist_mlp.training import DIVERGENCE_THRESHOLD, diverged, seeded, train
 
 from scikeras._utils import route_params, unflatten_params  # noqa: E402  (after keras)
