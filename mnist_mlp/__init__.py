@@ -38,6 +38,7 @@ _EXPORTS = {
     "HalvingGridSearchCV": "mnist_mlp.model_selection.search",
     "HyperbandSearchCV": "mnist_mlp.model_selection.hyperband",
     "TrackedPipeline": "mnist_mlp.pipeline",
+    "skops_trusted_types": "mnist_mlp.persistence",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -20,6 +20,7 @@ from sklearn.utils.validation import validate_data
 from mnist_mlp._switch import tracking_enabled
 from mnist_mlp._tensorflow import keras
 from mnist_mlp.serving import example_rows
+from mnist_mlp.tracking import autolog_suspended
 from mnist_mlp.training import DIVERGENCE_THRESHOLD, diverged, seeded, train
 
 from scikeras._utils import route_params, unflatten_params  # noqa: E402  (after keras)
@@ -133,7 +134,11 @@ class MLPClassifier(KerasClassifier):
     callbacks : list of keras.callbacks.Callback or None, default=None
         Extra Keras callbacks for fit.
     warm_start : bool, default=False
-        Continue from the fitted weights on the next ``fit``.
+        Continue from the fitted network on the next ``fit``: its weights
+        and optimizer state, for ``epochs`` more epochs. ``history_``,
+        ``n_iter_`` and ``n_weight_updates_`` then count the network's whole
+        training, and the fit's run continues the previous one (its epochs
+        numbered on, see ``docs/interop.md``).
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss.
     training_loop : {"auto", "keras"}, default="auto"
@@ -155,6 +160,13 @@ class MLPClassifier(KerasClassifier):
         per-epoch metrics, plots and, for a fit that owns its run, the
         model. The environment variable ``MNIST_MLP_TRACKING=0`` turns it off
         for every fit.
+    log_models : {"auto", True, False}, default="auto"
+        Which tracked fits log the fitted model (an MLflow logged model)
+        besides their params, metrics and plots. ``"auto"``: a fit that owns
+        its run does, a fold fit of a search does not (scikit-learn's own
+        ``GridSearchCV`` or ``cross_validate`` included; the refit does), and a
+        search of this package decides for its fits (its ``log_models``).
+        True: every fit, fold fits included. False: none.
     **kwargs
         Routed parameters: ``optimizer__*``, ``fit__*``, ``predict__*``,
         ``compile__*``, ``callbacks__*`` (see scikeras). Anything else is an
@@ -189,9 +201,10 @@ class MLPClassifier(KerasClassifier):
         Seconds spent training in the last call to ``fit``.
     n_weight_updates_ : int
         Optimizer steps taken: ``ceil(n_train / batch_size) * epochs`` for
-        one fit, where ``n_train`` excludes the validation data.
+        one fit, where ``n_train`` excludes the validation data; summed over
+        the fits a ``warm_start`` fit or ``partial_fit`` continued.
     n_iter_ : int
-        Epochs run.
+        Epochs the network was trained, over every fit it continued.
     diverged_ : bool
         Whether training diverged (a loss NaN, infinite or above
         ``mnist_mlp.training.DIVERGENCE_THRESHOLD``). Predicting with such a
@@ -241,6 +254,7 @@ class MLPClassifier(KerasClassifier):
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "training_loop": [StrOptions({"auto", "keras"})],
         "tracking": ["boolean"],
+        "log_models": [StrOptions({"auto"}), "boolean"],
     }
 
     # scikeras reads these; they are fixed by what this network is, not tunable.
@@ -273,6 +287,7 @@ class MLPClassifier(KerasClassifier):
         class_weight=None,
         training_loop="auto",
         tracking=True,
+        log_models="auto",
         **kwargs,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -294,6 +309,7 @@ class MLPClassifier(KerasClassifier):
         self.class_weight = class_weight
         self.training_loop = training_loop
         self.tracking = tracking
+        self.log_models = log_models
         vars(self).update(kwargs)
 
     # -- scikit-learn protocol -------------------------------------------------
@@ -326,19 +342,38 @@ class MLPClassifier(KerasClassifier):
         return tags
 
     def __getstate__(self):
-        state = super().__getstate__()
+        """The estimator as plain data (see :mod:`mnist_mlp.persistence`): no Keras object in it."""
+        # A copy: on Python >= 3.11 scikit-learn's __getstate__ returns the instance's own __dict__.
+        state = dict(super().__getstate__())
+        # The array a fit in progress handed scikeras (logging the model mid-fit pickles
+        # the estimator): working state, and the training data, never part of a model.
+        state.pop("_checked_X", None)
+        if "model_" in state:
+            from mnist_mlp import persistence
+
+            return persistence.plain_state(state, state["model_"])
         # Pickled unfitted while an MLflow run is active (scikit-learn's own
         # searches and cross_validate send clones to worker processes this
         # way): carry that run, so the worker's fit becomes its child rather
         # than an unrelated top-level run. Only read when MLflow is loaded:
         # without it no run can be active.
-        if ("model_" not in state and "mlflow" in sys.modules and tracking_enabled(self.tracking)):
+        if ("mlflow" in sys.modules and tracking_enabled(self.tracking)):
             from mnist_mlp import tracking
 
             inherited = tracking.context_to_inherit()
             if inherited is not None:
                 state["_inherited_run"] = inherited
         return state
+
+    def __setstate__(self, state):
+        """Load plain data saved by ``__getstate__``: the Keras model is built again from its arrays."""
+        from mnist_mlp import persistence
+
+        state = dict(state)
+        arrays = state.pop(persistence.NETWORK_KEY, None)
+        super().__setstate__(state)
+        if arrays is not None:
+            persistence.restore_network(self, arrays)
 
     # -- validation ------------------------------------------------------------
 
@@ -539,7 +574,14 @@ class MLPClassifier(KerasClassifier):
         model.compile(**compile_kwargs)
         return model
 
-    def _dense_weights(self):
+    def dense_weights(self):
+        """The fitted network's Dense kernels and biases, input side first.
+
+        Returns
+        -------
+        (list of ndarray, list of ndarray)
+            What ``coefs_`` and ``intercepts_`` hold after a fit.
+        """
         dense = [layer for layer in self.model_.layers if isinstance(layer, keras.layers.Dense)]
         coefs = [np.array(layer.kernel.numpy()) for layer in dense]
         intercepts = [np.array(layer.bias.numpy()) for layer in dense]
@@ -574,50 +616,96 @@ class MLPClassifier(KerasClassifier):
             single column of at least two classes: raised before any training or
             MLflow run.
         """
+        return self._fit_call(X, y, sample_weight, kwargs, partial=False)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None, **kwargs):
+        """Train one more epoch on ``(X, y)``, continuing the fitted network.
+
+        The first call builds the network (as ``fit`` does, for one epoch);
+        each later call trains the same network one epoch further, its
+        weights, optimizer state, ``history_``, ``n_iter_`` and
+        ``n_weight_updates_`` carried on. Tracked, each call is a run that
+        continues the previous call's (``docs/interop.md``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+        classes : array-like of shape (n_classes,), default=None
+            Every class of the whole data, needed on the first call when
+            ``y`` of that call does not hold them all.
+        sample_weight : array-like of shape (n_samples,), default=None
+        **kwargs
+            Passed to ``keras.Model.fit`` (not ``epochs``).
+
+        Returns
+        -------
+        self : MLPClassifier
+        """
+        return self._fit_call(X, y, sample_weight, kwargs, partial=True, classes=classes)
+
+    def _fit_call(self, X, y, sample_weight, kwargs, *, partial, classes=None):
+        """``fit`` or ``partial_fit``: validate, train (tracked or not), with MLflow's autologging off."""
         self.validate_hyperparameters()
         target_type = type_of_target(y, input_name="y", raise_unknown=True)
         if target_type not in ("binary", "multiclass"):
             raise ValueError(
                 f"MLPClassifier needs a single column of class labels; y is {target_type!r}"
             )
+        continuing = "model_" in self.__dict__ and (partial or self.warm_start)
         # A DataFrame's first rows as given: its column names go into the model's signature.
         example = example_rows(X) if hasattr(X, "columns") and hasattr(X, "iloc") else None
         # Bad X, or X and y of different lengths, fail here, before any MLflow run
-        # exists; a warm start compares them with the data it continues from.
-        continued = self.warm_start and self.initialized_
-        X, y = self._check_data(X, y, reset=not continued)
-        if len(np.unique(y)) < 2:
+        # exists; a continued fit compares them with the data it continues from.
+        X, y = self._check_data(X, y, reset=not continuing)
+        if not continuing and len(np.unique(y if classes is None else classes)) < 2:
             raise ValueError("MLPClassifier needs at least 2 classes in y; got 1 class")
         if example is None:
             example = X[:5]
         # scikeras's KerasClassifier.fit resets classes_ and sets it again only
         # when it builds a new model: a warm-started fit would end with classes_
         # None (scorers and Pipeline.classes_ then fail). Keep them.
-        kept = self.__dict__.get("classes_") if continued else None
-        self._checked_X = X
-        try:
-            if not tracking_enabled(self.tracking):
-                super().fit(X, y, sample_weight=sample_weight, **kwargs)
+        kept = self.__dict__.get("classes_") if continuing else None
+        # Where the network's training continues: numbered on from its last epoch
+        # (scikeras's fit starts a warm-started network's epochs, and history_, at 0).
+        continued = (self.current_epoch, getattr(self, "run_id_", None)) if continuing else None
+        if continuing and not partial:
+            kwargs.setdefault("initial_epoch", self.current_epoch)
+
+        def train():
+            if partial:
+                super(MLPClassifier, self).partial_fit(X, y, classes=classes, sample_weight=sample_weight, **kwargs)
             else:
-                self._tracked_fit(X, y, example, sample_weight=sample_weight, **kwargs)
+                super(MLPClassifier, self).fit(X, y, sample_weight=sample_weight, **kwargs)
+
+        # The package records its fits itself: MLflow's autologging would log scikeras's
+        # label-encoder pipeline as a run, and a keras.Model.fit fallback would start
+        # TensorFlow's autologging (which crashes without TensorBoard).
+        self._checked_X = X  # see _validate_data: scikeras is handed the array checked above
+        try:
+            with autolog_suspended():
+                if not tracking_enabled(self.tracking):
+                    train()
+                else:
+                    self._tracked_fit(X, y, example, train, continued, epochs=1 if partial else None)
         finally:
             del self._checked_X
         if kept is not None and self.classes_ is None:
             self.classes_ = kept
         return self
 
-    def _tracked_fit(self, X, y, example, **kwargs):
+    def _tracked_fit(self, X, y, example, train, continued, epochs):
         from mnist_mlp import tracking
 
         def fit(callbacks):
             self._tracking_callbacks = callbacks
             try:
-                super(MLPClassifier, self).fit(X, y, **kwargs)
+                train()
             finally:
                 del self._tracking_callbacks
 
         with tracking.inherited_run(self):
-            run = tracking.track_fit(self, X, fit, example, y=y)
+            run = tracking.track_fit(self, X, fit, example, y=y, continued=continued, epochs=epochs)
         self.run_id_, self.tracking_uri_ = run.run_id, run.tracking_uri
         return self
 
@@ -645,7 +733,7 @@ class MLPClassifier(KerasClassifier):
             self._fit_seeded(X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs)
 
     def _fit_seeded(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
-        self.initial_coefs_, self.initial_intercepts_ = self._dense_weights()
+        self.initial_coefs_, self.initial_intercepts_ = self.dense_weights()
         user_callbacks = self._fit_callbacks
         # Tracking first: an epoch that finished is logged even if a user callback then raises.
         self._fit_callbacks = getattr(self, "_tracking_callbacks", []) + user_callbacks
@@ -662,7 +750,7 @@ class MLPClassifier(KerasClassifier):
             self._fit_callbacks = user_callbacks
         self.fit_time_ = time.perf_counter() - start
         self.history_ = {key: [float(v) for v in values] for key, values in self.history_.items()}
-        self.coefs_, self.intercepts_ = self._dense_weights()
+        self.coefs_, self.intercepts_ = self.dense_weights()
         self.n_weight_updates_ = int(self.model_.optimizer.iterations.numpy())
         self.n_iter_ = len(self.history_.get("loss", []))
         self.diverged_ = any(diverged(loss) for loss in self.history_.get("loss", []))

@@ -69,7 +69,9 @@ class TrackedPipeline(Pipeline):
         from mnist_mlp import tracking
 
         clf.validate_hyperparameters()  # bad parameters fail before a run exists
-        with tracking.inherited_run(clf), tracking.owned_run(tracking.standalone_run_name(clf)) as (run, owned):
+        # The pipeline records its own fit: MLflow's autologging stays out (docs/interop.md).
+        with tracking.autolog_suspended(), tracking.inherited_run(clf), \
+                tracking.owned_run(tracking.standalone_run_name(clf)) as (run, owned):
             # Written together with the classifier's params, in one call.
             run.defer_params({f"step.{n}": type(step).__name__ for n, step in self.steps})
             self._fit_steps(X, y, **params)
@@ -78,7 +80,8 @@ class TrackedPipeline(Pipeline):
                 from mnist_mlp.evaluation import evaluate
 
                 evaluate(self, *test)
-            if owned and run.log_model:
+            role = tracking.sklearn_selection_tags(run).get("role")
+            if tracking.model_wanted(clf, run, owned, role):
                 tracking.log_model(run, self, example_rows(X))
         self.run_id_ = run.run_id
 

@@ -12,7 +12,9 @@ The contract other folders use:
 - :class:`TrainValidationSplit`: train on the head, validate on the last
   fraction, as Keras's ``validation_split``;
 - :func:`on_cluster`: run a search's fits on a Dask cluster;
-- :func:`epochs_per_fit`: the epochs of a search's longest fit.
+- :func:`epochs_per_fit`: the epochs of a search's longest fit;
+- :func:`sklearn_fit_in_progress`: whether a plain scikit-learn search (or
+  ``cross_validate``) is fitting now, which fold or refit, with which params.
 
 Modules: ``search`` (the tracked searches), ``hyperband`` (Hyperband over
 epochs), ``sklearn_internals`` (the one place that reaches into scikit-learn's
@@ -33,6 +35,7 @@ _EXPORTS = {
     "HyperbandSearchCV": "hyperband",
     "TrainValidationSplit": "split",
     "on_cluster": "cluster",
+    "sklearn_fit_in_progress": "sklearn_internals",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -82,7 +82,7 @@ def _describe_callbacks(callbacks):
 
 
 # Parameters that change how a fit is shown or logged, not its result.
-_IGNORED = {"verbose", "tracking", "memory", "steps"}
+_IGNORED = {"verbose", "tracking", "log_models", "memory", "steps"}
 
 
 def _array_digest(array):

@@ -179,7 +179,8 @@ class TrackedSearchMixin:
 
         fingerprint = resume.search_fingerprint(self, X, y)
         name = self.run_name or type(self).__name__
-        with tracking.FitRun.open(
+        # The search records itself: MLflow's autologging stays out (docs/interop.md).
+        with tracking.autolog_suspended(), tracking.FitRun.open(
             run_name=name,
             tags={"role": "search", "fingerprint": fingerprint, tracking.NOTE_TAG: self._description(name, X),
                   **self._scale(X), **(self.run_tags or {})},

@@ -12,6 +12,16 @@ function for a wrapper, under a lock, and puts the original back.
 It also tells a search's multi-metric scorer apart (:func:`is_multimetric`):
 scikit-learn names its class privately.
 
+And it tells which fit of scikit-learn's own model selection is running now
+(:func:`sklearn_fit_in_progress`), for a plain scikit-learn ``GridSearchCV``
+or ``cross_validate`` that no tracked search of ours wraps: a fold fit runs
+inside ``_fit_and_score`` (whose arguments name the candidate, its params and
+the fold), the refit inside ``BaseSearchCV.fit`` itself. scikit-learn passes
+the fit nothing that says so, so this reads the calling frames, in this
+thread, in whatever process runs the fit. If a release renames what it reads,
+the answer is None (the fit is then logged as a standalone one), and
+``tests/test_model_selection_search.py`` fails on :func:`check`.
+
 Why not ``sklearn.callback`` (scikit-learn 1.9, experimental)? Its callbacks
 observe (``on_fit_begin``/``on_fit_task_end``) rather than wrap a fit, they
 need scikit-learn >= 1.9 while this package supports 1.6, and the API may
@@ -26,13 +36,16 @@ calls it, so CI fails on such a release.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
+import sys
 import threading
 
 import sklearn
 from sklearn.model_selection import _search, _validation
 
-__all__ = ["SklearnChangedError", "check", "fit_and_score_replaced", "is_multimetric", "original_fit_and_score"]
+__all__ = ["SearchFit", "SklearnChangedError", "check", "fit_and_score_replaced", "is_multimetric",
+           "original_fit_and_score", "sklearn_fit_in_progress"]
 
 # evaluate_candidates looks the function up in _search's globals at call time;
 # swaps from several threads take turns.
@@ -65,6 +78,9 @@ def check():
     fit = inspect.unwrap(_search.BaseSearchCV.fit)  # scikit-learn >= 1.9 wraps it (callbacks, params)
     if "_fit_and_score" not in _names_used(fit.__code__):
         problems.append("BaseSearchCV.fit no longer calls _fit_and_score by name")
+    missing = _FOLD_ARGUMENTS - set(inspect.signature(_validation._fit_and_score).parameters)
+    if missing:
+        problems.append(f"_fit_and_score no longer takes {sorted(missing)}")
     if problems:
         raise SklearnChangedError(
             f"scikit-learn {sklearn.__version__} changed what mnist_mlp's tracked searches hook into: "
@@ -98,3 +114,56 @@ def is_multimetric(scorer):
     except ImportError:  # renamed or moved: fall back on the public behaviour
         return callable(scorer) and hasattr(scorer, "_scorers")
     return isinstance(scorer, _MultimetricScorer)
+
+
+# The arguments of _fit_and_score that describe a fold fit.
+_FOLD_ARGUMENTS = frozenset({"parameters", "split_progress", "candidate_progress"})
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchFit:
+    """A fit that scikit-learn's model selection is making.
+
+    Attributes
+    ----------
+    role : {"fold", "refit"}
+    candidate : int or None
+        The candidate's row in ``cv_results_`` (a search's fold fit).
+    fold : int or None
+        The split's index (a search's fold fit).
+    params : dict or None
+        The candidate's parameters (a search's fold fit).
+    """
+
+    role: str
+    candidate: int | None = None
+    fold: int | None = None
+    params: dict | None = None
+
+
+def sklearn_fit_in_progress():
+    """The fit of scikit-learn's model selection running in this thread now, if any.
+
+    Returns
+    -------
+    SearchFit or None
+        ``role="fold"`` inside ``_fit_and_score`` (a search's or
+        ``cross_validate``'s fold fit), with the candidate, fold and params a
+        search gives it; ``role="refit"`` for the refit of a search's best
+        candidate; None anywhere else, or if scikit-learn changed what this reads.
+    """
+    fold_code = getattr(_validation._fit_and_score, "__code__", None)
+    refit_code = getattr(inspect.unwrap(_search.BaseSearchCV.fit), "__code__", None)
+    if fold_code is None or not _FOLD_ARGUMENTS <= set(fold_code.co_varnames):
+        return None
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is fold_code:
+            arguments = frame.f_locals
+            split, candidate = arguments.get("split_progress"), arguments.get("candidate_progress")
+            return SearchFit("fold", candidate=int(candidate[0]) if candidate else None,
+                             fold=int(split[0]) if split else None, params=arguments.get("parameters") or None)
+        if frame.f_code is refit_code:
+            return SearchFit("refit")
+        frame = frame.f_back
+    return None

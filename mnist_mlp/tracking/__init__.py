@@ -12,10 +12,13 @@ theirs to import):
   :func:`dataset` and :func:`test_set`;
 - what a fit logs: :func:`track_fit` (the estimator's one call: params,
   per-epoch metrics, results, plots, model), :func:`log_model`,
-  :func:`log_evaluation`;
+  :func:`log_evaluation`, :func:`model_wanted` (the model logging policy),
+  :func:`sklearn_selection_tags` (a plain scikit-learn search's fold or refit);
 - the store: :func:`client` and :func:`retrying` (one client per store,
   writes retried under SQLite contention), :func:`check_reachable`,
   :func:`resolve_tracking_uri`, and the errors a lost store raises or warns;
+- MLflow's autologging: :func:`autolog_suspended` (off inside the package's
+  own fits, which record themselves);
 - how values are written down: :func:`describe`, :func:`param_value`,
   :func:`jsonable`;
 - the Model Registry: :func:`register_model` (a new version, the alias
@@ -27,7 +30,8 @@ Modules: ``store`` (the MLflow store), ``runs`` (a run: where it is filed,
 its writes, the local fallback, artifact staging, how it ends),
 ``fit_logging`` (what a fit logs), ``callbacks`` (per-epoch logging and
 divergence), ``values`` (describing values), ``naming`` (run names, scale,
-descriptions), ``registry`` (registered versions and the champion).
+descriptions), ``registry`` (registered versions and the champion),
+``autolog`` (MLflow's autologging suspended inside the package's fits).
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ from mnist_mlp._switch import TRACKING_ENV, tracking_enabled  # noqa: F401  (in 
 # Imported on first use (PEP 562): MLflow loads only when a run is made, so
 # the light helpers (values) and the estimator's import stay quick.
 _EXPORTS = {
-    **dict.fromkeys(["estimator_params", "log_evaluation", "log_fit_results", "log_model", "track_fit"],
-                    "fit_logging"),
+    **dict.fromkeys(["estimator_params", "log_evaluation", "log_fit_results", "log_model", "model_wanted",
+                     "sklearn_selection_tags", "track_fit"], "fit_logging"),
     **dict.fromkeys(["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run",
                      "current_test_set", "dataset", "fit_context", "inherited_run", "launched_by", "owned_run",
                      "test_set"], "runs"),
@@ -48,6 +52,7 @@ _EXPORTS = {
                      "active_run_in_process", "check_reachable", "client", "current_experiment_id", "experiment_id_for",
                      "library_versions", "resolve_tracking_uri", "retrying"], "store"),
     **dict.fromkeys(["describe", "jsonable", "param_value"], "values"),
+    "autolog_suspended": "autolog",
     **dict.fromkeys(["CHAMPION", "register_model", "registered_name"], "registry"),
     **dict.fromkeys(["NOTE_TAG", "counted", "fit_run_name", "format_value", "grid_values", "scale_tags", "short_key",
                      "standalone_run_name"], "naming"),

@@ -12,6 +12,7 @@ import logging
 import math
 import platform
 import shutil
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -20,7 +21,8 @@ import numpy as np
 
 from mnist_mlp.tracking import naming, runs, values
 
-__all__ = ["dataset_inputs", "estimator_params", "log_evaluation", "log_fit_results", "log_model", "track_fit"]
+__all__ = ["dataset_inputs", "estimator_params", "log_evaluation", "log_fit_results", "log_model", "model_wanted",
+           "sklearn_selection_tags", "track_fit"]
 
 
 def estimator_params(estimator, n_samples):
@@ -112,15 +114,77 @@ def dataset_inputs(X, y, n_train, name):
     return inputs
 
 
-def track_fit(estimator, X, fit, example=None, y=None):
+def sklearn_selection_tags(run):
+    """Tags telling a fit that scikit-learn's own model selection runs apart from its siblings.
+
+    For a fit that a plain scikit-learn search (``GridSearchCV``, ...) or
+    ``cross_validate`` makes, where no search of this package describes it
+    already (its runs carry ``role``): ``role`` (``"fold"`` or
+    ``"refit"``), ``refit`` (``"true"``/``"false"``), and for a search's fold
+    its ``candidate`` index, ``fold`` index and ``candidate_params`` (JSON),
+    as far as scikit-learn lets them be known. Empty otherwise.
+
+    Parameters
+    ----------
+    run : runs.FitRun
+
+    Returns
+    -------
+    dict
+    """
+    if "role" in run.tags or "sklearn.model_selection._validation" not in sys.modules:
+        return {}  # a search of ours decided, or scikit-learn's model selection never ran here
+    from mnist_mlp import model_selection
+
+    found = model_selection.sklearn_fit_in_progress()
+    if found is None:
+        return {}
+    tags = {"role": found.role, "refit": str(found.role == "refit").lower()}
+    for key in ("candidate", "fold"):
+        if getattr(found, key) is not None:
+            tags[key] = getattr(found, key)
+    if found.params:
+        tags["candidate_params"] = json.dumps(values.jsonable(found.params), sort_keys=True)[:5000]
+    return tags
+
+
+def model_wanted(estimator, run, owned, role=None):
+    """Whether a fit that logged into ``run`` logs its model (the estimator's ``log_models``).
+
+    Parameters
+    ----------
+    estimator : MLPClassifier
+    run : runs.FitRun
+    owned : bool
+        Whether the fit (or its pipeline) opened ``run``: only an owner logs a model.
+    role : str, default=None
+        ``"fold"`` or ``"refit"`` for a fit of scikit-learn's own model selection
+        (:func:`sklearn_selection_tags`).
+
+    Returns
+    -------
+    bool
+    """
+    policy = getattr(estimator, "log_models", "auto")
+    if not owned or policy is False:
+        return False
+    if policy is True:
+        return True
+    if "role" in run.tags:  # a search of ours chose (its log_models) when it made the run
+        return run.log_model
+    return run.log_model and role != "fold"
+
+
+def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=None):
     """Run ``fit(callbacks)`` as one tracked fit of ``estimator``; return its run.
 
     The fit logs into the run of an enclosing tracked estimator (a pipeline)
     or a run of its own (see :func:`mnist_mlp.tracking.owned_run`): its params
     first, each epoch's metrics as it ends (through the Keras ``callbacks``
     handed to ``fit``), then the final metrics, divergence tag, plots and
-    history, and, in a run of its own, the model. A fit that raises ends its
-    own run FAILED (KILLED on Ctrl-C) with the epochs it did train logged.
+    history, and, in a run of its own, the model (see :func:`model_wanted`).
+    A fit that raises ends its own run FAILED (KILLED on Ctrl-C) with the
+    epochs it did train logged.
 
     Parameters
     ----------
@@ -136,6 +200,13 @@ def track_fit(estimator, X, fit, example=None, y=None):
         names in the model's signature); default: ``X[:5]``.
     y : ndarray, default=None
         The labels: with ``X``, the training and validation datasets' digests.
+    continued : (int, str or None), default=None
+        For a fit that continues a fitted network (``warm_start``,
+        ``partial_fit``): the epochs it was trained before and the run of
+        its last fit. The run is tagged ``continued_from`` (those epochs)
+        and ``continued_run_id``; its epochs are numbered on from them.
+    epochs : int, default=None
+        Epochs this fit trains, if not the estimator's ``epochs`` (1 for ``partial_fit``).
 
     Returns
     -------
@@ -146,23 +217,32 @@ def track_fit(estimator, X, fit, example=None, y=None):
     name = naming.standalone_run_name(estimator)
     with runs.owned_run(name) as (run, owned):
         params = estimator_params(estimator, len(X))
+        if epochs is not None:
+            params["epochs"] = epochs
         run.log_params(params)
         run.log_inputs(dataset_inputs(X, y, params["n_train"], params["dataset"]))
-        # A Hyperband rung continuing the previous one: its network has n_resources epochs in all.
-        start = int(run.tags.get("continued_from", 0))
+        selection = sklearn_selection_tags(run)
+        continuation = {}
+        if continued is not None:
+            continuation["continued_from"] = continued[0]
+            if continued[1] is not None:
+                continuation["continued_run_id"] = continued[1]
+        # A Hyperband rung or a warm-started fit continuing a network: it has epochs + start in all.
+        start = int(continuation.get("continued_from", run.tags.get("continued_from", 0)))
         scale = (params["epochs"] + start, params["n_train"], params["n_val"], params["dataset"])
-        run.defer_to_end(tags={**naming.scale_tags(*scale), naming.NOTE_TAG: naming.fit_description(
-            run.name or name, *scale, fidelity=run.tags.get("fidelity"),
-            continued_from=start)})
-        monitor, epochs = DivergenceMonitor(), EpochMetricsLogger(run)
+        run.defer_to_end(tags={**selection, **continuation, **naming.scale_tags(*scale),
+                               naming.NOTE_TAG: naming.fit_description(
+                                   run.name or name, *scale, fidelity=run.tags.get("fidelity"),
+                                   continued_from=start)})
+        monitor, epochs_logger = DivergenceMonitor(), EpochMetricsLogger(run)
         try:
-            fit([epochs, monitor])
+            fit([epochs_logger, monitor])
         except BaseException:
             with contextlib.suppress(Exception):  # keep the epochs a failed fit did run
-                epochs.flush()
+                epochs_logger.flush()
             raise
-        log_fit_results(run, estimator, monitor.diverged, epochs.take_pending())
-        if owned and run.log_model:
+        log_fit_results(run, estimator, monitor.diverged, epochs_logger.take_pending())
+        if model_wanted(estimator, run, owned, selection.get("role")):
             log_model(run, estimator, X[:5] if example is None else example)
     return run
 
@@ -259,7 +339,7 @@ class _DropPickleWarning(logging.Filter):
 
 @contextlib.contextmanager
 def _without_pickle_warning():
-    """Silence MLflow's per-model advice to use skops: it cannot save a scikeras pipeline."""
+    """Silence MLflow's per-model advice to use skops: this model is cloudpickled on purpose (see log_model)."""
     target, drop = logging.getLogger("mlflow.sklearn"), _DropPickleWarning()
     target.addFilter(drop)
     try:
@@ -294,8 +374,11 @@ _MODEL_TYPE = "mnist-mlp pipeline"
 def log_model(run, model, input_example):
     """Log ``model`` (a fitted pipeline or classifier) as the run's MLflow 3 logged model, sklearn flavour.
 
-    Saved with cloudpickle (MLflow 3's default skops format cannot save a
-    scikeras pipeline), the pinned requirements and this package's code. Its
+    Saved with cloudpickle and this package's code beside it, so that it
+    loads where the package is not installed (a skops file names the
+    package's classes and needs it installed; the estimator saves as plain
+    data either way, see :mod:`mnist_mlp.persistence`), with the pinned
+    requirements. Its
     ``python_function`` flavour loads through :mod:`mnist_mlp.serving`, which
     checks every input against the training data's shape, dtype and range
     (the :class:`~mnist_mlp.serving.InputContract` in the model's metadata).

@@ -1,0 +1,93 @@
+"""What a fit logs when it continues a network, and which fits log a model."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV, cross_validate
+
+from mnist_mlp import MLPClassifier, make_pipeline
+
+FAST = dict(hidden_layer_sizes=(16,), epochs=2, batch_size=64, random_state=0)
+
+
+def _steps(client, run_id, key="loss"):
+    return [m.step for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def _n_models(client, run_id):
+    return len(client.search_logged_models(["0"], filter_string=f"source_run_id='{run_id}'"))
+
+
+def test_warm_start_fits_continue_the_record(tracked, flat_digits):
+    X, y, _, _ = flat_digits
+    clf = MLPClassifier(**FAST, warm_start=True).fit(X[:400], y[:400])
+    first = clf.run_id_
+    clf.fit(X[:400], y[:400])
+    assert clf.n_iter_ == 4 and len(clf.history_["loss"]) == 4
+    assert clf.n_weight_updates_ == int(clf.model_.optimizer.iterations.numpy()) == 4 * 5  # 320 rows / 64
+    second = tracked.get_run(clf.run_id_)
+    assert second.data.tags["continued_from"] == "2" and second.data.tags["continued_run_id"] == first
+    assert _steps(tracked, first) == [0, 1] and _steps(tracked, clf.run_id_) == [2, 3]
+    assert second.data.metrics["epochs_run"] == 4 and second.data.metrics["weight_updates"] == 20
+    assert "continued_from" not in tracked.get_run(first).data.tags
+
+
+def test_each_partial_fit_is_a_run_continuing_the_last(tracked, flat_digits):
+    X, y, _, _ = flat_digits
+    clf = MLPClassifier(**FAST)
+    run_ids = [clf.partial_fit(X[:400], y[:400]).run_id_ for _ in range(3)]
+    assert clf.n_iter_ == 3 and clf.n_weight_updates_ == 15
+    assert [_steps(tracked, r) for r in run_ids] == [[0], [1], [2]]
+    runs = [tracked.get_run(r) for r in run_ids]
+    assert [r.data.tags.get("continued_run_id") for r in runs] == [None, *run_ids[:2]]
+    assert [r.data.params["epochs"] for r in runs] == ["1"] * 3  # what each call trained
+    assert [r.data.metrics["epochs_run"] for r in runs] == [1, 2, 3]
+
+
+def test_partial_fit_takes_classes_missing_from_the_first_batch(tracked, flat_digits):
+    X, y, X_test, _ = flat_digits
+    clf = MLPClassifier(**FAST, tracking=False)
+    first = np.isin(y, [0, 1])
+    clf.partial_fit(X[first][:200], y[first][:200], classes=np.arange(10))
+    clf.partial_fit(X[:400], y[:400])
+    assert list(clf.classes_) == list(range(10)) and clf.predict_proba(X_test).shape[1] == 10
+
+
+@pytest.fixture
+def user_run(tracked):
+    with mlflow.start_run() as run:
+        yield run
+
+
+def test_a_plain_grid_search_logs_metrics_for_folds_and_a_model_for_the_refit(tracked, user_run, digits):
+    x, y, _, _ = digits
+    search = GridSearchCV(make_pipeline(**FAST), {"classifier__alpha": [1e-4, 1e-2]}, cv=2).fit(x[:400], y[:400])
+    children = tracked.search_runs(["0"], filter_string=f"tags.`mlflow.parentRunId` = '{user_run.info.run_id}'")
+    folds = [r for r in children if r.data.tags.get("role") == "fold"]
+    (refit,) = [r for r in children if r.data.tags.get("role") == "refit"]
+    assert len(folds) == 4 and refit.data.tags["refit"] == "true"
+    assert refit.info.run_id == search.best_estimator_.run_id_ and _n_models(tracked, refit.info.run_id) == 1
+    assert sorted((r.data.tags["candidate"], r.data.tags["fold"], r.data.tags["candidate_params"]) for r in folds) == [
+        ("0", "0", '{"classifier__alpha": 0.0001}'), ("0", "1", '{"classifier__alpha": 0.0001}'),
+        ("1", "0", '{"classifier__alpha": 0.01}'), ("1", "1", '{"classifier__alpha": 0.01}')]
+    assert all(_n_models(tracked, r.info.run_id) == 0 for r in folds)
+    assert all("loss" in r.data.metrics for r in folds)  # metrics are still there
+
+
+def test_log_models_true_logs_every_fold_and_false_none(tracked, user_run, flat_digits):
+    X, y, _, _ = flat_digits
+    cross_validate(MLPClassifier(**FAST, log_models=True), X[:300], y[:300], cv=2)
+    MLPClassifier(**FAST, log_models=False).fit(X[:300], y[:300])
+    runs = tracked.search_runs(["0"], filter_string=f"tags.`mlflow.parentRunId` = '{user_run.info.run_id}'")
+    folds = [r for r in runs if r.data.tags.get("role") == "fold"]
+    (standalone,) = [r for r in runs if "role" not in r.data.tags]
+    assert len(folds) == 2 and all(_n_models(tracked, r.info.run_id) == 1 for r in folds)
+    assert _n_models(tracked, standalone.info.run_id) == 0
+
+
+def test_log_models_is_validated_by_name(flat_digits):
+    X, y, _, _ = flat_digits
+    with pytest.raises(ValueError, match="log_models"):
+        MLPClassifier(**FAST, log_models="refit", tracking=False).fit(X[:100], y[:100])
