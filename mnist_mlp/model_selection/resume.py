@@ -81,8 +81,9 @@ def _describe_callbacks(callbacks):
     return described
 
 
-# Parameters that change how a fit is shown or logged, not its result.
-_IGNORED = {"verbose", "tracking", "memory", "steps"}
+# Parameters that change how a fit is shown, logged or scheduled, not its result (the
+# compiled loop's products are split in blocks sized by shape, never by thread count).
+_IGNORED = {"verbose", "tracking", "memory", "steps", "n_jobs"}
 
 
 def _array_digest(array):
