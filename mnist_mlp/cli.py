@@ -220,7 +220,7 @@ def _add_tracking_args(parser, experiment_help):
     group.add_argument("--tracking-uri", type=_tracking_uri,
                        help="MLflow store: sqlite:///path.db, a .db file, a folder or http://server "
                             "(default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    group.add_argument("--experiment", help=experiment_help)
+    group.add_argument("--experiment", dest="experiment_name", help=experiment_help)
 
 
 def _threads(text):
@@ -507,7 +507,8 @@ def _fit(args):
         "source": splits.source,
         "n_train": len(x_train),
         "n_test": len(x_test),
-        "params": {k: v for k, v in vars(args).items() if k not in ("command", "json", "tracking_uri", "experiment")},
+        "params": {k: v for k, v in vars(args).items()
+                   if k not in ("command", "json", "tracking_uri", "experiment_name")},
         "epochs_run": clf.n_iter_,
         "weight_updates": clf.n_weight_updates_,
         "fit_time_s": round(clf.fit_time_, 3),
@@ -563,7 +564,7 @@ def _environment(args):
     from mnist_mlp.study import EXPERIMENT_PREFIX_ENV
     from mnist_mlp.training import THREADS_ENV
 
-    experiment = getattr(args, "experiment", None)
+    experiment = getattr(args, "experiment_name", None)
     settings = {
         "MLFLOW_TRACKING_URI": getattr(args, "tracking_uri", None),
         THREADS_ENV: getattr(args, "threads", None),

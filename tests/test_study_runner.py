@@ -120,7 +120,7 @@ def test_tuning_trains_the_best_afresh_and_evaluates_it(tracked, embedded):
     served = mlflow.pyfunc.load_model("models:/mnist-mlp@champion")
     fitted = mlflow.sklearn.load_model(final.data.tags["model_uri"])
     np.testing.assert_array_equal(served.predict(x_test[:20]), fitted.predict(x_test[:20]))
-    assert final.data.tags["fidelity"] == "quick" and final.info.run_name.startswith("3 final network")
+    assert final.data.tags["fidelity"] == "quick" and final.info.run_name.startswith("final network")
 
 
 def test_a_divergent_section_runs_to_the_end_and_the_study_goes_on(tracked, embedded):
