@@ -181,6 +181,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
 
     from mnist_mlp import tracking
     from mnist_mlp.evaluation import evaluate
+    from mnist_mlp.serving import InputContract
 
     experiment = load_experiment(section)
     (x_train, y_train), (x_test, y_test) = data
@@ -240,7 +241,8 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
                 finals[-1]["registered"] = tracking.register_model(
                     run.model_id, run.run_id, dataset=getattr(data, "name", "mnist"),
                     test_accuracy=scores["test_accuracy"], fidelity=level,
-                    description=f"{run.name}: test accuracy {scores['test_accuracy']:.2%}")
+                    description=f"{run.name}: test accuracy {scores['test_accuracy']:.2%}",
+                    input_contract=InputContract.from_training(x_train[:5]))
     return {
         "section": section,
         "searches": searches,
