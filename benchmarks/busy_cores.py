@@ -24,11 +24,10 @@ _FIT = """
 import json, sys
 from mnist_mlp import make_pipeline
 from mnist_mlp.data import load_mnist
-from mnist_mlp.training import threads
-(x, y), _ = load_mnist(None)
+(x, y), _ = load_mnist(None, download=False)
 pipe = make_pipeline(epochs=int(sys.argv[1]), random_state=0)
 pipe.fit(x, y)
-print(json.dumps({"fit_time_s": pipe[-1].fit_time_, "threads": getattr(threads, "last_fit_threads", None)}))
+print(json.dumps({"fit_time_s": pipe[-1].fit_time_, "threads": getattr(pipe[-1], "n_threads_", None)}))
 """
 
 
