@@ -160,7 +160,8 @@ def build_parser():
     tune = command(
         "tune", help="section 3: tune by Hyperband over epochs, then train the best afresh",
         description="Search hidden sizes, L2 alpha and learning rate for validation accuracy "
-        "and for macro F1, then train a fresh network with the best parameters.",
+        "and for macro F1, then train a fresh network with the best parameters and register it. "
+        "A quick run: mnist-mlp tune --epochs 9 (rungs of 3 and 9 epochs).",
     )
     _add_data_args(tune)
     tune.add_argument("--epochs", type=_optional_count,
@@ -220,7 +221,8 @@ def _add_tracking_args(parser, experiment_help):
     group.add_argument("--tracking-uri", type=_tracking_uri,
                        help="MLflow store: sqlite:///path.db, a .db file, a folder or http://server "
                             "(default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    group.add_argument("--experiment", dest="experiment_name", help=experiment_help)
+    group.add_argument("--experiment", dest="experiment_name", help=experiment_help,
+                       metavar="NAME" if "prefix" not in experiment_help else "PREFIX")
 
 
 def _threads(text):
