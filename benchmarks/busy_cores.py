@@ -69,6 +69,7 @@ def main(argv=None):
                 result = _fit_once(variant, args.epochs)
                 times[variant].append(result["fit_time_s"])
                 chosen[variant].append(result["threads"])
+                print(f"{variant}: {result['fit_time_s']:.2f} s, {result['threads']} threads", flush=True)
     finally:
         if busy is not None:
             busy.kill()

@@ -193,6 +193,8 @@ class TrackedSearchMixin:
             stale = resume.mark_stale(parent.client, parent.experiment_id, fingerprint,
                                       exclude=parent.run_id)
             parent.log_metrics({"stale_runs_marked_killed": stale})
+            # Every call counts, one that is then killed too.
+            parent.set_tags({"attempts": int(parent.tags.get("attempts", 0)) + 1})
             parent.log_params(self._search_params())
             inherited = {k: v for k, v in (self.run_tags or {}).items() if k in _INHERITED_TAGS}
             self._fold_context = parent.fit_context(role="fold", candidate_offset=0, resume=self.resume,
@@ -215,7 +217,8 @@ class TrackedSearchMixin:
 
         Sets ``trained_run_ids_``, ``reused_run_ids_`` and ``resumed_``;
         the run's ``fits_trained`` and ``fits_reused`` metrics count this call,
-        ``wall_time_s`` every call, and its description gains a line per call.
+        ``wall_time_s`` every call that finished (its ``attempts`` tag counts every
+        call), and its description gains a line per finished call.
         """
         from datetime import datetime, timezone
 
@@ -241,7 +244,7 @@ class TrackedSearchMixin:
         parent.log_metric_series([(0, {
             "fits_trained": len(trained), "fits_reused": len(reused),
             "wall_time_s": previous.metrics.get("wall_time_s", 0.0) + wall_time_s})],
-            {tracking.NOTE_TAG: note, "attempts": int(previous.tags.get("attempts", 0)) + 1})
+            {tracking.NOTE_TAG: note})
 
     def _scale(self, X):
         """The search's scale as tags: rows given, epochs per fit (Hyperband: its last rung's), dataset."""
