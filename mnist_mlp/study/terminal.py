@@ -48,8 +48,8 @@ def _attempt_lines(attempt, run_id):
 
     trained, reused = len(attempt["trained_run_ids"]), len(attempt["reused_run_ids"])
     lines = [f"Trained {counted(trained, 'fit')} now" + (
-        f"; reused {reused} of {trained + reused}: finished runs of the same fits, whose accuracy and fit time "
-        "these are (--refit trains anew)." if reused else ".")]
+        f"; reused {reused} of {trained + reused}: finished runs of the same fits, their accuracy and fit time "
+        "(--refit: anew)." if reused else ".")]
     if attempt.get("resumed"):
         lines.append(f"Parent run {run_id}, resumed: the same run as before, not a new one.")
     elif run_id:
