@@ -1,4 +1,9 @@
-"""The ``mnist-mlp`` command line."""
+"""The ``mnist-mlp`` command line: ``fit``, ``study``, ``tune``, ``report`` and ``predict``.
+
+Every command that records runs ends by saying where they are (the store and
+experiment) and the ``mlflow ui`` line that opens them; ``--help`` shows
+each option's default. ``docs/cli.md`` is the user's guide.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,37 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
+
+from mnist_mlp.tracking import counted
 
 __all__ = ["main"]
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default as a user would type it (``128,256``, not ``(128, 256)``)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or not action.option_strings or default is None or default is False \
+                or default == argparse.SUPPRESS:
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+        return f"{text} (default: {shown})".strip()
+
+
+def _tracking_uri(text):
+    """A tracking URI as given, or a path made one: ``runs.db`` -> ``sqlite:///<abs>/runs.db``."""
+    if "://" in text or text.startswith("sqlite:") or text.startswith("databricks"):
+        return text
+    path = Path(text).expanduser().resolve()
+    return f"sqlite:///{path}" if path.suffix == ".db" else path.as_uri()
 
 
 def _whole(text):
@@ -60,11 +90,16 @@ def _layer_sizes(text):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="mnist-mlp",
-        description="Train, study and tune Keras MLPs on MNIST the scikit-learn way.",
+        description="Train, study and tune Keras MLPs on MNIST the scikit-learn way. Every fit is an "
+                    "MLflow run; each command ends with where its runs are and how to open them.",
+        formatter_class=_HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    fit = commands.add_parser(
+    def command(name, **kwargs):
+        return commands.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
+
+    fit = command(
         "fit",
         help="fit one pipeline and evaluate it on the test set",
         description="Fit flatten -> scale -> MLPClassifier and report test metrics. "
@@ -72,25 +107,32 @@ def build_parser():
     )
     data = fit.add_argument_group("data")
     _add_data_args(data)
-    data.add_argument("--scaler", choices=["fixed", "minmax"], default="fixed")
+    data.add_argument("--scaler", choices=["fixed", "minmax"], default="fixed",
+                      help="fixed: pixels / 255; minmax: scikit-learn's MinMaxScaler")
     model = fit.add_argument_group("model")
-    model.add_argument("--hidden-layer-sizes", type=_layer_sizes, default=(128, 256), metavar="N,N")
-    model.add_argument("--activation", default="relu")
-    model.add_argument("--optimizer", default="adam")
-    model.add_argument("--learning-rate", type=float, default=0.001, dest="learning_rate_init")
-    model.add_argument("--kernel-initializer", default="glorot_uniform")
-    model.add_argument("--penalty", type=_penalty, default=None, help="l1, l2 or none")
-    model.add_argument("--alpha", type=float, default=1e-4)
-    model.add_argument("--dropout", type=float, default=0.0)
+    model.add_argument("--hidden-layer-sizes", type=_layer_sizes, default=(128, 256), metavar="N,N",
+                       help="units of each hidden layer")
+    model.add_argument("--activation", default="relu", help="a Keras activation")
+    model.add_argument("--optimizer", default="adam", help="adam, rmsprop, sgd or another Keras optimizer")
+    model.add_argument("--learning-rate", type=float, default=0.001, dest="learning_rate_init",
+                       help="the optimizer's learning rate")
+    model.add_argument("--kernel-initializer", default="glorot_uniform", help="a Keras initializer")
+    model.add_argument("--penalty", type=_penalty, default=None, help="l1, l2 or none (default: none)")
+    model.add_argument("--alpha", type=float, default=1e-4, help="strength of --penalty")
+    model.add_argument("--dropout", type=float, default=0.0, help="dropout rate after each hidden layer")
     training = fit.add_argument_group("training")
-    training.add_argument("--batch-size", type=_whole, default=256)
-    training.add_argument("--epochs", type=_whole, default=100)
-    training.add_argument("--validation-split", type=float, default=0.2)
-    training.add_argument("--random-state", type=_whole, default=0)
-    training.add_argument("--verbose", type=int, default=0, help="Keras verbosity (0, 1, 2)")
+    training.add_argument("--batch-size", type=_whole, default=256, help="samples per weight update")
+    training.add_argument("--epochs", type=_whole, default=100, help="passes over the training data")
+    training.add_argument("--validation-split", type=float, default=0.2,
+                          help="fraction held out from the end of the training data")
+    training.add_argument("--random-state", type=_whole, default=0, help="seed of weights, dropout, shuffling")
+    training.add_argument("--verbose", type=int, default=0,
+                          help="Keras verbosity: 0, 1 (a bar per epoch; 2 when output is not a terminal), 2")
+    _add_threads_arg(training)
+    _add_tracking_args(fit, "MLflow experiment of the run (default: $MLFLOW_EXPERIMENT_NAME, else Default)")
     fit.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
 
-    study = commands.add_parser(
+    study = command(
         "study", help="run study experiments, tracked in MLflow",
         description="Run one experiment of the study (a section such as 2.2) or all of them. "
         "Each is a search whose candidates are also scored on the test set.",
@@ -99,9 +141,9 @@ def build_parser():
                        "2.5.2, 3), several separated by commas, or 'all'")
     _add_data_args(study)
     study.add_argument("--epochs", type=_optional_count,
-                       help="override the study's epochs (quick runs; 0: the study's)")
+                       help="override the study's epochs (quick runs; default: the section's, 100 for most)")
     study.add_argument("--n-train", type=_optional_count,
-                       help="use only the first N training images (0: all)")
+                       help="use only the first N training images (default: all)")
     study.add_argument("--seeds", type=_int_list,
                        help="random states to repeat each run with, e.g. 0,1,2 (empty: the section's)")
     study.add_argument("--n-jobs", type=_whole, default=1,
@@ -111,12 +153,15 @@ def build_parser():
                        help="refit everything, even fits an interrupted run already finished")
     study.add_argument("--scheduler", help="run the fits on the Dask cluster at this address "
                        "(tcp://host:8786); tracking must then be an MLflow server")
+    _add_threads_arg(study)
+    _add_tracking_args(study, _STUDY_EXPERIMENT_HELP)
     study.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
-    tune = commands.add_parser(
+    tune = command(
         "tune", help="section 3: tune by Hyperband over epochs, then train the best afresh",
         description="Search hidden sizes, L2 alpha and learning rate for validation accuracy "
-        "and for macro F1, then train a fresh network with the best parameters.",
+        "and for macro F1, then train a fresh network with the best parameters and register it. "
+        "A quick run: mnist-mlp tune --epochs 9 (rungs of 3 and 9 epochs).",
     )
     _add_data_args(tune)
     tune.add_argument("--epochs", type=_optional_count,
@@ -132,21 +177,67 @@ def build_parser():
                       help="the final network trains on all training rows (ours) or, as the study's "
                            "last cell, with validation_split=0.2 (48,000 rows of the full MNIST); "
                            "both: one of each (what `study 3` does at full fidelity)")
-    tune.add_argument("--seed", type=_whole, default=0)
-    tune.add_argument("--n-jobs", type=_whole, default=1)
+    tune.add_argument("--seed", type=_whole, default=0, help="random state of every fit")
+    tune.add_argument("--n-jobs", type=_whole, default=1, help="fits at once (the searches' n_jobs)")
     tune.add_argument("--refit", action="store_true",
                       help="refit everything, even fits an interrupted run already finished")
     tune.add_argument("--scheduler", help="run the fits on the Dask cluster at this address")
+    _add_threads_arg(tune)
+    _add_tracking_args(tune, _STUDY_EXPERIMENT_HELP)
     tune.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
-    report = commands.add_parser(
+    report = command(
         "report", help="write the study report (Markdown and HTML) from MLflow runs",
         description="Read the study's runs back from MLflow and write a report setting our "
         "figures beside the published ones.",
     )
-    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own)")
     report.add_argument("--output", default="report", help="directory to write into")
+    _add_tracking_args(report, _STUDY_EXPERIMENT_HELP)
+
+    predict = command(
+        "predict", help="predict digits with a logged or registered model",
+        description="Load a model logged by mnist-mlp (runs:/<run id>/model, models:/<model id>, "
+        "models:/mnist-mlp@champion, a local folder) and print one predicted label per input image. "
+        "Inputs go through the model's own input contract: raw 28x28 uint8 pixels, as it was trained.",
+    )
+    predict.add_argument("model", help="model URI: runs:/<run id>/model, models:/m-..., models:/<name>@<alias>, "
+                                       "models:/<name>/<version>, or a folder")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image files (PNG, JPEG: one 28x28 grayscale image each), IDX files "
+                              "(t10k-images-idx3-ubyte[.gz]) or .npy arrays (one image or a batch)")
+    predict.add_argument("--json", action="store_true", help="print the labels as a JSON object instead")
+    predict.add_argument("--tracking-uri", type=_tracking_uri,
+                         help="the MLflow store to resolve runs:/ and models:/ URIs in "
+                              "(default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     return parser
+
+
+_STUDY_EXPERIMENT_HELP = ("prefix of the sections' MLflow experiments: <prefix> 2.4.1: L2 with RMSprop "
+                          "(default: $MNIST_MLP_STUDY_EXPERIMENT, else mnist-mlp study)")
+
+
+def _add_tracking_args(parser, experiment_help):
+    group = parser.add_argument_group("tracking")
+    group.add_argument("--tracking-uri", type=_tracking_uri,
+                       help="MLflow store: sqlite:///path.db, a .db file, a folder or http://server "
+                            "(default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    group.add_argument("--experiment", dest="experiment_name", help=experiment_help,
+                       metavar="NAME" if "prefix" not in experiment_help else "PREFIX")
+
+
+def _threads(text):
+    if text.strip().lower() == "auto":
+        return "auto"
+    value = _whole(text)
+    if value == 0 or value < -1:
+        raise argparse.ArgumentTypeError(f"expected a number of threads >= 1, -1 (every core) or auto; got {text!r}")
+    return str(value)
+
+
+def _add_threads_arg(parser):
+    parser.add_argument("--threads", type=_threads, default=None,
+                        help="threads of each fit's compiled loop: N, -1 (every core) or auto, the cores other "
+                             "programs leave idle as a fit starts (default: $MNIST_MLP_THREADS, else auto)")
 
 
 def _int_list(text):
@@ -163,7 +254,7 @@ def _int_list(text):
 
 
 def _add_data_args(parser):
-    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist", help="which images")
     parser.add_argument("--data-dir", help="directory of IDX files or mnist.npz "
                         "(default: $MNIST_MLP_DATA_DIR, else the embedded subset)")
 
@@ -211,7 +302,8 @@ def _study(args):
     else:
         results = _study_in_turn(names, splits, args)
     summary = {"experiments": results, "wall_time_s": time.perf_counter() - start}
-    print(f"study: {len(results)} experiment(s) in {summary['wall_time_s']:.1f} s")
+    print(f"study: {counted(len(results), 'section')} in {summary['wall_time_s']:.1f} s")
+    _print_where([load_experiment(name).experiment_name for name in names])
     _write_json(args.json, summary)
     return 0
 
@@ -250,8 +342,7 @@ def _study_in_turn(names, splits, args):
 
 
 def _tune(args):
-    from mnist_mlp.study import progress_display
-    from mnist_mlp.study import run_tuning
+    from mnist_mlp.study import load_experiment, progress_display, run_tuning
 
     splits = _load_data(args)
     print(f"data: {splits.name} from {splits.source}")
@@ -263,6 +354,7 @@ def _tune(args):
             final_protocols=("ours", "study") if args.final_protocol == "both" else (args.final_protocol,),
         )
     print(_section_table("3", result), end="")
+    _print_where([load_experiment("3").experiment_name])
     _write_json(args.json, result)
     return 0
 
@@ -282,7 +374,7 @@ def _section_table(name, result):
     section = collect_section(name)
     if "searches" in result:
         return format_tuning(result, section)
-    return format_section(section, wall_time_s=result["wall_time_s"])
+    return format_section(section, wall_time_s=result["wall_time_s"], attempt=result.get("attempt"))
 
 
 def _report(args):
@@ -291,7 +383,91 @@ def _report(args):
     paths = write_report(args.output, tracking_uri=args.tracking_uri or None)
     for path in paths:
         print(f"wrote {path}")
+    print(f"read from {_store_uri()}")
     return 0
+
+
+def _predict(args):
+    """Labels for the inputs, one per line (or JSON), through the model's own input contract."""
+    import numpy as np
+
+    from mnist_mlp.data import read_inputs
+
+    batches = read_inputs(args.inputs)  # unreadable files fail before the model loads (seconds)
+    model = _load_model(args.model)
+    contract = (model.metadata.metadata or {}).get("mnist_mlp_input_contract")
+    sample_shape = tuple(json.loads(contract)["sample_shape"] if isinstance(contract, str)
+                         else contract["sample_shape"]) if contract else None
+    labels = []
+    for path, batch in zip(args.inputs, batches):
+        if sample_shape is not None and batch.shape == sample_shape:
+            batch = batch[np.newaxis]  # one sample saved without its batch axis
+        labels.append(_predicted(model, batch, path))
+    if args.json:
+        print(json.dumps({"model": args.model, "predictions": [
+            {"input": path, "labels": [_plain(v) for v in found]} for path, found in zip(args.inputs, labels)]}))
+    else:
+        for found in labels:
+            for label in found:
+                print(_plain(label))
+    return 0
+
+
+def _load_model(uri):
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"model {uri!r} cannot be loaded from {_store_uri()}: {message}") from None
+
+
+def _predicted(model, batch, path):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return list(model.predict(batch))
+    except MlflowException as exc:  # the input contract's one-line reason
+        raise ValueError(f"{path}: {exc.message}") from None
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def _store_uri():
+    from mnist_mlp.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri()
+
+
+def _print_where(experiment_names, run=None):
+    """Where the command's runs are and how to open them: the store, the experiment(s), the ``mlflow ui`` line."""
+    from mnist_mlp.tracking import tracking_enabled
+
+    if not tracking_enabled():
+        print("MLflow: tracking is off (MNIST_MLP_TRACKING=0): no runs were recorded")
+        return
+    from mnist_mlp.tracking import client, retrying
+
+    uri = _store_uri()
+    ids = {}
+    for name in experiment_names:
+        found = retrying(client(uri).get_experiment_by_name, name)
+        if found is not None:
+            ids[name] = found.experiment_id
+    what = f"run {run[1]} ({run[0]})" if run else "runs"
+    where = ", ".join(f"'{name}'" for name in ids) or "(none)"
+    print(f"MLflow: {what} in experiment{'s' if len(ids) > 1 else ''} {where} of {uri}")
+    page = f"#/experiments/{next(iter(ids.values()))}" if len(ids) == 1 else "#/experiments"
+    if run and len(ids) == 1:
+        page += f"/runs/{run[1]}"
+    if uri.startswith(("http://", "https://")):
+        print(f"Open: {uri.rstrip('/')}/{page}")
+    else:
+        print(f"Open: mlflow ui --backend-store-uri {shlex.quote(uri)}   then http://127.0.0.1:5000/{page}")
 
 
 def _fit(args):
@@ -322,6 +498,9 @@ def _fit(args):
 
     with progress_display("fit", 1) as callback, dataset(splits.name):
         pipeline.set_params(classifier__callbacks=[callback])
+        if args.verbose == 1 and not sys.stdout.isatty():
+            # Keras's per-batch bar writes colour codes and carriage returns: one line per epoch instead.
+            pipeline.set_params(classifier__verbose=2)
         pipeline.fit(x_train, y_train)
     clf = pipeline[-1]
     scores = evaluate(pipeline, x_test, y_test)
@@ -330,20 +509,34 @@ def _fit(args):
         "source": splits.source,
         "n_train": len(x_train),
         "n_test": len(x_test),
-        "params": {k: v for k, v in vars(args).items() if k not in ("command", "json")},
+        "params": {k: v for k, v in vars(args).items()
+                   if k not in ("command", "json", "tracking_uri", "experiment_name")},
         "epochs_run": clf.n_iter_,
         "weight_updates": clf.n_weight_updates_,
         "fit_time_s": round(clf.fit_time_, 3),
         **{k: v for k, v in scores.items() if k != "confusion_matrix"},
         "final_val_accuracy": clf.history_.get("val_accuracy", [None])[-1],
         "run_id": getattr(pipeline, "run_id_", None),
+        "threads": clf.n_threads_,
     }
+    loop = (f"compiled loop, {counted(clf.n_threads_, 'thread')}" if clf.training_loop_ == "compiled"
+            else f"keras.Model.fit: {clf.training_loop_reason_}")
     print(
         f"test accuracy {result['test_accuracy']:.4f}, test loss {result['test_loss']:.4f}, "
-        f"macro F1 {result['test_f1_macro']:.4f}; fit {result['fit_time_s']:.1f} s, "
-        f"{result['epochs_run']} epochs, {result['weight_updates']} weight updates"
-        + (f"; MLflow run {result['run_id']}" if result["run_id"] else "")
+        f"macro F1 {result['test_f1_macro']:.4f}; fit {result['fit_time_s']:.1f} s "
+        f"({counted(result['epochs_run'], 'epoch')}, {counted(result['weight_updates'], 'weight update')}; {loop})"
     )
+    if result["run_id"]:
+        from mnist_mlp.tracking import client, retrying
+
+        uri = _store_uri()
+        experiment = retrying(client(uri).get_run, result["run_id"]).info.experiment_id
+        name = retrying(client(uri).get_experiment, experiment).name
+        run_name = retrying(client(uri).get_run, result["run_id"]).info.run_name
+        _print_where([name], run=(run_name, result["run_id"]))
+        print(f"Predict with it: mnist-mlp predict runs:/{result['run_id']}/model IMAGE.png")
+    else:
+        _print_where([])
     _write_json(args.json, result)
     return 0
 
@@ -351,9 +544,9 @@ def _fit(args):
 def main(argv=None):
     """Run the ``mnist-mlp`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
-    command = {"fit": _fit, "study": _study, "tune": _tune, "report": _report}[args.command]
+    command = {"fit": _fit, "study": _study, "tune": _tune, "report": _report, "predict": _predict}[args.command]
     try:
-        with _project_run(args), _terminate_as_interrupt():
+        with _environment(args), _project_run(args), _terminate_as_interrupt():
             return command(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"mnist-mlp: error: {exc}", file=sys.stderr)
@@ -364,6 +557,31 @@ def main(argv=None):
     except KeyboardInterrupt:  # Ctrl-C: the runs have ended KILLED on the way out; no traceback
         print("mnist-mlp: interrupted; the runs in progress were ended KILLED", file=sys.stderr)
         return 128 + signal.SIGINT
+
+
+@contextlib.contextmanager
+def _environment(args):
+    """The command's settings as the environment variables that carry them to every fit,
+    worker processes included; restored afterwards (``main`` may be called again in-process)."""
+    from mnist_mlp.study import EXPERIMENT_PREFIX_ENV
+    from mnist_mlp.training import THREADS_ENV
+
+    experiment = getattr(args, "experiment_name", None)
+    settings = {
+        "MLFLOW_TRACKING_URI": getattr(args, "tracking_uri", None),
+        THREADS_ENV: getattr(args, "threads", None),
+        ("MLFLOW_EXPERIMENT_NAME" if args.command == "fit" else EXPERIMENT_PREFIX_ENV): experiment,
+    }
+    saved = {key: os.environ.get(key) for key, value in settings.items() if value}
+    os.environ.update({key: value for key, value in settings.items() if value})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class _Terminated(KeyboardInterrupt):

@@ -20,11 +20,13 @@ __all__ = [
     "DATA_DIR_ENV",
     "DatasetSplits",
     "IDXFormatError",
+    "IMAGE_SUFFIXES",
     "load_embedded_mnist",
     "load_fashion_mnist",
     "load_idx_dataset",
     "load_mnist",
     "read_idx",
+    "read_inputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -299,3 +301,54 @@ def load_fashion_mnist(data_dir=None):
     DatasetSplits
     """
     return load_idx_dataset(data_dir or FASHION_MNIST_DEBIAN_DIR, name="fashion-mnist")
+
+
+#: Image file suffixes :func:`read_inputs` reads with Pillow.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def read_inputs(paths):
+    """Images to predict on, from files: each a batch, in the order given.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        Image files (PNG, JPEG, ...; read as 8-bit grayscale: one image
+        each), IDX files (``t10k-images-idx3-ubyte``, optionally ``.gz``)
+        or NumPy ``.npy`` files (one sample, or a batch of them).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One array per file, as stored: an image file gives shape
+        ``(1, height, width)``, uint8. Nothing is resized or rescaled: the
+        model's input contract decides what it accepts.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing file.
+    ValueError
+        For a file that cannot be read as any of these.
+    """
+    arrays = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"input file {path} does not exist")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            try:
+                arrays.append(np.load(path, allow_pickle=False))
+            except ValueError as exc:
+                raise ValueError(f"{path}: cannot be read as a .npy array ({exc})") from None
+        elif suffix in IMAGE_SUFFIXES:
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(path) as image:
+                    arrays.append(np.asarray(image.convert("L"))[np.newaxis])
+            except (UnidentifiedImageError, OSError) as exc:
+                raise ValueError(f"{path}: cannot be read as an image ({exc})") from None
+        else:
+            arrays.append(read_idx(path))
+    return arrays

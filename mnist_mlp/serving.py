@@ -105,6 +105,13 @@ class InputContract:
         shapes = [self.sample_shape] + ([flat] if flat != self.sample_shape else [])
         return " or ".join(str(("n", *s)).replace("'", "") for s in shapes)
 
+    def describe(self):
+        """What the model takes, in a sentence: ``a batch of shape (n, 28, 28) or (n, 784), uint8 0..255``."""
+        dtype = np.dtype(self.dtype)
+        values = f"whole numbers {np.iinfo(dtype).min}..{np.iinfo(dtype).max}" if dtype.kind in "ui" else "numbers"
+        columns = f", columns {', '.join(self.columns)}" if self.columns is not None else ""
+        return f"a batch of shape {self._shapes()}, {self.dtype} {values}{columns}"
+
     def check(self, data):
         """Return ``data`` as the model's input, or raise :class:`InvalidInputError`.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ def test_fit_on_embedded_data_writes_results(tmp_path, capsys, monkeypatch):
     assert code == 0
     printed = capsys.readouterr().out
     assert "from embedded" in printed and "test accuracy" in printed
+    assert "(3 epochs, 57 weight updates; compiled loop, " in printed
     result = json.loads(out.read_text())
     assert result["n_train"] == 6000 and result["epochs_run"] == 3
     assert result["weight_updates"] == 3 * 19  # ceil(4800 / 256) steps per epoch
@@ -163,23 +165,28 @@ def test_report_command(tmp_path, capsys):
     assert "Not run yet" in (tmp_path / "r" / "report.md").read_text()
 
 
-def test_progress_display_counts_fits_and_epochs():
+def test_progress_display_counts_fits_and_epochs(monkeypatch):
     from mnist_mlp.study.progress import _DISPLAYS, progress_display
 
+    monkeypatch.setenv("MNIST_MLP_TRACKING", "0")
     with progress_display("demo", 2, enabled=True) as callback:
         display = _DISPLAYS[callback.key]
+        epochs = next(t for t in display.progress.tasks if t.id == display.epochs)
+        assert not epochs.visible  # no "epochs 0/?" before a fit starts
         for _ in range(2):
             callback.set_params({"epochs": 3})
             callback.on_train_begin()
+            assert epochs.visible and epochs.completed == 0 and epochs.total == 3
+            assert "validation accuracy" not in epochs.fields["note"]  # never the previous fit's figure
             for epoch in range(3):
-                callback.on_epoch_end(epoch)
+                callback.on_epoch_end(epoch, {"val_accuracy": 0.5})
             callback.on_train_end()
         callback.on_epoch_end(2, {"val_accuracy": 0.91234})
         callback.on_fit_reused()  # a fit resumed from a finished run: counted, and said
         tasks = {t.description: t for t in display.progress.tasks}
-        assert tasks["demo"].completed == 3 and tasks["epochs"].completed == 3
+        assert tasks["demo"].completed == 3 and epochs.completed == 3
         assert tasks["demo"].fields["note"] == "1 reused"
-        assert tasks["epochs"].fields["note"] == "validation accuracy 0.9123"
+        assert epochs.fields["note"] == "validation accuracy 0.9123"
     with progress_display("later", None, enabled=True) as callback:
         (task,) = [t for t in _DISPLAYS[callback.key].progress.tasks if t.description == "later"]
         assert not task.visible  # no "0/?" before the total is known
@@ -188,6 +195,21 @@ def test_progress_display_counts_fits_and_epochs():
     with progress_display("quiet", 2, enabled=False) as callback:
         callback.on_train_end()  # no display: a no-op
     assert callback.key not in _DISPLAYS
+
+
+def test_progress_names_the_fit_that_is_training(tmp_path, monkeypatch):
+    from mnist_mlp.study.progress import _DISPLAYS, progress_display
+    from mnist_mlp.tracking import FitRun
+
+    monkeypatch.setenv("MNIST_MLP_TRACKING", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    with progress_display("study 2.4.1", 9, enabled=True) as callback:
+        display = _DISPLAYS[callback.key]
+        epochs = next(t for t in display.progress.tasks if t.id == display.epochs)
+        with FitRun.open(run_name="alpha=0.1 seed=2 fold=0") as run, run.as_current():
+            callback.set_params({"epochs": 3})
+            callback.on_train_begin()
+        assert epochs.description.strip() == "alpha=0.1 seed=2 fold=0"
 
 
 @pytest.mark.parametrize(
@@ -303,3 +325,62 @@ def test_an_empty_count_keeps_the_studys_own_setting():
 
     args = build_parser().parse_args(["study", "2.2", "--epochs", "", "--n-train", "", "--seeds", ""])
     assert (args.epochs, args.n_train, args.seeds) == (None, None, None)
+
+
+def test_fit_says_where_its_run_is_and_predict_reads_it_back(tmp_path, capsys, monkeypatch):
+    """--tracking-uri and --experiment file the run; the output names the store, the experiment and
+    the mlflow ui line; predict loads the logged model and labels images through its contract."""
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    from mnist_mlp.data import load_mnist
+
+    monkeypatch.delenv("MNIST_MLP_DATA_DIR", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MNIST_MLP_TRACKING", "1")
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--epochs", "2", "--verbose", "1", "--tracking-uri", "runs.db", "--experiment", "first try",
+                 "--json", "fit.json"]) == 0
+    printed = capsys.readouterr().out
+    uri = f"sqlite:///{tmp_path / 'runs.db'}"
+    run_id = json.loads((tmp_path / "fit.json").read_text())["run_id"]
+    run = MlflowClient(uri).get_run(run_id)
+    assert MlflowClient(uri).get_experiment(run.info.experiment_id).name == "first try"
+    assert f"in experiment 'first try' of {uri}" in printed
+    assert f"mlflow ui --backend-store-uri {uri}" in printed and f"/runs/{run_id}" in printed
+    assert "\x1b[" not in printed and "Epoch 2/2" in printed  # Keras's bar, without colour codes off a terminal
+    assert "MLFLOW_TRACKING_URI" not in os.environ  # main() leaves the environment as it found it
+
+    (_, _), (x_test, y_test) = load_mnist(None, download=False)
+    Image.fromarray(x_test[0]).save(tmp_path / "digit.png")
+    np.save(tmp_path / "batch.npy", x_test[:4])
+    np.save(tmp_path / "one.npy", x_test[1])  # one image, without its batch axis
+    model = f"runs:/{run_id}/model"
+    assert main(["predict", model, "digit.png", "batch.npy", "one.npy", "--tracking-uri", "runs.db"]) == 0
+    labels = capsys.readouterr().out.split()
+    expected = [x_test[0], *x_test[:4], x_test[1]]
+    from mlflow.pyfunc import load_model
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    direct = load_model(model).predict(np.stack(expected))
+    assert labels == [str(v) for v in direct] and len(labels) == 6
+    assert main(["predict", model, "batch.npy", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["labels"] == [int(v) for v in direct[1:5]]
+
+    np.save(tmp_path / "scaled.npy", x_test[:2] / 255.0)
+    assert main(["predict", model, "scaled.npy"]) == 2
+    assert "scaled.npy: input looks scaled to [0, 1]" in capsys.readouterr().err
+    assert main(["predict", "runs:/0123456789abcdef/model", "digit.png"]) == 2
+    assert "cannot be loaded" in capsys.readouterr().err
+
+
+def test_help_shows_the_defaults(capsys):
+    from mnist_mlp.cli import build_parser
+
+    for command, expected in (("fit", ["passes over the training data (default: 100)", "(default: 128,256)"]),
+                              ("tune", ["(default: hyperband)"]), ("study", ["(default: 1)"])):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(e in text for e in expected), (command, text)

@@ -86,10 +86,15 @@ def test_sigkill_mid_study_then_rerun(tmp_path):
     after, runs = _counts(client)
     assert after.get(("fold", "RUNNING"), 0) == 0 and after.get(("search", "RUNNING"), 0) == 0
     assert after[("fold", "FINISHED")] == 6  # exactly one per fit
-    assert after[("search", "KILLED")] == 1 and after[("search", "FINISHED")] == 1
+    # The killed attempt's search run, resumed: one search run, not a second beside it.
+    assert after[("search", "FINISHED")] == 1 and ("search", "KILLED") not in after
     assert after[("fold", "KILLED")] == 1  # the fit the kill interrupted
     reused = [r for r in runs if r.data.tags.get("reused_by")]
     assert len(reused) == finished_before
+    (search,) = [r for r in runs if r.data.tags.get("role") == "search"]
+    assert search.data.metrics["fits_trained"] == 4 and search.data.metrics["fits_reused"] == 2
+    assert search.data.tags["attempts"] == "2"
+    assert f"Trained 4 fits now; reused 2 of 6" in out and f"Parent run {search.info.run_id}, resumed" in out
 
     # The same results as an uninterrupted run.
     fresh_uri = f"sqlite:///{tmp_path}/fresh.db"

@@ -37,9 +37,9 @@ def test_report_sets_our_figures_beside_the_published_ones(tracked, embedded, tm
     assert "<table>" in html and "2.4.1 L2 with RMSprop" in html
     # Quick runs say so, at the top and in their sections; the summary lists every row.
     assert "> **Not full fidelity.** 2.3, 2.4.1 ran with fewer epochs" in markdown
-    assert markdown.count("> **Quick run** (1 epochs, 300 training images)") == 2
+    assert markdown.count("> **Quick run** (1 epoch, 300 training images)") == 2
     assert "| 2.4.1 | alpha=0.001 | 2 |" in markdown and "| 2.3 | (single setting) | 1 |" in markdown
-    assert "**What ran.** A grid search: 6 fits of 1 epochs each, over alpha {0.1, 0.01, 0.001}; seed {0, 1}" \
+    assert "**What ran.** A grid search: 6 fits of 1 epoch each, over alpha {0.1, 0.01, 0.001}; seed {0, 1}" \
         in markdown
     _assert_same_content(markdown, html)
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())

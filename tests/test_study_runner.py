@@ -120,7 +120,7 @@ def test_tuning_trains_the_best_afresh_and_evaluates_it(tracked, embedded):
     served = mlflow.pyfunc.load_model("models:/mnist-mlp@champion")
     fitted = mlflow.sklearn.load_model(final.data.tags["model_uri"])
     np.testing.assert_array_equal(served.predict(x_test[:20]), fitted.predict(x_test[:20]))
-    assert final.data.tags["fidelity"] == "quick" and final.info.run_name.startswith("3 final network")
+    assert final.data.tags["fidelity"] == "quick" and final.info.run_name.startswith("final network")
 
 
 def test_a_divergent_section_runs_to_the_end_and_the_study_goes_on(tracked, embedded):
@@ -162,3 +162,34 @@ def test_a_full_fidelity_tuning_section_trains_both_final_protocols(monkeypatch,
     runner.run_experiment("3", embedded)                       # the study's own settings
     runner.run_experiment("3", embedded, epochs=2, n_train=300)  # a quick run
     assert [c["final_protocols"] for c in calls] == [("ours", "study"), ("ours",)]
+
+
+def test_a_rerun_resumes_its_search_run_and_says_what_it_reused(tmp_path, monkeypatch, capsys):
+    """Rerunning a finished section trains nothing, and says so: the same search run, resumed
+    (never an empty duplicate beside it), and a table whose rows are marked reused."""
+    from mlflow.tracking import MlflowClient
+
+    from mnist_mlp.cli import main
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MNIST_MLP_TRACKING", "1")
+    args = ["study", "2.4.1", "--epochs", "1", "--n-train", "300", "--seeds", "0", "--tracking-uri", uri]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "Trained 3 fits now." in first and "reused" not in first.split("Quick run")[0]
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(load_experiment("2.4.1").experiment_name)
+    searches = client.search_runs([experiment.experiment_id], "tags.role = 'search'")
+    assert len(searches) == 1  # resumed, not duplicated
+    (search,) = searches
+    assert search.info.status == "FINISHED" and search.data.tags["attempts"] == "2"
+    assert search.data.metrics["fits_trained"] == 0 and search.data.metrics["fits_reused"] == 3
+    assert "Resumed" in search.data.tags["mlflow.note.content"]
+    table = second.split("Quick run")[0]
+    assert table.count("reused") == 3 and "trained" not in table
+    assert "Trained 0 fits now; reused 3 of 3" in second
+    assert f"Parent run {search.info.run_id}, resumed" in second
+    # Where the runs are, and the line that opens them.
+    assert f"mlflow ui --backend-store-uri {uri}" in second and experiment.name in second

@@ -58,7 +58,9 @@ def test_sections_side_by_side_give_what_they_give_in_turn_and_start_longest_fir
     by_name = {}
     for run in _all_runs(tracked):
         if "test_accuracy" in run.data.metrics and run.data.tags.get("role") == "fold":
-            by_name.setdefault(run.info.run_name, []).append(run.data.metrics["test_accuracy"])
+            # Names lead with what varies inside a section's experiment: two sections may share one.
+            by_name.setdefault((run.info.experiment_id, run.info.run_name), []).append(
+                run.data.metrics["test_accuracy"])
     assert by_name and all(len(v) == 2 and v[0] == v[1] for v in by_name.values()), by_name
 
 

@@ -33,3 +33,19 @@ def test_the_champion_is_full_fidelity_first_then_the_most_accurate(tracked):
     champion = tracked.get_model_version_by_alias("mnist-mlp", "champion")
     assert int(champion.version) == 6 and champion.tags == {"test_accuracy": "0.600000", "fidelity": "full",
                                                           "dataset": "mnist"}
+
+
+def test_a_version_says_what_inputs_its_model_takes(tracked):
+    """The version page's Schema lists no inputs (on purpose); its description and a tag say what
+    the model's own contract accepts."""
+    import numpy as np
+
+    from mnist_mlp.serving import InputContract
+
+    contract = InputContract.from_training(np.zeros((5, 28, 28), np.uint8))
+    registered = register_model(*_logged_model(tracked), dataset="mnist", test_accuracy=0.9, fidelity="quick",
+                                description="final network", input_contract=contract)
+    version = tracked.get_model_version("mnist-mlp", registered["version"])
+    assert version.tags["input_contract"] == "a batch of shape (n, 28, 28) or (n, 784), uint8 whole numbers 0..255"
+    assert version.description.startswith("final network\n\n**Inputs**: a batch of shape (n, 28, 28)")
+    assert "lists no inputs on purpose" in version.description

@@ -43,7 +43,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
 from mnist_mlp.model_selection import sklearn_internals
-from mnist_mlp.model_selection.search import TRACKING_PARAMS_DOC, TrackedSearchMixin, tracked_init
+from mnist_mlp.model_selection.search import (TRACKING_ATTRIBUTES_DOC, TRACKING_PARAMS_DOC, TrackedSearchMixin,
+                                              tracked_init)
 
 __all__ = ["HyperbandSearchCV", "brackets_for"]
 
@@ -202,8 +203,7 @@ class _Hyperband(BaseSearchCV):
     n_epochs_trained_ : int
         Epochs actually trained, over all fits and splits (a continued fit counts its new
         ones; a fit reused from a finished run, none).
-    run_id_ : str
-        The parent run (only when tracked).
+    <tracking attributes>
     """
 
     _parameter_constraints = {
@@ -354,7 +354,8 @@ class _Hyperband(BaseSearchCV):
 
 
 class HyperbandSearchCV(TrackedSearchMixin, _Hyperband):
-    __doc__ = _Hyperband.__doc__.replace("    <tracking parameters>\n", TRACKING_PARAMS_DOC)
+    __doc__ = _Hyperband.__doc__.replace("    <tracking parameters>\n", TRACKING_PARAMS_DOC).replace(
+        "    <tracking attributes>\n", TRACKING_ATTRIBUTES_DOC)
 
 
 HyperbandSearchCV.__init__ = tracked_init(_Hyperband)

@@ -19,9 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["fit_fingerprint", "mark_stale", "record_result", "reuse_finished", "scorer_key", "search_fingerprint"]
+__all__ = ["REUSED_IN_TAG", "fit_fingerprint", "mark_stale", "record_result", "reuse_finished", "scorer_key",
+           "search_fingerprint"]
 
 _RESULT_TAG = "cv_result"
+
+#: The tag a reused run gets: the ``search_attempt`` (one call of a search's ``fit``) it stood in for.
+REUSED_IN_TAG = "reused_in"
 # The modules whose code decides what a fit computes: a change to any of them
 # (a kernel fixed, a default changed) must not let an old run stand in.
 _TRAINING_CODE = ("training/kernels.py", "training/loop.py", "training/keras_adapter.py", "estimator.py",
@@ -81,8 +85,9 @@ def _describe_callbacks(callbacks):
     return described
 
 
-# Parameters that change how a fit is shown or logged, not its result.
-_IGNORED = {"verbose", "tracking", "log_models", "memory", "steps"}
+# Parameters that change how a fit is shown, logged or scheduled, not its result (the
+# compiled loop's products are split in blocks sized by shape, never by thread count).
+_IGNORED = {"verbose", "tracking", "log_models", "memory", "steps", "n_jobs"}
 
 
 def _array_digest(array):
@@ -141,6 +146,8 @@ def reuse_finished(context, fingerprint, scoring):
     finished fit scored another way (the study's macro-F1 search after its
     accuracy search) cannot stand in: its scores are not this search's.
     """
+    from mlflow.entities import RunTag
+
     from mnist_mlp.tracking import client as tracking_client, retrying
 
     client = tracking_client(context.tracking_uri)
@@ -149,7 +156,10 @@ def reuse_finished(context, fingerprint, scoring):
         tags = run.data.tags
         recorded = tags.get(f"{_RESULT_TAG}.{scoring}")
         if recorded:
-            retrying(client.set_tag, run.info.run_id, "reused_by", context.parent_run_id)
+            tags = [RunTag("reused_by", context.parent_run_id)]
+            if "search_attempt" in context.tags:
+                tags.append(RunTag(REUSED_IN_TAG, context.tags["search_attempt"]))
+            retrying(client.log_batch, run.info.run_id, tags=tags)
             return json.loads(recorded)
         if any(k.startswith(_RESULT_TAG) for k in tags):
             continue  # finished, and scored another way: left as it is

@@ -19,6 +19,8 @@ import functools
 import inspect
 import io
 import json
+import time
+import uuid
 
 import numpy as np
 from sklearn.base import is_classifier
@@ -32,7 +34,7 @@ from mnist_mlp.model_selection import resume, sklearn_internals
 from mnist_mlp.model_selection.companion_scores import COMPANIONS, CompanionScorer
 from mnist_mlp.tracking.values import jsonable
 
-__all__ = ["TRACKING_PARAMS_DOC", "GridSearchCV", "HalvingGridSearchCV", "TrackedSearchMixin", "epochs_per_fit",
+__all__ = ["TRACKING_ATTRIBUTES_DOC", "TRACKING_PARAMS_DOC", "GridSearchCV", "HalvingGridSearchCV", "TrackedSearchMixin", "epochs_per_fit",
            "tracked_init"]
 
 # Context tags for the per-fit wrapper only, not written on the fit's run.
@@ -70,8 +72,7 @@ def _tracked_fit_and_score(context, per_fit, estimator, X, y, **kwargs):
     fit_context = context.replace(
         tags={**tags, "candidate": candidate, "fold": fold, "fingerprint": fingerprint},
         run_name=tracking.fit_run_name(
-            kwargs["parameters"], context.tags.get("name_keys", ()), section=context.tags.get("section"),
-            seed=_seed_of(estimator), fold=fold,
+            kwargs["parameters"], context.tags.get("name_keys", ()), seed=_seed_of(estimator), fold=fold,
             resource=(resource, context.tags["n_resources"]) if resource and "n_resources" in context.tags else None),
     )
     companions = _companions_for(estimator, kwargs.get("scorer"), scoring)
@@ -179,22 +180,27 @@ class TrackedSearchMixin:
 
         fingerprint = resume.search_fingerprint(self, X, y)
         name = self.run_name or type(self).__name__
+        attempt, started = uuid.uuid4().hex[:16], time.perf_counter()
         # The search records itself: MLflow's autologging stays out (docs/interop.md).
         with tracking.autolog_suspended(), tracking.FitRun.open(
             run_name=name,
             tags={"role": "search", "fingerprint": fingerprint, tracking.NOTE_TAG: self._description(name, X),
                   **self._scale(X), **(self.run_tags or {})},
             experiment_name=self.experiment_name, tracking_uri=self.tracking_uri,
+            # A rerun of this very search resumes its run: no empty duplicate beside it.
+            reopen={"role": "search", "fingerprint": fingerprint} if self.resume else None,
         ) as parent:
             # An earlier attempt at this very search that was killed left its run RUNNING.
             stale = resume.mark_stale(parent.client, parent.experiment_id, fingerprint,
                                       exclude=parent.run_id)
             parent.log_metrics({"stale_runs_marked_killed": stale})
+            # Every call counts, one that is then killed too.
+            parent.set_tags({"attempts": int(parent.tags.get("attempts", 0)) + 1})
             parent.log_params(self._search_params())
             inherited = {k: v for k, v in (self.run_tags or {}).items() if k in _INHERITED_TAGS}
             self._fold_context = parent.fit_context(role="fold", candidate_offset=0, resume=self.resume,
                                                     name_keys=self._varying(), log_model=self._fold_models(),
-                                                    **inherited)
+                                                    search_attempt=attempt, **inherited)
             refit_context = parent.fit_context(role="refit", log_model=True, run_name="refit", **inherited)
             try:
                 with tracking.fit_context(refit_context), _scattered(X, y):
@@ -203,8 +209,43 @@ class TrackedSearchMixin:
                 del self._fold_context
             self._end_orphans(parent)
             self._log_results(parent)
+            self._log_attempt(parent, attempt, time.perf_counter() - started)
         self.run_id_ = parent.run_id
         return self
+
+    def _log_attempt(self, parent, attempt, wall_time_s):
+        """What this call trained and what it reused, on the search's run (resumed or new) and here.
+
+        Sets ``trained_run_ids_``, ``reused_run_ids_`` and ``resumed_``;
+        the run's ``fits_trained`` and ``fits_reused`` metrics count this call,
+        ``wall_time_s`` every call that finished (its ``attempts`` tag counts every
+        call), and its description gains a line per finished call.
+        """
+        from datetime import datetime, timezone
+
+        from mnist_mlp import tracking
+        from mnist_mlp.tracking import retrying
+
+        def runs_tagged(tag):
+            return retrying(parent.client.search_runs, [parent.experiment_id],
+                            filter_string=f"tags.`{tag}` = '{attempt}'", max_results=5000)
+
+        trained = [r for r in runs_tagged("search_attempt") if r.data.tags.get("role") == "fold"]
+        reused = runs_tagged(resume.REUSED_IN_TAG)
+        self.trained_run_ids_ = sorted(r.info.run_id for r in trained)
+        self.reused_run_ids_ = sorted(r.info.run_id for r in reused)
+        self.resumed_ = parent.resumed
+        previous = retrying(parent.client.get_run, parent.run_id).data
+        total = len(trained) + len(reused)
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        line = (f"{'Resumed' if parent.resumed else 'Ran'} {when}: trained {tracking.counted(len(trained), 'fit')}, "
+                f"reused {len(reused)} of {total}" + (" (finished runs of the same fits stood in)." if reused else "."))
+        note = previous.tags.get(tracking.NOTE_TAG, "")
+        note += ("\n\n" if "\n- Ran " not in note and "\n- Resumed " not in note else "\n") + f"- {line}"
+        parent.log_metric_series([(0, {
+            "fits_trained": len(trained), "fits_reused": len(reused),
+            "wall_time_s": previous.metrics.get("wall_time_s", 0.0) + wall_time_s})],
+            {tracking.NOTE_TAG: note})
 
     def _scale(self, X):
         """The search's scale as tags: rows given, epochs per fit (Hyperband: its last rung's), dataset."""
@@ -315,10 +356,8 @@ class TrackedSearchMixin:
             best_run = (refits or folds or [None])[0]
             if best_run is not None:
                 tags["best_run_id"] = best_run.info.run_id
-            for refit in refits:  # named once the best is known: "<section> refit alpha=0.1 seed=0"
-                name = tracking.fit_run_name(self.best_params_, self._varying(),
-                                             section=" ".join(filter(None, [(self.run_tags or {}).get("section"),
-                                                                            "refit"])),
+            for refit in refits:  # named once the best is known: "alpha=0.1 seed=0 refit"
+                name = tracking.fit_run_name(self.best_params_, self._varying(), role="refit",
                                              seed=_seed_of(self.best_estimator_) if hasattr(self, "best_estimator_")
                                              else None)
                 note = refit.data.tags.get(tracking.NOTE_TAG, "").replace("**refit**", f"**{name}**", 1)
@@ -352,6 +391,18 @@ TRACKING_PARAMS_DOC = """\
         Which fits log their model (an MLflow logged model): the refit only,
         as scikit-learn keeps only its estimator, or every fit (the study's
         sections, whose every fit is a result someone may want to load).
+"""
+
+
+TRACKING_ATTRIBUTES_DOC = """\
+    run_id_ : str
+        The parent run (only when tracked).
+    trained_run_ids_ : list of str
+        The runs of the fits this call trained (only when tracked; the refit's aside).
+    reused_run_ids_ : list of str
+        The finished runs that stood in for fits this call did not train (resume).
+    resumed_ : bool
+        Whether ``run_id_`` is an earlier run of this very search, resumed, rather than a new one.
 """
 
 
@@ -390,8 +441,7 @@ class GridSearchCV(TrackedSearchMixin, _GridSearchCV):
 
     Attributes
     ----------
-    run_id_ : str
-        The parent run (only when tracked).
+    <tracking attributes>
     """
 
 
@@ -410,12 +460,12 @@ class HalvingGridSearchCV(TrackedSearchMixin, _HalvingGridSearchCV):
 
     Attributes
     ----------
-    run_id_ : str
-        The parent run (only when tracked).
+    <tracking attributes>
     """
 
 
 GridSearchCV.__init__ = tracked_init(_GridSearchCV)
 HalvingGridSearchCV.__init__ = tracked_init(_HalvingGridSearchCV)
 for _search_class in (GridSearchCV, HalvingGridSearchCV):
-    _search_class.__doc__ = _search_class.__doc__.replace("    <tracking parameters>\n", TRACKING_PARAMS_DOC)
+    _search_class.__doc__ = _search_class.__doc__.replace("    <tracking parameters>\n", TRACKING_PARAMS_DOC).replace(
+        "    <tracking attributes>\n", TRACKING_ATTRIBUTES_DOC)

@@ -4,7 +4,8 @@ The contract other folders (the CLI) use:
 
 - :func:`load_experiment`, :func:`experiment_names`, :class:`Experiment`:
   the study's sections, each declared in ``pipelines/`` (add an experiment
-  there and in ``experiments.EXPERIMENTS``);
+  there and in ``experiments.EXPERIMENTS``), filed in MLflow experiments
+  named after :data:`EXPERIMENT_PREFIX_ENV` (``mnist-mlp study`` by default);
 - :func:`run_experiment`, :func:`run_tuning`: fit a section on MNIST, filed
   in its MLflow experiment; :func:`run_side_by_side`: several sections at
   once, each in a worker process, the longest first;
@@ -22,8 +23,8 @@ from __future__ import annotations
 from mnist_mlp._lazy import lazy_exports
 
 _EXPORTS = {
-    **dict.fromkeys(["EXPERIMENTS", "Experiment", "count_fits", "experiment_names", "load_experiment"],
-                    "experiments"),
+    **dict.fromkeys(["EXPERIMENTS", "EXPERIMENT_PREFIX_ENV", "Experiment", "count_fits", "experiment_names",
+                     "load_experiment"], "experiments"),
     **dict.fromkeys(["run_experiment", "run_tuning"], "runner"),
     "run_side_by_side": "side_by_side",
     **dict.fromkeys(["collect", "collect_section", "write_report"], "report"),

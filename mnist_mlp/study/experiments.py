@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 
-__all__ = ["EXPERIMENTS", "EXPERIMENT_PREFIX", "Experiment", "count_fits", "experiment_names", "load_experiment"]
+__all__ = ["EXPERIMENTS", "EXPERIMENT_PREFIX", "EXPERIMENT_PREFIX_ENV", "Experiment", "count_fits",
+           "experiment_names", "load_experiment"]
 
 #: Study section -> module in ``pipelines/``, in the study's order.
 EXPERIMENTS = {
@@ -19,7 +21,13 @@ EXPERIMENTS = {
     "3": "mnist_mlp.pipelines.tuning",
 }
 
+#: The start of each section's MLflow experiment name: ``mnist-mlp study 2.4.1: L2 with RMSprop``.
 EXPERIMENT_PREFIX = "mnist-mlp study"
+
+#: Environment variable replacing :data:`EXPERIMENT_PREFIX` (what ``mnist-mlp study --experiment`` sets):
+#: a study kept apart from another in the same store. Read when a name is asked for, so worker
+#: processes started by the command see it too.
+EXPERIMENT_PREFIX_ENV = "MNIST_MLP_STUDY_EXPERIMENT"
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,8 @@ class Experiment:
 
     @property
     def experiment_name(self):
-        return f"{EXPERIMENT_PREFIX} {self.section}: {self.title}"
+        prefix = os.environ.get(EXPERIMENT_PREFIX_ENV, "").strip() or EXPERIMENT_PREFIX
+        return f"{prefix} {self.section}: {self.title}"
 
     @property
     def final_epochs(self):

@@ -1,5 +1,6 @@
-"""Progress display for long work: which fit of how many (reused ones counted), epochs,
-elapsed and remaining time, the latest validation accuracy.
+"""Progress display for long work: which fit of how many (reused ones counted), what is
+training (its run's name: the candidate's parameters, seed and fold), its epochs, elapsed
+and remaining time, and its own latest validation accuracy.
 
 Shown with ``rich`` on an interactive terminal only; elsewhere (CI, files,
 pipes) it stays silent. The Keras callback holds only a key into this
@@ -27,7 +28,8 @@ class _Display:
         # Hidden until its total is known: no "0/?" while the data load and the search is planned.
         self.fits = progress.add_task(description, total=total_fits, visible=total_fits is not None,
                                       note="")
-        self.epochs = progress.add_task("epochs", total=None, note="")
+        # Shown once a fit starts, named after it: never "epochs 0/?" with nothing training yet.
+        self.epochs = progress.add_task("epochs", total=None, note="", visible=False)
         self.reused = 0
 
 
@@ -61,6 +63,14 @@ def progress_display(description, total_fits, *, enabled=None):
             del _DISPLAYS[key]
 
 
+def _training_now():
+    """What is training: its run's name (``alpha=0.1 seed=0 fold=0``; a standalone fit's settings)."""
+    from mnist_mlp import tracking
+
+    run = tracking.current_run() if tracking.tracking_enabled() else None
+    return f"  {run.name}" if run is not None and run.name else "  epochs"
+
+
 class ProgressCallback(keras.callbacks.Callback):
     """Advance the display registered under ``key``; a no-op where there is none."""
 
@@ -92,7 +102,9 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if display := self._display():
-            display.progress.reset(display.epochs, total=self.params.get("epochs"))
+            # A new fit: its own name, and no figure of the fit before it.
+            display.progress.reset(display.epochs, total=self.params.get("epochs"), visible=True,
+                                   description=_training_now(), note="first epoch running")
 
     def on_epoch_end(self, epoch, logs=None):
         if display := self._display():

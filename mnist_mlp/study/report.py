@@ -93,6 +93,10 @@ def _children(client, run):
 
 
 def _wall_time(run):
+    """Seconds the run took: a search's own ``wall_time_s`` (every call of a resumed search summed,
+    not the days between them), else its start to its end."""
+    if "wall_time_s" in run.data.metrics:
+        return run.data.metrics["wall_time_s"]
     if run.info.end_time and run.info.start_time:
         return (run.info.end_time - run.info.start_time) / 1000
     return None
@@ -130,9 +134,9 @@ def _what_ran(run):
             text += f", {int(metrics['epochs_trained']):,} epochs trained"
     elif kind == "HalvingGridSearchCV":
         text = (f"Successive halving over training rows (factor {params.get('factor')}): {counted(n_fits, 'fit')}"
-                + (f" of {epochs} epochs" if epochs else ""))
+                + (f" of {counted(epochs, 'epoch')}" if epochs else ""))
     else:
-        text = f"A grid search: {counted(n_fits, 'fit')}" + (f" of {epochs} epochs each" if epochs else "")
+        text = f"A grid search: {counted(n_fits, 'fit')}" + (f" of {counted(epochs, 'epoch')} each" if epochs else "")
     text += f", over {_grid_text(params.get('param_grid'))}"
     rows = tags.get("scale.train_rows")
     if rows:
@@ -180,6 +184,7 @@ def _rows(experiment, children):
         accuracy = stats["test_accuracy"][0]
         rows.append({
             "label": label,
+            "run_ids": [r.info.run_id for r in runs],
             "n_seeds": len(runs),
             "seeds": sorted(r.data.params.get("random_state") for r in runs),
             "accuracies": [100 * r.data.metrics["test_accuracy"] for r in
@@ -404,7 +409,8 @@ def _fidelity_note(section):
         return None
     if fidelity.get("level") == "quick":
         rows = fidelity.get("rows")
-        return (f"**Quick run** ({fidelity.get('epochs')} epochs, {int(rows):,} training images): not comparable "
+        return (f"**Quick run** ({counted(fidelity.get('epochs') or 0, 'epoch')}, {int(rows):,} training images): "
+                "not comparable "
                 "with the study's figures, which trained at full fidelity.") if rows else \
             "**Quick run**: not comparable with the study's figures."
     return "**Fidelity unknown** (runs made before fidelity was recorded): check the runs' epochs and rows."

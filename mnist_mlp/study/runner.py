@@ -14,9 +14,10 @@ import time
 
 from mnist_mlp.model_selection import epochs_per_fit
 from mnist_mlp.study.experiments import count_fits, load_experiment
+from mnist_mlp.tracking import counted
 from mnist_mlp.tracking.values import jsonable
 
-__all__ = ["FINAL_PROTOCOLS", "epochs_trained", "run_experiment", "run_tuning"]
+__all__ = ["FINAL_PROTOCOLS", "attempt_summary", "epochs_trained", "run_experiment", "run_tuning"]
 
 
 #: Training images of the full MNIST: a study run on fewer is a quick run.
@@ -34,17 +35,21 @@ def fidelity(search, n_rows, *, overridden):
     Full fidelity: the section's own settings on the whole MNIST training set.
     """
     level = "full" if not overridden and n_rows >= FULL_TRAINING_ROWS else "quick"
-    return level, f"{level}: {epochs_per_fit(search)} epochs, {n_rows:,} images"
+    return level, f"{level}: {counted(epochs_per_fit(search), 'epoch')}, {n_rows:,} images"
 
 
 def _configure(search, experiment, *, grid, n_jobs, resume, name, tags, progress, n_rows, overridden):
-    """File a section's search in its experiment, named by section, method and scale, with the
-    run's overrides and progress display."""
+    """File a section's search in its experiment, with the run's overrides and progress display.
+
+    Named by what sets it apart from the section's other searches, first (``name``: a tuning
+    search's objective; then its scale; then its method): the section is in the experiment's
+    name and the ``section`` tag.
+    """
     if grid:
         search.param_grid = grid
     level, label = fidelity(search, n_rows, overridden=overridden or bool(grid))
-    run_name = f"{experiment.section} {_METHOD_NAMES.get(type(search).__name__, type(search).__name__)}" \
-               f"{name} · {label}"
+    run_name = " · ".join(filter(None, [name, label, _METHOD_NAMES.get(type(search).__name__,
+                                                                       type(search).__name__)]))
     # Every fit of a section is a result someone may load: each logs its model.
     search.set_params(n_jobs=n_jobs, resume=resume, experiment_name=experiment.experiment_name, log_models="all",
                       run_name=run_name, run_tags={"section": experiment.section, "study": "mnist-mlp",
@@ -130,7 +135,7 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
     if n_train:
         x_train, y_train = x_train[:n_train], y_train[:n_train]
     search = _configure(experiment.make_search(**overrides), experiment, grid=grid, n_jobs=n_jobs,
-                        resume=resume, name="", tags={}, progress=progress, n_rows=len(x_train),
+                        resume=resume, name=None, tags={}, progress=progress, n_rows=len(x_train),
                         overridden=epochs is not None)
     _describe_experiment(experiment)
     start = time.perf_counter()
@@ -146,7 +151,7 @@ def run_experiment(name, data, *, epochs=None, n_train=None, seeds=None, grid=No
         for i, params in enumerate(search.cv_results_["params"])
     ]
     return {"section": name, "run_id": getattr(search, "run_id_", None), "wall_time_s": wall,
-            "results": results}
+            "results": results, "attempt": attempt_summary(search)}
 
 
 def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, seed=0,
@@ -176,6 +181,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
 
     from mnist_mlp import tracking
     from mnist_mlp.evaluation import evaluate
+    from mnist_mlp.serving import InputContract
 
     experiment = load_experiment(section)
     (x_train, y_train), (x_test, y_test) = data
@@ -192,7 +198,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
                                        **({"brackets": brackets} if brackets else {}), seeds=(seed,),
                                        scoring=scoring, method=method, wide=wide),
                 experiment, grid=grid, n_jobs=n_jobs, resume=resume,
-                name=f" for {'accuracy' if scoring == 'accuracy' else 'macro F1'}",
+                name=f"for {'accuracy' if scoring == 'accuracy' else 'macro F1'}",
                 tags={"scoring": scoring, "space": space}, progress=progress, n_rows=len(x_train),
                 overridden=bool(epochs or brackets or method != "hyperband" or wide),
             )
@@ -200,6 +206,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
             search.fit(x_train, y_train)
             searches[scoring] = {
                 "run_id": getattr(search, "run_id_", None),
+                "attempt": attempt_summary(search),
                 "best_params": jsonable(search.best_params_),
                 "best_score": float(search.best_score_),
                 "epochs_trained": epochs_trained(search),
@@ -219,7 +226,7 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
             )
             rows = len(x_train) if not split else len(x_train) - int(len(x_train) * split)
             with tracking.FitRun.open(
-                run_name=f"{section} final network, {description} · {level}: {final_epochs_used} epochs, "
+                run_name=f"final network, {description} · {level}: {counted(final_epochs_used, 'epoch')}, "
                          f"{rows:,} images",
                 experiment_name=experiment.experiment_name,
                 tags={"section": section, "study": "mnist-mlp", "role": "final", "space": space,
@@ -234,7 +241,8 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
                 finals[-1]["registered"] = tracking.register_model(
                     run.model_id, run.run_id, dataset=getattr(data, "name", "mnist"),
                     test_accuracy=scores["test_accuracy"], fidelity=level,
-                    description=f"{run.name}: test accuracy {scores['test_accuracy']:.2%}")
+                    description=f"{run.name}: test accuracy {scores['test_accuracy']:.2%}",
+                    input_contract=InputContract.from_training(x_train[:5]))
     return {
         "section": section,
         "searches": searches,
@@ -246,6 +254,15 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
 
 #: The final network's protocols: validation_split and the run's ``final_protocol`` tag.
 FINAL_PROTOCOLS = {"ours": (0.0, "ours (all rows)"), "study": (0.2, "study (validation_split 0.2)")}
+
+
+def attempt_summary(search):
+    """What a tracked search's call did: ``trained_run_ids``, ``reused_run_ids`` (finished runs that
+    stood in for fits), ``resumed`` (its run reopened, not a new one); None when untracked."""
+    if not hasattr(search, "trained_run_ids_"):
+        return None
+    return {"trained_run_ids": list(search.trained_run_ids_), "reused_run_ids": list(search.reused_run_ids_),
+            "resumed": search.resumed_}
 
 
 def epochs_trained(search):

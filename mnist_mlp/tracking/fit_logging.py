@@ -288,7 +288,7 @@ def _pip_requirements():
     """
     reqs = []
     for dist in ("mlflow", "scikit-learn", "scikeras", "keras", "numpy", "cloudpickle", "pandas",
-                 "numba", "threadpoolctl"):
+                 "numba", "threadpoolctl", "psutil"):
         try:
             reqs.append(f"{dist}=={metadata.version(dist)}")
         except metadata.PackageNotFoundError:

@@ -1,9 +1,11 @@
 """What a run is called and what it says about itself, for a person reading the MLflow UI.
 
-A run's name says what sets it apart: a search's child names its section,
-the parameters that vary in its search, its seed and fold
-(``2.4.1 alpha=0.1 seed=0 fold=0``); a standalone fit names its salient
-settings (``MLP 128-256 adam lr=0.001 epochs=100 seed=0``). Every fit also
+A run's name says what sets it apart, first: the MLflow UI's Run Name column
+cuts names short, so a search's child leads with the parameters that vary in
+its search, then its seed and fold (``alpha=0.1 seed=0 fold=0``); its study
+section is in its experiment's name and its ``section`` tag, never repeated
+in front. A standalone fit names its salient settings
+(``MLP 128-256 adam lr=0.001 epochs=100 seed=0``). Every fit also
 records its scale (epochs, training rows, dataset) as ``scale.*`` tags and
 in its description (MLflow's ``mlflow.note.content``), so that a quick run is
 never taken for a full one.
@@ -61,8 +63,8 @@ def setting(key, value):
     return f"{short_key(key)}={format_value(value)}"
 
 
-def fit_run_name(parameters, varying, *, section=None, seed=None, fold=None, resource=None):
-    """The name of a search's fit: section, the varying parameters, seed and fold.
+def fit_run_name(parameters, varying, *, role=None, seed=None, fold=None, resource=None):
+    """The name of a search's fit: the varying parameters, seed and fold, then its role.
 
     Parameters
     ----------
@@ -70,16 +72,15 @@ def fit_run_name(parameters, varying, *, section=None, seed=None, fold=None, res
         The candidate's parameters.
     varying : sequence of str
         The parameters that take more than one value in the search, in order.
-    section : str, default=None
-        A study section (``"2.4.1"``), first in the name.
+    role : str, default=None
+        What the fit is, when not a fold (``"refit"``), last in the name.
     seed : int, default=None
         The fit's random state, when the search does not vary it already.
     fold : int, default=None
     resource : tuple (name, value), default=None
         A successive-halving budget: ``("epochs", 9)`` or ``("rows", 4000)``.
     """
-    parts = [section] if section else []
-    parts += [setting(k, parameters[k]) for k in varying if k in parameters and short_key(k) != "seed"]
+    parts = [setting(k, parameters[k]) for k in varying if k in parameters and short_key(k) != "seed"]
     if resource is not None:
         parts.append(f"{resource[0]}={format_value(resource[1])}")
     seeds = [parameters[k] for k in varying if k in parameters and short_key(k) == "seed"]
@@ -88,7 +89,9 @@ def fit_run_name(parameters, varying, *, section=None, seed=None, fold=None, res
         parts.append(f"seed={format_value(seed)}")
     if fold is not None:
         parts.append(f"fold={fold}")
-    return " ".join(parts)
+    if role:
+        parts.append(role)
+    return " ".join(parts) or role or "fit"
 
 
 def standalone_run_name(estimator):

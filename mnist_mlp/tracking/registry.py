@@ -29,7 +29,8 @@ def _rank(tags):
     return (tags.get("fidelity") == "full", float(tags.get("test_accuracy", "-inf")))
 
 
-def register_model(model_id, run_id, *, dataset, test_accuracy, fidelity, description=None, tracking_uri=None):
+def register_model(model_id, run_id, *, dataset, test_accuracy, fidelity, description=None, tracking_uri=None,
+                   input_contract=None):
     """Register logged model ``model_id`` as a new version; move ``champion`` to it if it is the best.
 
     Parameters
@@ -43,6 +44,12 @@ def register_model(model_id, run_id, *, dataset, test_accuracy, fidelity, descri
     fidelity : {"full", "quick"}
     description : str, default=None
     tracking_uri : str, default=None
+    input_contract : mnist_mlp.serving.InputContract, default=None
+        What the model takes, written into the version's description and its
+        ``input_contract`` tag. The version page's "Schema" lists no inputs on
+        purpose (MLflow would enforce a declared input schema by casting, a
+        float image in [0, 1] to uint8 zeros); the description says why and
+        what the model's own contract checks instead.
 
     Returns
     -------
@@ -61,6 +68,12 @@ def register_model(model_id, run_id, *, dataset, test_accuracy, fidelity, descri
         if "already exists" not in str(exc).lower() and getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
             raise
     tags = {"test_accuracy": f"{test_accuracy:.6f}", "fidelity": fidelity, "dataset": dataset or "unspecified"}
+    if input_contract is not None:
+        tags["input_contract"] = input_contract.describe()
+        description = "\n\n".join(filter(None, [description, (
+            f"**Inputs**: {input_contract.describe()}, checked by the model itself before it predicts "
+            "(mnist_mlp.serving; HTTP 400 with the reason when served). The Schema section lists no inputs on "
+            "purpose: MLflow would enforce a declared input schema by casting, a float image to uint8 zeros.")]))
     version = store.retrying(client.create_model_version, name, source=f"models:/{model_id}", run_id=run_id,
                              tags=tags, description=description, model_id=model_id)
     try:

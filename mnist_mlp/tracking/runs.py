@@ -259,6 +259,8 @@ class FitRun:
         self._step0_metrics = {}
         #: The run's MLflow 3 logged model, once logged: later metrics are linked to it.
         self.model_id = None
+        #: Whether :meth:`open` reopened an earlier run rather than creating one (``reopen``).
+        self.resumed = False
         #: Set once the store failed mid-fit; from then on records go to ``fallback_dir``.
         self.lost = False
         self.fallback = self.fallback_dir = None
@@ -278,7 +280,7 @@ class FitRun:
         self.fallback_dir = self.fallback.path
 
     @classmethod
-    def open(cls, *, run_name, tags=None, experiment_name=None, tracking_uri=None):
+    def open(cls, *, run_name, tags=None, experiment_name=None, tracking_uri=None, reopen=None):
         """Create a run where the current context says (see the module docstring).
 
         Parameters
@@ -293,6 +295,12 @@ class FitRun:
         tracking_uri : str, default=None
             The store of a new top-level run; None: the one in force. (A fit
             inside a search always goes to its parent's store.)
+        reopen : dict, default=None
+            Tags identifying the run (a search's ``fingerprint``): where the
+            new run would be a top-level run and its experiment already holds
+            one with these tags, the newest such run is reopened (RUNNING
+            again, its params kept, ``resumed`` True) instead of a duplicate
+            made beside it.
 
         Returns
         -------
@@ -300,6 +308,7 @@ class FitRun:
         """
         tags = dict(tags or {})
         context = _FIT_CONTEXT.get()
+        active = None
         store.check_reachable(context.tracking_uri if context is not None
                               else tracking_uri or store.resolve_tracking_uri())
         if context is not None:
@@ -320,6 +329,13 @@ class FitRun:
             if active is not None:
                 same = active.info.experiment_id == experiment_id
                 tags[_PARENT_TAG if same else "launched_by"] = active.info.run_id
+        if reopen and context is None and active is None:
+            earlier = store.retrying(
+                client.search_runs, [experiment_id],
+                filter_string=" and ".join(f"tags.`{k}` = '{v}'" for k, v in reopen.items()),
+                order_by=["attributes.start_time DESC"], max_results=1)
+            if earlier:
+                return cls._reopened(client, earlier[0])
         tags.update(store.library_versions())
         tags["mlflow.runName"] = run_name
         run = store.retrying(
@@ -328,6 +344,15 @@ class FitRun:
         )
         return cls(client, run.info.run_id, experiment_id, log_model=log_model,
                    artifact_uri=run.info.artifact_uri, name=run_name, tags=tags)
+
+    @classmethod
+    def _reopened(cls, client, run):
+        store.retrying(client.update_run, run.info.run_id, status="RUNNING")
+        reopened = cls(client, run.info.run_id, run.info.experiment_id, artifact_uri=run.info.artifact_uri,
+                       name=run.info.run_name, tags=run.data.tags)
+        reopened.resumed = True
+        reopened.logged_params = dict(run.data.params)
+        return reopened
 
     @classmethod
     def attach(cls, tracking_uri, run_id):
@@ -377,6 +402,8 @@ class FitRun:
 
     def log_params(self, params):
         params, self._pending_params = {**self._pending_params, **params}, {}
+        if self.resumed:  # a run's params cannot change: a reopened run keeps its first values
+            params = {k: v for k, v in params.items() if k not in self.logged_params}
         self.logged_params.update(params)
         items = [Param(str(k), values.param_value(v)) for k, v in params.items()]
         for start in range(0, len(items), 100):  # MLflow's per-batch param limit

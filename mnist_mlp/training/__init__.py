@@ -21,7 +21,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-__all__ = ["DIVERGENCE_THRESHOLD", "TrainingResult", "diverged", "predict_proba", "released", "seeded", "train"]
+__all__ = ["DIVERGENCE_THRESHOLD", "THREADS_ENV", "TrainingResult", "diverged", "predict_proba", "released", "seeded",
+           "train"]
+
+#: Environment variable: threads of the compiled loop, a whole number, -1 (every core) or
+#: ``auto``, the default (:mod:`mnist_mlp.training.threads`). What ``mnist-mlp --threads`` sets.
+THREADS_ENV = "MNIST_MLP_THREADS"
 
 from mnist_mlp.training.seeding import released, seeded  # noqa: E402  (light: no TensorFlow)
 
@@ -55,14 +60,17 @@ class TrainingResult:
     reason : str or None
         Why ``keras.Model.fit`` trained (None when the compiled loop did): what
         the compiled loop cannot do, or that a GPU is measured faster.
+    threads : int or None
+        Threads of the compiled loop's matrix products (None: Keras trained).
     """
 
     history: object
     loop: str
     reason: str | None
+    threads: int | None = None
 
 
-def train(model, X, y, *, keras_fit, training_loop="auto", **fit_args):
+def train(model, X, y, *, keras_fit, training_loop="auto", n_jobs=None, **fit_args):
     """Train ``model`` in the compiled loop where it applies, else with ``keras_fit``.
 
     Call it inside :func:`seeded` (as scikeras's fit is): the compiled loop
@@ -78,6 +86,9 @@ def train(model, X, y, *, keras_fit, training_loop="auto", **fit_args):
     keras_fit : callable
         ``model.fit`` itself: what trains whenever the compiled loop can't.
     training_loop : {"auto", "keras"}, default="auto"
+    n_jobs : int, default=None
+        Threads of the compiled loop (-1: every core); None: ``MNIST_MLP_THREADS``,
+        else the cores other programs leave idle (:mod:`mnist_mlp.training.threads`).
     **fit_args
         ``keras.Model.fit`` arguments (``batch_size``, ``epochs``, ``callbacks``, ...).
 
@@ -87,7 +98,7 @@ def train(model, X, y, *, keras_fit, training_loop="auto", **fit_args):
     """
     if training_loop == "keras":
         return TrainingResult(keras_fit(X, y, **fit_args), "keras", "training_loop='keras'")
-    from mnist_mlp.training import devices, keras_adapter, loop
+    from mnist_mlp.training import devices, keras_adapter, loop, threads
 
     reason = keras_adapter.unsupported_reason(model, fit_args.get("callbacks") or [], fit_args)
     if reason is None:  # the compiled loop could train it: unless a GPU is measured faster here
@@ -98,20 +109,23 @@ def train(model, X, y, *, keras_fit, training_loop="auto", **fit_args):
 
     seed = np.random.randint(2**31 - 1)  # from the seeded global generator
     with released():  # from here on, no global generator is used
-        history = loop.fit(model, X, y, seed=seed, **fit_args)
-    return TrainingResult(history, "compiled", None)
+        with threads.requested(n_jobs):
+            n_threads = threads.n_threads(measure=True)
+        history = loop.fit(model, X, y, seed=seed, threads=n_threads, **fit_args)
+    return TrainingResult(history, "compiled", None, n_threads)
 
 
-def predict_proba(model, X, callbacks=(), training_loop="auto"):
+def predict_proba(model, X, callbacks=(), training_loop="auto", n_jobs=None):
     """Softmax output of ``model`` by the compiled forward pass, or None where it does not apply.
 
     It does not apply with ``training_loop="keras"``, to a model the loop
     cannot describe, or with a callback that hooks prediction.
     """
-    from mnist_mlp.training import keras_adapter, loop
+    from mnist_mlp.training import keras_adapter, loop, threads
 
     network = keras_adapter.compiled_network(model)
     if training_loop == "keras" or isinstance(network, str) \
             or any(keras_adapter.overrides_hooks(cb, keras_adapter.PREDICT_HOOKS) for cb in callbacks):
         return None
-    return loop.predict_proba(network, X)
+    with threads.requested(n_jobs):
+        return loop.predict_proba(network, X)

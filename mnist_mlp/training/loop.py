@@ -62,7 +62,7 @@ def _validation_split(n, validation_split):
 
 
 def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.0,
-        shuffle=True, verbose=0, callbacks=(), seed=None, **_ignored):
+        shuffle=True, verbose=0, callbacks=(), seed=None, threads=None, **_ignored):
     """Train a compiled Keras MLP in the compiled loop; the same contract as ``model.fit``.
 
     Parameters
@@ -76,6 +76,8 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
         As for ``keras.Model.fit``.
     seed : int, numpy Generator or None
         Seeds dropout masks and shuffling.
+    threads : int, default=None
+        Threads of the matrix products; None: :func:`n_threads` decides, measuring idle cores.
 
     Returns
     -------
@@ -113,7 +115,7 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
     model.stop_training = False
     empty_order = np.empty(0, np.int64)
     kernels_args = (network.offsets, network.dims, network.activation)
-    threads = n_threads()
+    threads = threads or n_threads(measure=True)
     callback_list.on_train_begin()
     logs = {}
     try:

@@ -4,33 +4,120 @@ Matrix products are split across Numba's threads (on a layer that is safe to
 enter from several threads at once), BLAS runs single-threaded inside the
 loop, and denormals are flushed in the calling thread (see
 :mod:`mnist_mlp.training.kernels` for why).
+
+How many threads, first that applies: the estimator's ``n_jobs``
+(:func:`requested`), the ``MNIST_MLP_THREADS`` environment variable (what
+``mnist-mlp --threads`` sets), TensorFlow's intra-op setting (Dask workers
+set it), else, for a fit, the cores other programs leave idle, measured as the
+fit starts (:func:`idle_cores`): on 2 cores with another program busy, a
+second thread waits on the busy core at every product and makes the fit
+slower, not faster. Predictions do not measure (no 50 ms per request): they
+use every core. The count never changes the results: products are split in
+blocks sized by their shape alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
 import threading
+import time
 
 import numpy as np
 
 from mnist_mlp._tensorflow import tf
-from mnist_mlp.training import kernels
+from mnist_mlp.training import THREADS_ENV, kernels
 
-__all__ = ["compiled_section", "n_threads", "threading_layer"]
+__all__ = ["THREADS_ENV", "compiled_section", "idle_cores", "n_threads", "requested", "threading_layer"]
+
+# An estimator's n_jobs, for the fit or prediction in the block (None: not set).
+_REQUESTED = contextvars.ContextVar("mnist_mlp_threads", default=None)
+
+# How long idle_cores watches the machine: 5 ticks of the kernel's 100 Hz clock per core.
+_WINDOW_S = 0.05
 
 
-def n_threads():
-    """Threads for the compiled matrix products: TensorFlow's intra-op setting
-    (cluster workers set it) or every core; 1 where Numba's threads can't be
-    shared safely."""
+@contextlib.contextmanager
+def requested(n_jobs):
+    """Use ``n_jobs`` threads (-1: every core; None: the default) in the block."""
+    token = _REQUESTED.set(n_jobs)
+    try:
+        yield
+    finally:
+        _REQUESTED.reset(token)
+
+
+def _from_environment():
+    """``MNIST_MLP_THREADS`` as a count (-1 for every core), or None for ``auto`` or unset."""
+    text = os.environ.get(THREADS_ENV, "").strip().lower()
+    if text in ("", "auto"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value == 0 or value < -1:
+        raise ValueError(f"{THREADS_ENV} must be a whole number of threads >= 1, -1 (every core) or 'auto'; "
+                         f"got {os.environ[THREADS_ENV]!r}")
+    return value
+
+
+def idle_cores(window=_WINDOW_S):
+    """Cores that other programs leave idle, measured over ``window`` seconds (at least 1).
+
+    The machine's busy CPU time over the window, less this process's own,
+    is what other programs use.
+    """
+    import psutil
+
+    cores = os.cpu_count() or 1
+    me = psutil.Process()
+
+    def busy():
+        times = psutil.cpu_times()
+        mine = me.cpu_times()
+        idle = times.idle + getattr(times, "iowait", 0.0)
+        return sum(times) - idle, mine.user + mine.system
+
+    start, (machine, own) = time.perf_counter(), busy()
+    time.sleep(window)
+    elapsed, (machine_after, own_after) = time.perf_counter() - start, busy()
+    others = max(0.0, (machine_after - machine) - (own_after - own)) / elapsed
+    return max(1, min(cores, int(cores - others + 0.5)))
+
+
+def n_threads(*, measure=False):
+    """Threads for the compiled matrix products (see the module docstring for which).
+
+    Parameters
+    ----------
+    measure : bool, default=False
+        With nothing set, use the idle cores (:func:`idle_cores`, 50 ms)
+        rather than every core: what a fit does as it starts.
+
+    Returns
+    -------
+    int
+        1 where Numba's threads can't be shared safely; never more than
+        ``NUMBA_NUM_THREADS``.
+    """
     import numba
 
     layer = threading_layer()
     if layer is None or (layer == "workqueue" and threading.current_thread() is not threading.main_thread()):
         return 1
-    wanted = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    wanted = _REQUESTED.get()
+    if wanted is None:
+        wanted = _from_environment()
+    if wanted is None:
+        wanted = tf.config.threading.get_intra_op_parallelism_threads() or None
+    if wanted is None:
+        wanted = idle_cores() if measure else cores
+    if wanted == -1:
+        wanted = cores
     return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
 
 
