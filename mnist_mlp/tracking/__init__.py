@@ -14,8 +14,10 @@ theirs to import):
   per-epoch metrics, results, plots, model), :func:`log_model`,
   :func:`log_evaluation`;
 - the store: :func:`client` and :func:`retrying` (one client per store,
-  writes retried under SQLite contention), :func:`check_reachable`,
-  :func:`resolve_tracking_uri`, and the errors a lost store raises or warns;
+  writes retried under SQLite contention and when concurrent writers
+  collide), :func:`check_reachable`, :func:`reachable` (a lost store told
+  from a refused write), :func:`resolve_tracking_uri`, and the errors and
+  warnings of a lost store or a refused write;
 - how values are written down: :func:`describe`, :func:`param_value`,
   :func:`jsonable`;
 - the Model Registry: :func:`register_model` (a new version, the alias
@@ -44,9 +46,10 @@ _EXPORTS = {
     **dict.fromkeys(["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run",
                      "current_test_set", "dataset", "fit_context", "inherited_run", "launched_by", "owned_run",
                      "test_set"], "runs"),
-    **dict.fromkeys(["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingUnavailableError",
-                     "active_run_in_process", "check_reachable", "client", "current_experiment_id", "experiment_id_for",
-                     "library_versions", "resolve_tracking_uri", "retrying"], "store"),
+    **dict.fromkeys(["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingRefusedWarning",
+                     "TrackingUnavailableError", "active_run_in_process", "check_reachable", "client",
+                     "current_experiment_id", "experiment_id_for", "library_versions", "reachable",
+                     "resolve_tracking_uri", "retrying"], "store"),
     **dict.fromkeys(["describe", "jsonable", "param_value"], "values"),
     **dict.fromkeys(["CHAMPION", "register_model", "registered_name"], "registry"),
     **dict.fromkeys(["NOTE_TAG", "counted", "fit_run_name", "format_value", "grid_values", "scale_tags", "short_key",
