@@ -233,6 +233,39 @@ def test_with_runs_active_in_two_threads_each_threads_fits_are_its_own_runs_chil
     assert tag(orphan.run_id_) is None
 
 
+def test_a_thread_that_ended_with_its_run_open_no_longer_parents_fits(tracked, fallback, digits):
+    import threading
+
+    from mnist_mlp import make_pipeline
+
+    x, y, _, _ = digits
+    left = []
+    thread = threading.Thread(target=lambda: left.append(mlflow.start_run(run_name="left open")))
+    thread.start()
+    thread.join()
+    pipe = make_pipeline(hidden_layer_sizes=(8,), epochs=1, random_state=0).fit(x[:ROWS], y[:ROWS])
+    assert "mlflow.parentRunId" not in tracked.get_run(pipe.run_id_).data.tags
+    tracked.set_terminated(left[0].info.run_id)
+
+
+def test_a_pool_thread_with_a_run_of_its_own_files_its_fit_there(tracked, fallback, digits):
+    """What docs/concurrency.md advises when several runs are active: each thread its own run."""
+    from mnist_mlp import make_pipeline
+
+    x, y, _, _ = digits
+
+    def fit_under(parent_id, seed):
+        with mlflow.start_run(run_name=f"seed {seed}", parent_run_id=parent_id) as own:
+            pipe = make_pipeline(hidden_layer_sizes=(8,), epochs=1, random_state=seed).fit(x[:ROWS], y[:ROWS])
+        return own.info.run_id, pipe.run_id_
+
+    with mlflow.start_run(run_name="user") as user, ThreadPoolExecutor(2) as pool:
+        pairs = list(pool.map(fit_under, [user.info.run_id] * 2, [0, 1]))
+    for own, fit in pairs:
+        assert tracked.get_run(own).data.tags["mlflow.parentRunId"] == user.info.run_id
+        assert tracked.get_run(fit).data.tags["mlflow.parentRunId"] == own
+
+
 # -- a PostgreSQL-backed mlflow server --------------------------------------------------------
 
 
