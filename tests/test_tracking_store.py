@@ -118,11 +118,16 @@ def fallback(monkeypatch, tmp_path):
 # -- the store's retries ---------------------------------------------------------------------
 
 
-def _conflict():
+def _from_database(message):
+    """An ``MlflowException`` wrapping SQLite's ``IntegrityError``, as MLflow's SQLAlchemy store raises it."""
     try:
-        raise sqlite3.IntegrityError("UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest")
+        raise sqlite3.IntegrityError(message)
     except sqlite3.IntegrityError as exc:
-        raise MlflowException(exc) from exc  # as MLflow's SQLAlchemy store wraps it
+        return MlflowException(exc)
+
+
+def _conflict():
+    raise _from_database("UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest")
 
 
 def test_a_write_that_collided_with_another_writer_is_made_again():
@@ -140,7 +145,8 @@ def test_a_write_that_collided_with_another_writer_is_made_again():
 @pytest.mark.parametrize("error", [
     MlflowException("Experiment(name=x) already exists", error_code="RESOURCE_ALREADY_EXISTS"),
     MlflowException("Invalid value for param", error_code="INVALID_PARAMETER_VALUE"),
-], ids=["already-exists", "invalid"])
+    _from_database("NOT NULL constraint failed: runs.name"),  # no other writer explains it
+], ids=["already-exists", "invalid", "not-null"])
 def test_an_answer_from_the_store_is_not_retried(error):
     calls = []
 

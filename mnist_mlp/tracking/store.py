@@ -106,9 +106,12 @@ def _is_locked_error(exc):
 
 
 #: What a database says when two writers collide (SQLite, PostgreSQL, MySQL), also in
-#: the text of an HTTP server's error: the write can simply be made again.
+#: the text of an HTTP server's error: the write can simply be made again. SQLAlchemy
+#: names the driver's error class too ("psycopg2.errors.UniqueViolation"), whatever
+#: language the database server speaks.
 _CONFLICT_TEXTS = ("unique constraint failed", "duplicate key value violates unique constraint",
-                   "duplicate entry", "could not serialize access", "deadlock detected", "deadlock found")
+                   "uniqueviolation", "duplicate entry", "could not serialize access", "serializationfailure",
+                   "deadlock detected", "deadlockdetected", "deadlock found")
 
 
 def _is_conflict(exc):
@@ -123,8 +126,8 @@ def _is_conflict(exc):
     """
     if getattr(exc, "error_code", None) == "RESOURCE_ALREADY_EXISTS":
         return False
-    return any(any(cls.__name__ == "IntegrityError" for cls in type(err).__mro__)
-               or any(text in str(err).lower() for text in _CONFLICT_TEXTS) for err in _chain(exc))
+    # Uniqueness only: another writer explains it; a NOT NULL or foreign key violation it does not.
+    return any(text in str(err).lower() for err in _chain(exc) for text in _CONFLICT_TEXTS)
 
 
 def _is_transient(exc):
