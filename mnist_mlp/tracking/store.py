@@ -130,8 +130,14 @@ def _is_conflict(exc):
     return any(text in str(err).lower() for err in _chain(exc) for text in _CONFLICT_TEXTS)
 
 
+def _is_pool_exhausted(exc):
+    """All of SQLAlchemy's pooled connections to a database store taken by this process's other
+    writers (MLflow's ``log_inputs`` holds two at once): busy, not lost."""
+    return "queuepool limit" in str(exc).lower()
+
+
 def _is_transient(exc):
-    return _is_locked_error(exc) or _is_conflict(exc)
+    return _is_locked_error(exc) or _is_conflict(exc) or _is_pool_exhausted(exc)
 
 
 _retry_while_locked = retry(
