@@ -1,9 +1,10 @@
-"""Helpers shared by the tracking tests: a temporary store and real server processes."""
+"""Helpers shared by the tests: child processes that always end, real servers, a store's runs."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,6 +46,55 @@ def wait_for_http(url, process, timeout=120):
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
+# Runs the rest of its command line with SIGINT and SIGQUIT at their defaults. A background
+# job (`pytest ... &`, a CI step) starts with both ignored, an ignored signal stays ignored
+# across exec, and a Python started so never turns Ctrl-C into KeyboardInterrupt: a test's
+# child would then outlive the SIGINT meant to stop it. Done by exec from a tiny Python rather
+# than with preexec_fn, which may deadlock in a parent with threads (TensorFlow's, MLflow's).
+_WITH_DEFAULT_SIGNALS = ("import os, signal, sys; "
+                         "[signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGQUIT)]; "
+                         "os.execvp(sys.argv[1], sys.argv[1:])")
+
+
+def stop_group(process, grace=20):
+    """End ``process`` and everything in its process group: SIGTERM, then SIGKILL after ``grace`` s.
+
+    Also when ``process`` has ended already and left children (workers, a server) behind.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM if process.poll() is None else signal.SIGKILL)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):  # what ignored SIGTERM, or outlived its parent
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@contextlib.contextmanager
+def child_process(args, **popen_kwargs):
+    """``subprocess.Popen(args)`` for the block: default SIGINT whatever this process ignores,
+    in a process group of its own that is ended, children and all, when the block ends."""
+    process = subprocess.Popen([sys.executable, "-c", _WITH_DEFAULT_SIGNALS, *map(str, args)],
+                               start_new_session=True, **popen_kwargs)
+    try:
+        yield process
+    finally:
+        stop_group(process, grace=0 if process.poll() is not None else 20)
+
+
+def run_child(args, *, timeout=600, check=False, **popen_kwargs):
+    """Like ``subprocess.run(args, capture_output=True, text=True)``, through :func:`child_process`:
+    on a timeout or an error in the test, the child and its own children are ended too."""
+    with child_process(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs) as process:
+        out, err = process.communicate(timeout=timeout)
+    done = subprocess.CompletedProcess(process.args[3:], process.returncode, out, err)
+    if check:
+        done.check_returncode()
+    return done
+
+
 class ServerProcess:
     """A real server on 127.0.0.1, stopped (and its log kept) when the test ends."""
 
@@ -57,13 +107,7 @@ class ServerProcess:
         )
 
     def stop(self):
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait()
+        stop_group(self.process)
         self.log.close()
 
     def output(self):

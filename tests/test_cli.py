@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from mnist_mlp.cli import main
+from tests.helpers import child_process, run_child
 
 
 def test_fit_on_embedded_data_writes_results(tmp_path, capsys, monkeypatch):
@@ -58,17 +59,17 @@ def test_sigterm_ends_the_run_killed_not_running(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
     env.pop("MNIST_MLP_DATA_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "fit", "--epochs", "100000"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client, deadline = MlflowClient(uri), time.monotonic() + 200
-    while time.monotonic() < deadline:  # wait until it trains, with epochs logged
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        runs = client.search_runs(["0"]) if (tmp_path / "mlflow.db").exists() else []
-        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
-            break
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    with child_process([sys.executable, "-m", "mnist_mlp", "fit", "--epochs", "100000"],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        client, deadline = MlflowClient(uri), time.monotonic() + 200
+        while time.monotonic() < deadline:  # wait until it trains, with epochs logged
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            runs = client.search_runs(["0"]) if (tmp_path / "mlflow.db").exists() else []
+            if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "terminated" in err and "Traceback" not in err
     (run,) = client.search_runs(["0"])
@@ -86,20 +87,22 @@ def test_ctrl_c_ends_the_runs_killed_with_one_line_and_status_130(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
     env.pop("MNIST_MLP_DATA_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "study", "2.2", "--epochs", "100000",
-                             "--n-train", "600"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # A fresh checkout compiles the loop first (about 100 s on 2 idle cores, longer on a busy
-    # machine; a signal cannot stop a compilation midway): wait until a fit trains.
-    client, deadline = MlflowClient(uri), time.monotonic() + 600
-    while time.monotonic() < deadline:  # wait until a fit trains, with epochs logged
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
-                if r.data.tags.get("role") == "fold"] if (tmp_path / "mlflow.db").exists() else []
-        if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
-            break
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=180)
+    # The child answers SIGINT as at a terminal even when this test runs as a background job,
+    # and is ended (with anything it started) however the test ends.
+    with child_process([sys.executable, "-m", "mnist_mlp", "study", "2.2", "--epochs", "100000", "--n-train", "600"],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        # A fresh checkout compiles the loop first (about 100 s on 2 idle cores, longer on a busy
+        # machine; a signal cannot stop a compilation midway): wait until a fit trains.
+        client, deadline = MlflowClient(uri), time.monotonic() + 600
+        while time.monotonic() < deadline:  # wait until a fit trains, with epochs logged
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            runs = [r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+                    if r.data.tags.get("role") == "fold"] if (tmp_path / "mlflow.db").exists() else []
+            if runs and client.get_metric_history(runs[0].info.run_id, "loss"):
+                break
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
     assert err.strip().splitlines() == ["mnist-mlp: interrupted; the runs in progress were ended KILLED"], err[-2000:]
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
@@ -107,13 +110,13 @@ def test_ctrl_c_ends_the_runs_killed_with_one_line_and_status_130(tmp_path):
 
 
 def test_help_runs_as_a_module():
-    proc = subprocess.run([sys.executable, "-m", "mnist_mlp", "--help"], capture_output=True, text=True)
+    proc = run_child([sys.executable, "-m", "mnist_mlp", "--help"])
     assert proc.returncode == 0 and "fit" in proc.stdout
 
 
 def test_import_is_quick_and_tensorflow_free():
     code = "import sys, mnist_mlp; from mnist_mlp import load_mnist; print('tensorflow' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = run_child([sys.executable, "-c", code])
     assert proc.stdout.strip() == "False"
     assert proc.stderr == ""
 
@@ -121,7 +124,7 @@ def test_import_is_quick_and_tensorflow_free():
 def test_tensorflow_start_up_noise_is_hidden():
     code = "from mnist_mlp import MLPClassifier"
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    proc = run_child([sys.executable, "-c", code], env=env)
     assert proc.returncode == 0
     assert "oneDNN" not in proc.stderr and "absl::InitializeLog" not in proc.stderr
 
@@ -131,8 +134,7 @@ def test_a_first_fit_into_a_new_store_prints_no_mlflow_set_up_noise(tmp_path):
 
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/new.db", "MNIST_MLP_TRACKING": "1"}
     env.pop("MNIST_MLP_DATA_DIR", None)
-    proc = subprocess.run([sys.executable, "-m", "mnist_mlp", "fit", "--epochs", "1"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = run_child([sys.executable, "-m", "mnist_mlp", "fit", "--epochs", "1"], env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "database tables" not in proc.stderr + proc.stdout and (tmp_path / "new.db").exists()
 
@@ -230,11 +232,8 @@ def test_mlproject_entry_points(entry, params, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "mlflow"), "run", str(root), "--env-manager", "local",
-         "-e", entry, *params],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
-    )
+    proc = run_child([str(Path(sys.executable).parent / "mlflow"), "run", str(root), "--env-manager", "local",
+                      "-e", entry, *params], env=env, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(uri)
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]

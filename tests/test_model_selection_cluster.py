@@ -39,24 +39,19 @@ def cluster(tmp_path, monkeypatch):
     # Port 0: the scheduler binds a port itself and writes its address into the
     # scheduler file (no race for a port chosen beforehand).
     scheduler_file = tmp_path / "scheduler.json"
-    servers = [
-        ServerProcess([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                       "--scheduler-file", str(scheduler_file), "--no-dashboard"], tmp_path / "scheduler.log",
-                      env=env),
-        mlflow_server,
-    ]
-    workers = []
-    try:
+    servers, workers = [mlflow_server], []
+    try:  # every process started so far is stopped, however the fixture or the test ends
+        servers.insert(0, ServerProcess([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                         "--scheduler-file", str(scheduler_file), "--no-dashboard"],
+                                        tmp_path / "scheduler.log", env=env))
         deadline = time.monotonic() + 60
         while not scheduler_file.is_file() or not scheduler_file.read_text().strip():
             assert time.monotonic() < deadline and servers[0].process.poll() is None, servers[0].output()
             time.sleep(0.2)
         address = json.loads(scheduler_file.read_text())["address"]
-        workers = [
-            ServerProcess([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard",
-                           "--host", "127.0.0.1"], tmp_path / f"worker{i}.log", env=env)
-            for i in range(2)
-        ]
+        for i in range(2):
+            workers.append(ServerProcess([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard",
+                                          "--host", "127.0.0.1"], tmp_path / f"worker{i}.log", env=env))
         _wait_for_workers(address, 2)
         monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mnist_mlp.study import load_experiment
+from tests.helpers import child_process
 
 SECTION = "2.4.1"  # 3 alphas x 2 seeds = 6 fits
 ARGS = ["study", SECTION, "--epochs", "3", "--n-train", "1200", "--seeds", "0,1"]
@@ -39,10 +40,10 @@ sys.exit(main(sys.argv[3:]))
 
 
 def _study(uri, *extra, pause=None):
+    """The study command as a child process for a ``with`` block, ended when the block ends."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
     start = [sys.executable, "-c", _PAUSING, *map(str, pause)] if pause else [sys.executable, "-m", "mnist_mlp"]
-    return subprocess.Popen([*start, *ARGS, *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return child_process([*start, *ARGS, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _counts(client):
@@ -69,19 +70,19 @@ def test_sigkill_mid_study_then_rerun(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     marker = tmp_path / "paused.pid"
-    proc = _study(uri, pause=(marker, 2 * 3 + 2))  # two fits of 3 epochs done, the third at epoch 2
-    deadline = time.monotonic() + 300
-    while not marker.is_file():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with _study(uri, pause=(marker, 2 * 3 + 2)) as proc:  # two fits of 3 epochs done, the third at epoch 2
+        deadline = time.monotonic() + 300
+        while not marker.is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     before, _ = _counts(client)
     assert before == {("search", "RUNNING"): 1, ("fold", "RUNNING"): 1, ("fold", "FINISHED"): 2}
     finished_before = 2
 
-    rerun = _study(uri)
-    out, err = rerun.communicate(timeout=600)
+    with _study(uri) as rerun:
+        out, err = rerun.communicate(timeout=600)
     assert rerun.returncode == 0, err[-2000:]
     after, runs = _counts(client)
     assert after.get(("fold", "RUNNING"), 0) == 0 and after.get(("search", "RUNNING"), 0) == 0
@@ -98,14 +99,16 @@ def test_sigkill_mid_study_then_rerun(tmp_path):
 
     # The same results as an uninterrupted run.
     fresh_uri = f"sqlite:///{tmp_path}/fresh.db"
-    fresh = _study(fresh_uri)
-    assert fresh.wait(timeout=600) == 0
+    with _study(fresh_uri) as fresh:
+        _, err = fresh.communicate(timeout=600)
+    assert fresh.returncode == 0, err[-2000:]
     _, fresh_runs = _counts(MlflowClient(fresh_uri))
     assert _fold_results(runs) == _fold_results(fresh_runs)
 
     # --refit fits everything again.
-    forced = _study(uri, "--refit")
-    assert forced.wait(timeout=600) == 0
+    with _study(uri, "--refit") as forced:
+        _, err = forced.communicate(timeout=600)
+    assert forced.returncode == 0, err[-2000:]
     again, _ = _counts(client)
     assert again[("fold", "FINISHED")] == 12
     print(f"counts before kill {before}, after rerun {after}")

@@ -13,6 +13,7 @@ import pytest
 
 from mnist_mlp.study import load_experiment
 from mnist_mlp.study.side_by_side import STEP_COST_IN_ROWS, planned_work, run_side_by_side
+from tests.helpers import child_process
 
 
 def _all_runs(client):
@@ -89,21 +90,23 @@ def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(t
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
     env.pop("MNIST_MLP_DATA_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_mlp", "study", "2.2,2.3", "--epochs", "100000",
-                             "--n-train", "600", "--n-jobs", "2", "--json", str(tmp_path / "out.json")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Workers of a fresh checkout compile the loop first (see test_cli's Ctrl-C test): wait for training.
-    client, deadline = MlflowClient(uri), time.monotonic() + 600
-    while time.monotonic() < deadline:  # wait until both sections train, with epochs logged
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        folds = [r for r in _all_runs(client) if r.data.tags.get("role") == "fold"] \
-            if (tmp_path / "mlflow.db").exists() else []
-        training = {r.data.tags.get("section") for r in folds if client.get_metric_history(r.info.run_id, "loss")}
-        if training == {"2.2", "2.3"}:
-            break
-        time.sleep(0.5)
-    proc.send_signal(signum)  # to the command only: it stops its workers itself
-    _, err = proc.communicate(timeout=180)
+    # Default SIGINT in the child whatever this process ignores (a background job ignores it);
+    # the command and its workers are ended however the test ends.
+    with child_process([sys.executable, "-m", "mnist_mlp", "study", "2.2,2.3", "--epochs", "100000",
+                        "--n-train", "600", "--n-jobs", "2", "--json", str(tmp_path / "out.json")],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        # Workers of a fresh checkout compile the loop first (see test_cli's Ctrl-C test): wait for training.
+        client, deadline = MlflowClient(uri), time.monotonic() + 600
+        while time.monotonic() < deadline:  # wait until both sections train, with epochs logged
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            folds = [r for r in _all_runs(client) if r.data.tags.get("role") == "fold"] \
+                if (tmp_path / "mlflow.db").exists() else []
+            training = {r.data.tags.get("section") for r in folds if client.get_metric_history(r.info.run_id, "loss")}
+            if training == {"2.2", "2.3"}:
+                break
+            time.sleep(0.5)
+        proc.send_signal(signum)  # to the command only: it stops its workers itself
+        _, err = proc.communicate(timeout=180)
     assert proc.returncode == status, err[-2000:]
     assert err.strip().splitlines() == [line], err[-2000:]
     runs = _all_runs(client)

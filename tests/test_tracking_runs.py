@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from mnist_mlp import MLPClassifier, evaluate, make_pipeline
 from mnist_mlp._tensorflow import keras
 from mnist_mlp.tracking import dataset
-from tests.helpers import all_runs, artifact_paths
+from tests.helpers import all_runs, artifact_paths, child_process, run_child
 
 FAST = dict(hidden_layer_sizes=(16,), epochs=3, batch_size=64, random_state=0)
 
@@ -238,12 +239,13 @@ def test_concurrent_processes_share_a_fresh_store(tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_MLP_TRACKING", "1")
     import os
 
-    procs = [
-        subprocess.Popen([sys.executable, "-c", script, str(i)], env={**os.environ, **env},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
+    with contextlib.ExitStack() as children:  # both ended however the test ends
+        procs = [
+            children.enter_context(child_process([sys.executable, "-c", script, str(i)], env={**os.environ, **env},
+                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            for i in range(2)
+        ]
+        outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err
         assert "database is locked" not in err and "Traceback" not in err
@@ -317,7 +319,7 @@ def test_an_estimator_unpickled_after_its_run_ended_starts_a_run_of_its_own(trac
         path = Path(f"{name}.pkl")
         path.write_bytes(payload if obj is None else pickle.dumps(obj))
         paths.append(str(path))
-    subprocess.run([sys.executable, "-c", code, *paths], check=True, capture_output=True)
+    run_child([sys.executable, "-c", code, *paths], check=True, timeout=300)
     runs = all_runs(tracked)
     assert len(runs) == 2
     (fit,) = [r for r in runs if r.info.run_id != parent.info.run_id]

@@ -15,8 +15,10 @@ theirs to import):
   :func:`log_evaluation`, :func:`model_wanted` (the model logging policy),
   :func:`sklearn_selection_tags` (a plain scikit-learn search's fold or refit);
 - the store: :func:`client` and :func:`retrying` (one client per store,
-  writes retried under SQLite contention), :func:`check_reachable`,
-  :func:`resolve_tracking_uri`, and the errors a lost store raises or warns;
+  writes retried under SQLite contention and when concurrent writers
+  collide), :func:`check_reachable`, :func:`reachable` (a lost store told
+  from a refused write), :func:`resolve_tracking_uri`, and the errors and
+  warnings of a lost store or a refused write;
 - MLflow's autologging: :func:`autolog_suspended` (off inside the package's
   own fits, which record themselves);
 - how values are written down: :func:`describe`, :func:`param_value`,
@@ -48,9 +50,10 @@ _EXPORTS = {
     **dict.fromkeys(["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run",
                      "current_test_set", "dataset", "fit_context", "inherited_run", "launched_by", "owned_run",
                      "test_set"], "runs"),
-    **dict.fromkeys(["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingUnavailableError",
-                     "active_run_in_process", "check_reachable", "client", "current_experiment_id", "experiment_id_for",
-                     "library_versions", "resolve_tracking_uri", "retrying"], "store"),
+    **dict.fromkeys(["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingRefusedWarning",
+                     "TrackingUnavailableError", "active_run_in_process", "check_reachable", "client",
+                     "current_experiment_id", "experiment_id_for", "library_versions", "reachable",
+                     "resolve_tracking_uri", "retrying"], "store"),
     **dict.fromkeys(["describe", "jsonable", "param_value"], "values"),
     "autolog_suspended": "autolog",
     **dict.fromkeys(["CHAMPION", "register_model", "registered_name"], "registry"),

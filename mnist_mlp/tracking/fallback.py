@@ -1,10 +1,14 @@
 """Where a run's records go when its store is lost mid-fit: a local folder per run.
 
-Training never stops for the store. Once a write fails for good, the run's
-params, metrics, tags, artifacts and model are written under
-``$MNIST_MLP_FALLBACK_DIR/<run id>/`` (default ``mlflow-unlogged/``) instead,
-with an ``info.json`` saying where they belonged, and a
-:class:`~mnist_mlp.tracking.store.TrackingLostWarning` says so once.
+Training never stops for the store. Once a write fails for good and the store
+cannot be reached, the run's params, metrics, tags, artifacts and model are
+written under ``$MNIST_MLP_FALLBACK_DIR/<run id>/`` (default
+``mlflow-unlogged/``) instead, with an ``info.json`` saying where they
+belonged, and a :class:`~mnist_mlp.tracking.store.TrackingLostWarning` says so
+once. A store that answers but refused one write (after the retries that
+resolve concurrent writers' conflicts) is not lost: only that write's records
+go to the folder, a :class:`~mnist_mlp.tracking.store.TrackingRefusedWarning`
+says why, and the run goes on, and ends, in the store.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import shutil
 import warnings
 from pathlib import Path
 
-from mnist_mlp.tracking.store import FALLBACK_DIR_ENV, TrackingLostWarning
+from mnist_mlp.tracking.store import FALLBACK_DIR_ENV, TrackingLostWarning, TrackingRefusedWarning
 
 __all__ = ["FallbackFolder"]
 
@@ -24,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class FallbackFolder:
-    """The local folder of one run whose store was lost.
+    """The local folder of one run whose store was lost or refused a write.
 
     Parameters
     ----------
@@ -32,21 +36,30 @@ class FallbackFolder:
         The run and where it belonged (recorded in ``info.json``).
     error : BaseException
         What the store raised.
+    lost : bool, default=True
+        True: the store is gone and every later record of the run comes here.
+        False: it refused this one write; the run goes on in the store.
     """
 
-    def __init__(self, run_id, tracking_uri, experiment_id, error):
+    def __init__(self, run_id, tracking_uri, experiment_id, error, *, lost=True):
         root = Path(os.environ.get(FALLBACK_DIR_ENV, "mlflow-unlogged"))
         self.path = (root / run_id).resolve()
         self.path.mkdir(parents=True, exist_ok=True)
+        reason = f"{type(error).__name__}: {error}"
         info = {"tracking_uri": tracking_uri, "run_id": run_id, "experiment_id": experiment_id,
-                "lost_because": f"{type(error).__name__}: {error}"}
+                "lost_because" if lost else "refused_because": reason}
         known = self._read("info.json")  # a second writer adds, never erases
         (self.path / "info.json").write_text(json.dumps({**info, **known}, indent=2))
-        message = (f"MLflow tracking store {tracking_uri} was lost during run {run_id} "
-                   f"({type(error).__name__}); its params, metrics, artifacts and model are being "
-                   f"saved in {self.path} instead")
+        if lost:
+            message = (f"MLflow tracking store {tracking_uri} was lost during run {run_id} "
+                       f"({type(error).__name__}); its params, metrics, artifacts and model are being "
+                       f"saved in {self.path} instead")
+        else:
+            message = (f"MLflow tracking store {tracking_uri} refused a write of run {run_id} "
+                       f"({reason.splitlines()[0][:300]}); that write is saved in {self.path}, "
+                       f"the run goes on in the store")
         logger.warning(message)
-        warnings.warn(message, TrackingLostWarning, stacklevel=4)
+        warnings.warn(message, TrackingLostWarning if lost else TrackingRefusedWarning, stacklevel=4)
 
     def _read(self, name):
         path = self.path / name

@@ -11,7 +11,10 @@ A fit logs into, in this order of precedence:
    ``cross_validate`` with ``n_jobs=2``) pickled while a run was active, that
    run (see :func:`context_to_inherit` and :func:`inherited_run`), or, in a
    worker process running a whole study section, the run active in the
-   process that started it (see :func:`launched_by`);
+   process that started it (see :func:`launched_by`), or, in a thread with no
+   run of its own (a ``ThreadPoolExecutor`` inside ``with mlflow.start_run():``),
+   the one run active in any thread of the process
+   (:func:`~mnist_mlp.tracking.store.active_run_in_process`);
 4. a new top-level run in the current experiment.
 
 Runs are written through an explicit ``MlflowClient`` rather than MLflow's
@@ -261,22 +264,32 @@ class FitRun:
         self.model_id = None
         #: Whether :meth:`open` reopened an earlier run rather than creating one (``reopen``).
         self.resumed = False
-        #: Set once the store failed mid-fit; from then on records go to ``fallback_dir``.
+        #: Set once the store was lost mid-fit; from then on records go to ``fallback_dir``
+        #: (which also holds any single write a reachable store refused).
         self.lost = False
         self.fallback = self.fallback_dir = None
 
     def _store(self, call, *args, local, **kwargs):
-        """Write through the store; if it is lost, write ``local()`` to the fallback folder."""
+        """Write through the store; if it fails for good, write ``local()`` to the fallback folder."""
         if not self.lost:
             try:
                 return store.retrying(call, *args, **kwargs)
             except store.STORE_ERRORS as exc:
-                self._lose(exc)
+                self._failed(exc)
         local()
 
-    def _lose(self, exc):
-        self.lost = True
-        self.fallback = FallbackFolder(self.run_id, self.tracking_uri, self.experiment_id, exc)
+    def _failed(self, exc):
+        """A write failed after its retries: lost if the store no longer answers, else refused.
+
+        Only a store that cannot be reached is lost (every later record goes
+        to the fallback folder); one that answers refused this write alone,
+        which goes to the folder while the run goes on, and ends, in the store.
+        """
+        if store.reachable(self.client):
+            self.fallback = FallbackFolder(self.run_id, self.tracking_uri, self.experiment_id, exc, lost=False)
+        else:
+            self.lost = True
+            self.fallback = FallbackFolder(self.run_id, self.tracking_uri, self.experiment_id, exc)
         self.fallback_dir = self.fallback.path
 
     @classmethod
@@ -319,7 +332,8 @@ class FitRun:
             tags[_PARENT_TAG] = context.parent_run_id
         else:
             client = store.client(tracking_uri or store.resolve_tracking_uri())
-            active = (mlflow.active_run() or _LAUNCHER.get()) if tracking_uri is None else None
+            active = (mlflow.active_run() or _LAUNCHER.get() or store.active_run_in_process()
+                      if tracking_uri is None else None)
             log_model = True
             experiment_id = (
                 store.experiment_id_for(client, experiment_name) if experiment_name
@@ -362,7 +376,7 @@ class FitRun:
             info = store.retrying(client.get_run, run_id).info
         except store.STORE_ERRORS as exc:
             attached = cls(client, run_id, None, log_model=False)
-            attached._lose(exc)
+            attached._failed(exc)
         else:
             attached = cls(client, run_id, info.experiment_id, log_model=False,
                            artifact_uri=info.artifact_uri)
@@ -494,7 +508,8 @@ class FitRun:
         output, the run's metrics are linked to it, and it is finalized READY.
         A failed block finalizes it FAILED and publishes nothing. With the
         store lost, the model is saved as the run's artifact ``name`` in the
-        fallback folder instead.
+        fallback folder instead; with the store answering but refusing the
+        logged model, as the run's artifact ``name`` in the store.
 
         Yields
         ------
@@ -510,7 +525,7 @@ class FitRun:
                     params={k: values.param_value(v) for k, v in self.logged_params.items()}, model_type=model_type,
                 )
             except store.STORE_ERRORS as exc:
-                self._lose(exc)
+                self._failed(exc)
         if model is None:
             with self.staged_artifacts() as folder:
                 yield folder / name, None
@@ -530,10 +545,10 @@ class FitRun:
                     store.retrying(self.client.log_model_artifacts, model.model_id, str(folder / name))
                 store.retrying(self.client.log_outputs, self.run_id, [LoggedModelOutput(model.model_id, step=0)])
                 store.retrying(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.READY)
-            except store.STORE_ERRORS as exc:  # the store went away: the model goes to the fallback folder
+            except store.STORE_ERRORS as exc:  # lost or refused: the model goes to the fallback folder
                 with contextlib.suppress(Exception):
                     store.retrying(self.client.finalize_logged_model, model.model_id, LoggedModelStatus.FAILED)
-                self._lose(exc)
+                self._failed(exc)
                 self.fallback.copy_artifacts(folder / name if (folder / name).exists() else root, name)
                 return
         self.model_id = model.model_id

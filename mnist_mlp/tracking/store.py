@@ -2,8 +2,9 @@
 
 One client per store and process (:func:`client`), a new SQLite store created
 under a file lock and tuned for concurrent writers, every write retried while
-another process holds SQLite's write lock (:func:`retrying`), and a fast
-reachability check for HTTP servers (:func:`check_reachable`).
+another writer holds SQLite's write lock or collided with it (:func:`retrying`),
+a fast reachability check for HTTP servers (:func:`check_reachable`), and what
+tells a lost store from a refused write (:func:`reachable`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import platform
 import sqlite3
+import threading
 from importlib import metadata
 from pathlib import Path
 
@@ -21,15 +23,15 @@ import mlflow
 from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from mnist_mlp._switch import TRACKING_ENV
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingUnavailableError",
-           "active_run_in_process", "check_reachable", "client", "current_experiment_id", "experiment_id_for", "library_versions",
-           "resolve_tracking_uri", "retrying"]
+__all__ = ["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingRefusedWarning",
+           "TrackingUnavailableError", "active_run_in_process", "check_reachable", "client", "current_experiment_id",
+           "experiment_id_for", "library_versions", "reachable", "resolve_tracking_uri", "retrying"]
 
 _LOCK_RETRIES = 8
 
@@ -41,6 +43,15 @@ class TrackingUnavailableError(ConnectionError):
 
 class TrackingLostWarning(UserWarning):
     """The tracking store went away during a fit; what it missed was saved locally."""
+
+
+class TrackingRefusedWarning(TrackingLostWarning):
+    """The tracking store, still reachable, refused one write; that write was saved locally.
+
+    The run goes on in the store and ends there; only the refused write's
+    records are in the local folder. A subclass of :class:`TrackingLostWarning`:
+    a filter for records kept outside the store sees both.
+    """
 
 
 #: Where a fit's records go when the store is lost mid-fit (a folder per run).
@@ -79,21 +90,90 @@ def check_reachable(tracking_uri, timeout=5.0):
 
 
 
+def _chain(exc):
+    """``exc`` and the errors it was raised from (MLflow wraps the database's own)."""
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
 def _is_locked_error(exc):
     text = str(exc).lower()
     return isinstance(exc, (MlflowException, sqlite3.OperationalError)) and (
         "database is locked" in text or "database table is locked" in text)
 
 
+#: What a database says when two writers collide (SQLite, PostgreSQL, MySQL), also in
+#: the text of an HTTP server's error: the write can simply be made again. SQLAlchemy
+#: names the driver's error class too ("psycopg2.errors.UniqueViolation"), whatever
+#: language the database server speaks.
+_CONFLICT_TEXTS = ("unique constraint failed", "duplicate key value violates unique constraint",
+                   "uniqueviolation", "duplicate entry", "could not serialize access", "serializationfailure",
+                   "deadlock detected", "deadlockdetected", "deadlock found")
+
+
+def _is_conflict(exc):
+    """Whether ``exc`` is two writers colliding, not a store gone.
+
+    MLflow inserts some rows shared between runs (the dataset of two fits of
+    the same data) by looking first and inserting after: a second writer in
+    between gets a uniqueness violation. Its transaction is rolled back
+    whole, and made again it finds the row the other writer inserted. MLflow's
+    own "already exists" (a second ``create_experiment``) is an answer, not a
+    conflict: the caller handles it.
+    """
+    if getattr(exc, "error_code", None) == "RESOURCE_ALREADY_EXISTS":
+        return False
+    # Uniqueness only: another writer explains it; a NOT NULL or foreign key violation it does not.
+    return any(text in str(err).lower() for err in _chain(exc) for text in _CONFLICT_TEXTS)
+
+
+def _is_pool_exhausted(exc):
+    """All of SQLAlchemy's pooled connections to a database store taken by this process's other
+    writers (MLflow's ``log_inputs`` holds two at once): busy, not lost."""
+    return "queuepool limit" in str(exc).lower()
+
+
+def _is_transient(exc):
+    return _is_locked_error(exc) or _is_conflict(exc) or _is_pool_exhausted(exc)
+
+
 _retry_while_locked = retry(
-    retry=retry_if_exception(_is_locked_error), stop=stop_after_attempt(_LOCK_RETRIES),
-    wait=wait_exponential(multiplier=0.05, max=3.2), reraise=True,
+    retry=retry_if_exception(_is_transient), stop=stop_after_attempt(_LOCK_RETRIES),
+    # Random waits: writers that collided once do not collide again in step.
+    wait=wait_random_exponential(multiplier=0.05, max=3.2), reraise=True,
 )
 
 
 def retrying(call, *args, **kwargs):
-    """Call the store, retrying while another process holds SQLite's write lock."""
+    """Call the store, making the write again while another writer holds the lock or collided with it.
+
+    SQLite's write lock held by another process, and a uniqueness conflict
+    between concurrent writers (a database's ``IntegrityError``, a
+    serialization failure or deadlock), are retried with random exponential
+    waits; anything else, or the same error after the last attempt, is raised.
+    """
     return _retry_while_locked(call)(*args, **kwargs)
+
+
+def reachable(client):
+    """Whether the store of ``client`` answers now.
+
+    What tells a lost store (unreachable: a stopped server, a deleted or
+    unreadable database) from one that refused a single write: an HTTP
+    server's ``/health``, a local store's cheapest read.
+    """
+    uri = client.tracking_uri
+    try:
+        if uri.startswith(("http://", "https://")):
+            check_reachable(uri)
+        else:
+            retrying(client.search_experiments, max_results=1)
+    except (TrackingUnavailableError, *STORE_ERRORS):
+        return False
+    return True
 
 
 def _sqlite_path(uri):
@@ -168,14 +248,16 @@ def _quiet_schema_setup():
 
 
 def active_run_in_process():
-    """The MLflow run active in this thread; else the one run active in any thread; else None.
+    """The MLflow run active in this thread; else the one run active in any live thread; else None.
 
-    MLflow keeps its active run per thread. joblib's process pools pickle a
-    fit's estimator in a feeder thread, where ``mlflow.active_run()`` is None
-    even inside the user's ``with mlflow.start_run():``. This is the one place
-    that reads MLflow's private per-thread stacks; if they change, it answers
-    from this thread only (the fit then becomes a top-level run, as before).
-    Two threads with different active runs: ambiguous, None.
+    MLflow keeps its active run per thread: a fit in a thread of the user's
+    ``ThreadPoolExecutor``, or a joblib process pool pickling a fit's
+    estimator in its feeder thread, sees ``mlflow.active_run()`` None even
+    inside the user's ``with mlflow.start_run():``. This is the one place that
+    reads MLflow's private per-thread stacks; if they change, it answers from
+    this thread only (the fit then becomes a top-level run, as before). Two
+    threads with different active runs: ambiguous, None. A thread that ended
+    with a run still on its stack no longer counts.
     """
     run = mlflow.active_run()
     if run is not None:
@@ -187,7 +269,8 @@ def active_run_in_process():
     except Exception as exc:  # noqa: BLE001 - MLflow moved its internals: this thread only
         logger.debug("MLflow's per-thread active runs are not readable (%r); using this thread's", exc)
         return None
-    tops = {stack[-1].info.run_id: stack[-1] for stack in stacks.values() if stack}
+    live = {thread.ident for thread in threading.enumerate()}
+    tops = {stack[-1].info.run_id: stack[-1] for ident, stack in stacks.items() if stack and ident in live}
     return next(iter(tops.values())) if len(tops) == 1 else None
 
 
