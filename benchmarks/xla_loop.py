@@ -320,7 +320,7 @@ def main(argv=None):
     from mnist_mlp.training import xla
 
     result = {"backend": backend, "device": xla.device_name(), "cpu": cpu_name(), "versions": _versions(),
-              "matmul_precision": str(jax.config.jax_default_matmul_precision),
+              "matmul_precision": str(getattr(jax.config, "jax_default_matmul_precision", "unknown")),
               "command": "python benchmarks/xla_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": source, "n_train": n_train, "n_val": n_rows - n_train, "batches": []}
     out = Path(args.out)

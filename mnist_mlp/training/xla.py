@@ -210,52 +210,75 @@ def _step_size(code, hyper, t):
     return hyper[0]
 
 
-def _train_step(spec, hyper, rate, alpha, state, x, y, key):
-    """One mini-batch: Keras's forward pass, gradient and update. Returns the new state,
-    the batch's loss (mean cross-entropy plus the penalty before the update) and its correct count."""
-    params, slots, t = state
-    masks = None
-    if spec.dropout:
-        scale = 1.0 / (1.0 - rate)
-        keys = jax.random.split(key, len(params) - 1)
-        masks = [jnp.where(jax.random.uniform(k, (x.shape[0], w.shape[1])) >= rate, scale, 0.0)
-                 for k, (w, _) in zip(keys, params[:-1])]
+def _dropout_masks(key, rows, widths, rate):
+    """Inverted dropout's masks for hidden layers of ``widths``: ``1 / (1 - rate)`` where a unit is
+    kept (a uniform draw at least ``rate``, as Keras keeps it), 0 where dropped."""
+    scale = 1.0 / (1.0 - rate)
+    return [jnp.where(jax.random.uniform(k, (rows, width)) >= rate, scale, 0.0)
+            for k, width in zip(jax.random.split(key, len(widths)), widths)]
+
+
+def _gradients(spec, params, x, y, alpha, masks=None):
+    """The batch's loss (mean cross-entropy plus the penalty), correct count, and Keras's gradient
+    of the loss (the penalty's on the hidden kernels added as Keras's regularizers give it)."""
 
     def data_loss(p):
         losses, right = _cross_entropy(_logits(p, x, spec.activation, masks), y)
         return jnp.mean(losses), right
 
     (loss, right), grads = jax.value_and_grad(data_loss, has_aux=True)(params)
-    loss = loss + _penalty_value(params, spec.penalty, alpha)
+    grads = _with_penalty(spec, params, grads, alpha)
+    return loss + _penalty_value(params, spec.penalty, alpha), jnp.sum(right, dtype=jnp.int32), grads
+
+
+def _with_penalty(spec, params, grads, alpha):
+    """The data term's gradients plus the penalty's, on the hidden kernels only."""
+    if spec.penalty == PENALTY_NONE:
+        return grads
+    return [(gw + _penalty_grad(w, spec.penalty, alpha), gb) if layer < len(params) - 1 else (gw, gb)
+            for layer, ((w, _), (gw, gb)) in enumerate(zip(params, grads))]
+
+
+def _apply(spec, hyper, params, slots, t, grads):
+    """One optimizer step on every variable: the new ``(params, slots, t)``."""
     t = t + 1
     step = _step_size(spec.code, hyper, t)
-    last = len(params) - 1
     new_params, new_slots = [], [[], [], []]
-    for layer, ((w, b), (gw, gb)) in enumerate(zip(params, grads)):
-        if layer < last and spec.penalty != PENALTY_NONE:
-            gw = gw + _penalty_grad(w, spec.penalty, alpha)
-        pair = []
-        for i, (v, g) in enumerate(((w, gw), (b, gb))):
+    for layer, (pair, grad_pair) in enumerate(zip(params, grads)):
+        updated = []
+        for i, (v, g) in enumerate(zip(pair, grad_pair)):
             s = [None if row is None else row[layer][i] for row in slots]
             v, *s = _update(spec.code, spec.variant, hyper, step, v, g, *s)
-            pair.append(v)
+            updated.append(v)
             for row, value in zip(new_slots, s):
                 row.append(value)
-        new_params.append(tuple(pair))
-    new_slots = tuple(None if slots[r] is None else
-                      tuple(zip(new_slots[r][0::2], new_slots[r][1::2])) for r in range(3))
-    return (tuple(new_params), new_slots, t), loss, jnp.sum(right, dtype=jnp.int32)
+        new_params.append(tuple(updated))
+    new_slots = tuple(None if slots[r] is None else tuple(zip(new_slots[r][0::2], new_slots[r][1::2]))
+                      for r in range(3))
+    return tuple(new_params), new_slots, t
+
+
+def _train_step(spec, hyper, rate, alpha, state, x, y, key):
+    """One mini-batch: Keras's forward pass, gradient and update. Returns the new state,
+    the batch's loss (mean cross-entropy plus the penalty before the update) and its correct count."""
+    params, slots, t = state
+    masks = _dropout_masks(key, x.shape[0], [w.shape[1] for w, _ in params[:-1]], rate) if spec.dropout else None
+    loss, right, grads = _gradients(spec, params, x, y, alpha, masks)
+    return _apply(spec, hyper, params, slots, t, grads), loss, right
+
+
+def _step_key(key, epoch, step):
+    """The key of an epoch's step (its dropout masks), and (``step=-1``) of the epoch's shuffle."""
+    return jax.random.fold_in(jax.random.fold_in(key, epoch), step + 1)
 
 
 def _epoch(spec, hyper, rate, alpha, state, X, y, key, epoch):
     """One epoch and its validation pass: the new state and ``(sums, counts)``, where
     ``sums = (training loss sum, validation cross-entropy sum + penalty * rows)`` and
     ``counts = (training correct, validation correct)``."""
-    key = jax.random.fold_in(key, epoch)
-    key_order, key_steps = jax.random.split(key)
     n, batch = spec.n_train, spec.batch_size
     full, rest = divmod(n, batch)
-    order = jax.random.permutation(key_order, n) if spec.shuffle else None
+    order = jax.random.permutation(_step_key(key, epoch, -1), n) if spec.shuffle else None
 
     def rows(start, size):
         if order is None:
@@ -265,7 +288,7 @@ def _epoch(spec, hyper, rate, alpha, state, X, y, key, epoch):
 
     def body(state, i):
         xb, yb = rows(i * batch, batch)
-        state, loss, right = _train_step(spec, hyper, rate, alpha, state, xb, yb, jax.random.fold_in(key_steps, i))
+        state, loss, right = _train_step(spec, hyper, rate, alpha, state, xb, yb, _step_key(key, epoch, i))
         return state, (loss, right)
 
     loss_sum, correct = jnp.float32(0.0), jnp.int32(0)
@@ -274,7 +297,7 @@ def _epoch(spec, hyper, rate, alpha, state, X, y, key, epoch):
         loss_sum, correct = jnp.sum(losses) * batch, jnp.sum(rights)
     if rest:  # the last, smaller batch: the same step at its own shape
         xb, yb = rows(full * batch, rest)
-        state, loss, right = _train_step(spec, hyper, rate, alpha, state, xb, yb, jax.random.fold_in(key_steps, full))
+        state, loss, right = _train_step(spec, hyper, rate, alpha, state, xb, yb, _step_key(key, epoch, full))
         loss_sum, correct = loss_sum + loss * rest, correct + right
     val_sum, val_correct = jnp.float32(0.0), jnp.int32(0)
     params = state[0]
@@ -310,6 +333,26 @@ def _layers(flat, dims):
 
 def _flat(layers):
     return np.concatenate([np.asarray(a, np.float32).ravel() for pair in layers for a in pair])
+
+
+def _device_state(theta, slots, iterations, dims, rule):
+    """``(params, slots, t)`` on the device from the host's flat form; slot rows the rule does not use are None."""
+    params = tuple((jnp.asarray(k), jnp.asarray(b)) for k, b in _layers(np.asarray(theta, np.float32), dims))
+    rows = rule.slot_rows()
+    state_slots = tuple(tuple((jnp.asarray(k), jnp.asarray(b)) for k, b in _layers(slots[r], dims))
+                        if rows[r] else None for r in range(3))
+    return params, state_slots, jnp.int32(int(iterations))
+
+
+def _host_state(state):
+    """``(theta, slots, iterations)``: the inverse of :func:`_device_state`."""
+    params, state_slots, t = jax.device_get(state)
+    theta = _flat(params)
+    slots = np.zeros((3, theta.size), np.float32)
+    for r, row in enumerate(state_slots):
+        if row is not None:
+            slots[r] = _flat(row)
+    return theta, slots, int(t)
 
 
 class EpochProgram:
@@ -382,12 +425,7 @@ class EpochProgram:
         n_val = len(X) - int(n_train)
         self._spec = _Spec(self.dims, self.activation, self.dropout > 0, self.penalty, self.rule.code,
                            self.rule.variant(), self.batch_size, int(n_train), n_val, self.shuffle)
-        params = tuple((jnp.asarray(k), jnp.asarray(b)) for k, b in _layers(np.asarray(theta, np.float32),
-                                                                             self.dims))
-        rows = self.rule.slot_rows()
-        state_slots = tuple(tuple((jnp.asarray(k), jnp.asarray(b)) for k, b in _layers(slots[r], self.dims))
-                            if rows[r] else None for r in range(3))
-        self._state = (params, state_slots, jnp.int32(int(iterations)))
+        self._state = _device_state(theta, slots, iterations, self.dims, self.rule)
         self._data = (jnp.asarray(np.asarray(X, np.float32)), jnp.asarray(np.asarray(y, np.int32)))
 
     def run_epoch(self, epoch):
@@ -403,13 +441,7 @@ class EpochProgram:
 
     def read(self):
         """``(theta, slots, iterations)`` as :meth:`load` takes them, back on the host."""
-        params, state_slots, t = jax.device_get(self._state)
-        theta = _flat(params)
-        slots = np.zeros((3, theta.size), np.float32)
-        for r, row in enumerate(state_slots):
-            if row is not None:
-                slots[r] = _flat(row)
-        return theta, slots, int(t)
+        return _host_state(self._state)
 
     def predict_proba(self, X):
         """Softmax output for rows ``X`` with the current parameters."""
