@@ -168,46 +168,50 @@ def _penalty_grad(w, penalty, alpha):
 
 
 def _update(code, variant, hyper, step, w, g, s0, s1, s2):
-    """Keras's update of one variable: new ``(w, s0, s1, s2)``; unused slots pass through."""
+    """Keras's update of one variable ``w`` with gradient ``g`` and slots ``s0, s1, s2`` (the rows
+    of :meth:`Rule.slot_rows`): the new ``(w, s0, s1, s2)``; slots the rule does not use pass through.
+    ``step`` is the step's learning rate (:func:`_step_size`)."""
     if code == OPT_ADAM:
-        one_minus_b1, one_minus_b2, eps = hyper[1], hyper[2], hyper[3]
-        s0 = s0 + (g - s0) * one_minus_b1
-        s1 = s1 + (g * g - s1) * one_minus_b2
-        v = s1
-        if variant[0]:  # AMSGrad
-            s2 = jnp.maximum(s2, s1)
-            v = s2
-        return w - (s0 * step) / (jnp.sqrt(v) + eps), s0, s1, s2
+        one_minus_beta_1, one_minus_beta_2, epsilon = hyper[1], hyper[2], hyper[3]
+        m = s0 + (g - s0) * one_minus_beta_1
+        v = s1 + (g * g - s1) * one_minus_beta_2
+        v_hat = s2
+        if variant[0]:  # AMSGrad: divide by the largest v so far
+            v_hat = jnp.maximum(s2, v)
+            return w - (m * step) / (jnp.sqrt(v_hat) + epsilon), m, v, v_hat
+        return w - (m * step) / (jnp.sqrt(v) + epsilon), m, v, v_hat
     if code == OPT_RMSPROP:
-        rho, eps, mom = hyper[1], hyper[2], hyper[3]
+        rho, epsilon, momentum = hyper[1], hyper[2], hyper[3]
         centered, with_momentum = variant
-        s0 = rho * s0 + (1.0 - rho) * (g * g)
+        velocity = rho * s0 + (1.0 - rho) * (g * g)
+        average_gradient = s1
         if centered:
-            s1 = rho * s1 + (1.0 - rho) * g
-            denominator = s0 - s1 * s1 + eps
+            average_gradient = rho * s1 + (1.0 - rho) * g
+            denominator = velocity - average_gradient * average_gradient + epsilon
         else:
-            denominator = s0 + eps
+            denominator = velocity + epsilon
         increment = (step * g) / jnp.sqrt(denominator)
         if with_momentum:
-            s2 = mom * s2 + increment
-            return w - s2, s0, s1, s2
-        return w - increment, s0, s1, s2
-    mom = hyper[1]
+            momentum_slot = momentum * s2 + increment
+            return w - momentum_slot, velocity, average_gradient, momentum_slot
+        return w - increment, velocity, average_gradient, s2
+    momentum = hyper[1]
     with_momentum, nesterov = variant
     if not with_momentum:
         return w - g * step, s0, s1, s2
-    s0 = s0 * mom - g * step
+    velocity = s0 * momentum - g * step
     if nesterov:
-        return w + (s0 * mom - g * step), s0, s1, s2
-    return w + s0, s0, s1, s2
+        return w + (velocity * momentum - g * step), velocity, s1, s2
+    return w + velocity, velocity, s1, s2
 
 
 def _step_size(code, hyper, t):
     """The step's learning rate: Adam's bias-corrected one, else ``lr`` (``t``: the step, from 1)."""
+    learning_rate = hyper[0]
     if code == OPT_ADAM:
-        t = t.astype(jnp.float32)
-        return hyper[0] * jnp.sqrt(1.0 - hyper[5] ** t) / (1.0 - hyper[4] ** t)
-    return hyper[0]
+        beta_1, beta_2, t = hyper[4], hyper[5], t.astype(jnp.float32)
+        return learning_rate * jnp.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t)
+    return learning_rate
 
 
 def _dropout_masks(key, rows, widths, rate):
