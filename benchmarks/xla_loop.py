@@ -160,7 +160,7 @@ class Compiled:
         self.dims = np.asarray(DIMS, np.int64)
         sizes = [a * b + b for a, b in zip(DIMS[:-1], DIMS[1:])]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        self.threads = numba.config.NUMBA_NUM_THREADS
+        self.threads = COMPILED_THREADS or numba.config.NUMBA_NUM_THREADS
 
     def epoch(self):
         k, n = self.kernels, self.n_train
@@ -175,6 +175,11 @@ class Compiled:
 
 
 CONTENDERS = (Xla, XlaFloat32, XlaNoValidation, PlainJax, Compiled)
+#: Threads of the compiled loop's products (None: Numba's default, as the package runs it). Where JAX
+#: computes on the CPU in the same process, its thread pool keeps the cores busy between its own
+#: calls, and a second Numba thread waiting on them made the compiled loop 10-40x slower on a loaded
+#: 2-core machine: there the compiled loop runs on one thread (--compiled-threads).
+COMPILED_THREADS = None
 
 
 def _timed(fn):
@@ -284,7 +289,8 @@ def markdown(result):
                   f"validation each epoch: {fit['seconds']:.2f} s of training (data to the device included, the "
                   f"program compiled already); last logs: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in fit["last_logs"].items()) + "."]
-    lines += ["", f"Matrix-product precision in force: {result['matmul_precision']} (None: JAX's default).", ""]
+    lines += ["", f"Matrix-product precision in force: {result['matmul_precision']} (None: JAX's default). "
+              f"Threads of the compiled loop: {result.get('compiled_threads', 'Numba' + chr(39) + 's default')}.", ""]
     return "\n".join(lines)
 
 
@@ -304,6 +310,8 @@ def main(argv=None):
     parser.add_argument("--fit-epochs", type=int, default=None, help="epochs of the study's fit (default 100; "
                         "10 on CPU)")
     parser.add_argument("--batches", default="256,1,32,2048,full", help="in this order")
+    parser.add_argument("--compiled-threads", type=int, default=None,
+                        help="threads of the compiled loop (default: 1 where JAX runs on the CPU, else Numba's)")
     args = parser.parse_args(argv)
 
     import jax
@@ -311,6 +319,8 @@ def main(argv=None):
 
     backend = jax.default_backend()
     on_cpu = backend == "cpu"
+    global COMPILED_THREADS
+    COMPILED_THREADS = args.compiled_threads or (1 if on_cpu else None)
     n_rows = 6000 if args.quick else 60000
     epochs = args.epochs or (2 if args.quick else 3 if on_cpu else 10)
     fit_epochs = args.fit_epochs or (3 if args.quick else 10 if on_cpu else 100)
@@ -321,6 +331,7 @@ def main(argv=None):
 
     result = {"backend": backend, "device": xla.device_name(), "cpu": cpu_name(), "versions": _versions(),
               "matmul_precision": str(getattr(jax.config, "jax_default_matmul_precision", "unknown")),
+              "compiled_threads": COMPILED_THREADS or "Numba's default",
               "command": "python benchmarks/xla_loop.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": source, "n_train": n_train, "n_val": n_rows - n_train, "batches": []}
     out = Path(args.out)

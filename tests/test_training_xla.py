@@ -34,12 +34,6 @@ from mnist_mlp.training.codes import PENALTY_NONE  # noqa: E402
 jnp = jax.numpy
 
 
-@pytest.mark.parametrize("opt, pen, activation, shape", k.CASES, ids=["-".join(c) for c in k.CASES])
-def test_one_step_is_keras_to_float32_round_off(opt, pen, activation, shape):
-    errors = k.compare_one_step(opt, pen, activation, shape, engine="xla")
-    assert all(errors[key] <= k.TOL_STEP[key] for key in errors), errors
-
-
 def _spec(network, rule, rows=1):
     return xla._Spec(tuple(int(d) for d in network.dims), network.activation, False, network.penalty, rule.code,
                      rule.variant(), rows, rows, 0, False)
@@ -47,22 +41,6 @@ def _spec(network, rule, rows=1):
 
 def _rule(state):
     return xla.Rule(state.code, tuple(float(h) for h in state.hyper))
-
-
-def xla_gradient(model, network, X, y):
-    """The XLA program's gradient (flat), penalty included."""
-    state = keras_adapter.OptimizerState(model, network)
-    params, _, _ = xla._device_state(network.read(), state.slots, 0, network.dims, _rule(state))
-    spec = _spec(network, _rule(state), len(X))
-    _, _, grads = xla._gradients(spec, params, jnp.asarray(X), jnp.asarray(np.argmax(y, 1).astype(np.int32)),
-                                 jnp.float32(network.alpha))
-    return xla._flat(jax.device_get(grads))
-
-
-@pytest.mark.parametrize("activation, pen, shape", k.GRADIENT_CASES, ids=["-".join(c) for c in k.GRADIENT_CASES])
-def test_gradient_is_keras_to_float32_round_off(activation, pen, shape):
-    errors = k.compare_gradient(activation, pen, shape, gradient=xla_gradient)
-    assert max(errors.values()) <= k.TOL_PART, errors
 
 
 def xla_update(network, state, theta, data_grads):
@@ -80,6 +58,22 @@ def xla_update(network, state, theta, data_grads):
 @pytest.mark.parametrize("opt, pen", k.UPDATE_CASES, ids=["-".join(c) for c in k.UPDATE_CASES])
 def test_update_rule_is_keras_given_the_same_gradient(opt, pen):
     errors = k.compare_update(opt, pen, update=xla_update)
+    assert max(errors.values()) <= k.TOL_PART, errors
+
+
+def xla_gradient(model, network, X, y):
+    """The XLA program's gradient (flat), penalty included."""
+    state = keras_adapter.OptimizerState(model, network)
+    params, _, _ = xla._device_state(network.read(), state.slots, 0, network.dims, _rule(state))
+    spec = _spec(network, _rule(state), len(X))
+    _, _, grads = xla._gradients(spec, params, jnp.asarray(X), jnp.asarray(np.argmax(y, 1).astype(np.int32)),
+                                 jnp.float32(network.alpha))
+    return xla._flat(jax.device_get(grads))
+
+
+@pytest.mark.parametrize("activation, pen, shape", k.GRADIENT_CASES, ids=["-".join(c) for c in k.GRADIENT_CASES])
+def test_gradient_is_keras_to_float32_round_off(activation, pen, shape):
+    errors = k.compare_gradient(activation, pen, shape, gradient=xla_gradient)
     assert max(errors.values()) <= k.TOL_PART, errors
 
 
@@ -264,3 +258,10 @@ def test_the_penalty_is_on_the_hidden_kernels_only():
     assert not any(float(jnp.abs(g).max()) for g in (grads[0][1], grads[1][0], grads[1][1]))
     assert xla._with_penalty(xla._Spec(dims, 0, False, PENALTY_NONE, 0, (False, False), 1, 1, 0, False),
                              params, zeros, jnp.float32(0.5)) is zeros
+
+
+# Last: the slowest (a compilation per row), so that a broken rule fails fast above.
+@pytest.mark.parametrize("opt, pen, activation, shape", k.CASES, ids=["-".join(c) for c in k.CASES])
+def test_one_step_is_keras_to_float32_round_off(opt, pen, activation, shape):
+    errors = k.compare_one_step(opt, pen, activation, shape, engine="xla")
+    assert all(errors[key] <= k.TOL_STEP[key] for key in errors), errors
