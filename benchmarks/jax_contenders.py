@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -70,13 +71,16 @@ def run_keras_jax(args):
             "versions": {"keras": keras.__version__, "jax": jax.__version__}}
 
 
-def run_jax_scan(args):
+def jax_scan_loop(x_train, y_train, batch_size, seed=0):
+    """The plain JAX loop, as a namespace: ``run_epoch(state)`` trains one epoch (one jitted
+    ``lax.scan`` over whole batches, data already on the device, no shuffling, no logs) and
+    returns the new state, which starts as ``initial``; ``logits(params, x)`` and
+    ``loss(params, x, y)`` are the forward pass and the mean cross-entropy. Needs NumPy and JAX only."""
     import jax
     import jax.numpy as jnp
 
-    x_train, y_train, x_val, y_val, x_test, y_test = _data(args.data, args.n_rows, args.validation_split)
     sizes = (784, 128, 256, 10)
-    keys = jax.random.split(jax.random.PRNGKey(args.seed), len(sizes) - 1)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(sizes) - 1)
     params = []
     for key, n_in, n_out in zip(keys, sizes[:-1], sizes[1:]):  # Keras's Dense default: Glorot uniform, zero bias
         limit = np.sqrt(6.0 / (n_in + n_out))
@@ -105,10 +109,9 @@ def run_jax_scan(args):
         params = jax.tree_util.tree_map(lambda p, m, v: p - m * step / (jnp.sqrt(v) + eps), params, m, v)
         return params, m, v, t
 
-    batch = args.batch_size
-    steps = len(x_train) // batch  # whole batches: scan needs one shape
-    xb = jnp.asarray(x_train[:steps * batch].reshape(steps, batch, -1))
-    yb = jnp.asarray(y_train[:steps * batch].reshape(steps, batch).astype(np.int32))
+    steps = len(x_train) // batch_size  # whole batches: scan needs one shape
+    xb = jnp.asarray(x_train[:steps * batch_size].reshape(steps, batch_size, -1))
+    yb = jnp.asarray(y_train[:steps * batch_size].reshape(steps, batch_size).astype(np.int32))
 
     @jax.jit
     def epoch(state):
@@ -120,23 +123,38 @@ def run_jax_scan(args):
         state, losses = jax.lax.scan(body, state, (xb, yb))
         return state, jnp.mean(losses)
 
-    @jax.jit
-    def validate(params, x, y):
-        z = logits(params, x)
-        return jnp.mean(jnp.argmax(z, axis=1) == y), loss(params, x, y)
+    def run_epoch(state):
+        state, mean_loss = epoch(state)
+        mean_loss.block_until_ready()
+        return state
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    state = (params, zeros, zeros, jnp.float32(0))
+    return types.SimpleNamespace(initial=(params, zeros, zeros, jnp.float32(0)), run_epoch=run_epoch,
+                                 logits=jax.jit(logits), loss=loss)
+
+
+def run_jax_scan(args):
+    import jax
+    import jax.numpy as jnp
+
+    x_train, y_train, x_val, y_val, x_test, y_test = _data(args.data, args.n_rows, args.validation_split)
+    loop = jax_scan_loop(x_train, y_train, args.batch_size, args.seed)
+
+    @jax.jit
+    def validate(params, x, y):
+        z = loop.logits(params, x)
+        return jnp.mean(jnp.argmax(z, axis=1) == y), loop.loss(params, x, y)
+
+    state = loop.initial
     x_val, y_val = jnp.asarray(x_val), jnp.asarray(y_val.astype(np.int32))
     times = []
     for _ in range(args.epochs):
         start = time.perf_counter()
-        state, mean_loss = epoch(state)
-        mean_loss.block_until_ready()
+        state = loop.run_epoch(state)
         if len(x_val):
             jax.block_until_ready(validate(state[0], x_val, y_val))
         times.append(time.perf_counter() - start)
-    predicted = np.asarray(jnp.argmax(logits(state[0], jnp.asarray(x_test)), axis=1))
+    predicted = np.asarray(jnp.argmax(loop.logits(state[0], jnp.asarray(x_test)), axis=1))
     return {"epoch_times": times, "test_accuracy": float(np.mean(predicted == y_test)),
             "versions": {"jax": jax.__version__}}
 

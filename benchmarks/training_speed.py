@@ -393,7 +393,7 @@ def main(argv=None):
     result = {
         "what": __doc__.split("\n\n")[0],
         "command": "python benchmarks/training_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "unset_for_this_run": os.environ.get("MNIST_MLP_BENCH_UNSET", ""), "blas": _blas()},
         "versions": {d: _version(d) for d in ("tensorflow", "keras", "scikit-learn", "numba", "numpy", "jax")},
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -452,7 +452,7 @@ def _blas():
             for info in threadpool_info() if info.get("user_api") == "blas"]
 
 
-def _cpu_name():
+def cpu_name():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -141,7 +141,7 @@ class MLPClassifier(KerasClassifier):
         numbered on, see ``docs/interop.md``).
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes in the loss.
-    training_loop : {"auto", "keras"}, default="auto"
+    training_loop : {"auto", "xla", "keras"}, default="auto"
         ``"auto"`` trains in a compiled loop (:mod:`mnist_mlp.training`)
         with Keras's mathematics, several times faster than
         ``keras.Model.fit`` (about 2.5x at batch size 256, 40x at batch size 1 on 2 cores:
@@ -153,7 +153,11 @@ class MLPClassifier(KerasClassifier):
         by itself. With a GPU visible to TensorFlow, ``"auto"`` trains with
         ``keras.Model.fit`` on it where a crossover measured on that GPU says
         it is faster for this network and batch size
-        (:mod:`mnist_mlp.training.devices`). ``"keras"`` always uses
+        (:mod:`mnist_mlp.training.devices`). Where JAX is installed and sees a
+        GPU (the ``gpu`` extra), ``"auto"`` trains in the XLA loop instead:
+        each epoch one compiled program on the GPU, the same mathematics
+        (``docs/gpu.md``). ``"xla"`` asks for the XLA loop on whatever device
+        JAX has (its CPU too). ``"keras"`` always uses
         ``keras.Model.fit`` and ``keras.Model.predict``.
     n_jobs : int, default=None
         Threads of the compiled loop's matrix products, for fit and predict;
@@ -216,11 +220,12 @@ class MLPClassifier(KerasClassifier):
         Whether training diverged (a loss NaN, infinite or above
         ``mnist_mlp.training.DIVERGENCE_THRESHOLD``). Predicting with such a
         network warns (:class:`DivergedModelWarning`), tracked or not.
-    training_loop_ : {"compiled", "keras"}
+    training_loop_ : {"compiled", "xla", "keras"}
         The loop the last fit ran in.
     training_loop_reason_ : str or None
-        Why the last fit ran in ``keras.Model.fit`` (None when compiled):
-        what the compiled loop cannot do, or the measured GPU crossover.
+        Why the last fit ran where it did (None when compiled): in the XLA
+        loop, asked for or a GPU that JAX sees; in ``keras.Model.fit``, what
+        the compiled loop cannot do, or the measured GPU crossover.
     n_threads_ : int or None
         Threads the compiled loop trained with (None when ``keras.Model.fit`` trained).
     run_id_ : str
@@ -261,7 +266,7 @@ class MLPClassifier(KerasClassifier):
         "verbose": ["verbose"],
         "warm_start": ["boolean"],
         "class_weight": [dict, StrOptions({"balanced"}), None],
-        "training_loop": [StrOptions({"auto", "keras"})],
+        "training_loop": [StrOptions({"auto", "xla", "keras"})],
         "n_jobs": [Interval(Integral, 1, None, closed="left"), Options(Integral, {-1}), None],
         "tracking": ["boolean"],
         "log_models": [StrOptions({"auto"}), "boolean"],

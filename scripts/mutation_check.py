@@ -1,17 +1,21 @@
-"""Break the compiled loop on purpose and show that the equivalence tests catch each break.
+"""Break the compiled and the XLA loops on purpose and show that the equivalence tests catch each break.
 
 Each mutant is one plausible bug (a halved L2 gradient, no dropout scaling, no
 bias correction, a moved epsilon, ...), written as a one-line replacement in
 the package's source. For each, the package and its tests are copied into a
 temporary directory, the replacement is made there (the checkout is never
-touched), and ``tests/test_training_kernels.py`` runs against the copy until its first
-failure. A mutant that passes every test is a hole in the tests: the script
-says so and exits 1.
+touched), and the loop's tests (``tests/test_training_kernels.py`` for the
+compiled loop, ``tests/test_training_xla.py`` for the XLA loop, whose mutants'
+names start with ``xla-``) run against the copy until their first failure. A
+mutant that passes every test is a hole in the tests: the script says so and
+exits 1.
 
-    python scripts/mutation_check.py                # every mutant
+    python scripts/mutation_check.py                # every mutant of the compiled loop
+    python scripts/mutation_check.py --loop xla     # every mutant of the XLA loop
     python scripts/mutation_check.py --only l2-half  # one
 
-Results: ``benchmarks/results/mutation_check.md`` and ``.json``.
+Results: ``benchmarks/results/mutation_check.md`` and ``.json`` (compiled loop),
+``mutation_check_xla.md`` and ``.json`` (XLA loop).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST = "tests/test_training_kernels.py"
+XLA_TEST = "tests/test_training_xla.py"
 
 # (name, what the bug is, file, text, replacement); the text must occur exactly once.
 MUTANTS = [
@@ -69,7 +74,50 @@ MUTANTS = [
      "        for b in range(w, n_blocks, workers):\n            hi = min((b + 1) * size, cols)",
      "        for b in range(w, n_blocks - 1, workers):\n            hi = min((b + 1) * size, cols)"),
     ("slots-not-written-back", "optimizer slots not written back into Keras", "mnist_mlp/training/loop.py",
-     "        network.write(theta)\n        opt_state.write()", "        network.write(theta)\n        opt_state.write(slots=False)"),
+     "        network.write(trainer.theta)\n        opt_state.write()\n",
+     "        network.write(trainer.theta)\n        opt_state.write(slots=False)\n"),
+]
+XLA = "mnist_mlp/training/xla.py"
+# The XLA loop's mutants: the same bugs where they can be made (its gradients come from
+# jax.grad, so a wrong derivative is a wrong function), and its own (the last smaller
+# batch, the validation penalty, the shuffle's permutation, the step count).
+MUTANTS += [
+    ("xla-l2-half", "L2 gradient halved (alpha*w instead of 2*alpha*w)", XLA,
+     "return (2.0 * alpha) * w", "return alpha * w"),
+    ("xla-l1-sign", "L1 gradient with the wrong sign", XLA, "return alpha * jnp.sign(w)", "return -alpha * jnp.sign(w)"),
+    ("xla-penalty-on-output", "penalty applied to the output layer's kernel too", XLA,
+     "if layer < len(params) - 1 else (gw, gb)", "if layer < len(params) else (gw, gb)"),
+    ("xla-loss-no-penalty", "reported loss leaves the penalty out", XLA,
+     "return loss + _penalty_value(params, spec.penalty, alpha), jnp.sum(", "return loss, jnp.sum("),
+    ("xla-dropout-no-scale", "dropout without the 1/(1-rate) scaling", XLA,
+     "scale = 1.0 / (1.0 - rate)", "scale = 1.0"),
+    ("xla-dropout-keeps-rate", "dropout keeps a unit with probability rate, not 1 - rate", XLA,
+     "jax.random.uniform(k, (rows, width)) >= rate", "jax.random.uniform(k, (rows, width)) < rate"),
+    ("xla-adam-no-bias-correction", "Adam without bias correction", XLA,
+     "return learning_rate * jnp.sqrt(1.0 - beta_2 ** t) / (1.0 - beta_1 ** t)", "return learning_rate"),
+    ("xla-adam-eps-inside-sqrt", "Adam's epsilon moved inside the square root", XLA,
+     "return w - (m * step) / (jnp.sqrt(v) + epsilon), m, v, v_hat",
+     "return w - (m * step) / jnp.sqrt(v + epsilon), m, v, v_hat"),
+    ("xla-amsgrad-uses-v", "AMSGrad divides by v, not by the running maximum", XLA,
+     "return w - (m * step) / (jnp.sqrt(v_hat) + epsilon)", "return w - (m * step) / (jnp.sqrt(v) + epsilon)"),
+    ("xla-rmsprop-not-centered", "centered RMSprop without subtracting the mean gradient", XLA,
+     "denominator = velocity - average_gradient * average_gradient + epsilon", "denominator = velocity + epsilon"),
+    ("xla-rmsprop-momentum-undamped", "RMSprop momentum not multiplied by its coefficient", XLA,
+     "momentum_slot = momentum * s2 + increment", "momentum_slot = s2 + increment"),
+    ("xla-nesterov-as-momentum", "Nesterov update taken as plain momentum", XLA,
+     "return w + (velocity * momentum - g * step), velocity, s1, s2", "return w + velocity, velocity, s1, s2"),
+    ("xla-sigmoid-sign", "sigmoid of -z", XLA, "return 1.0 / (1.0 + jnp.exp(-z))", "return 1.0 / (1.0 + jnp.exp(z))"),
+    ("xla-gradient-not-averaged", "batch loss (and gradient) summed, not averaged over rows", XLA,
+     "return jnp.mean(losses), right", "return jnp.sum(losses), right"),
+    ("xla-step-counted-twice", "the optimizer's step count advanced by 2", XLA, "    t = t + 1\n", "    t = t + 2\n"),
+    ("xla-last-batch-dropped", "the last, smaller batch of an epoch not trained", XLA, "    if rest:", "    if False:"),
+    ("xla-validation-no-penalty", "validation loss leaves the penalty out", XLA,
+     "val_sum = val_sum + _penalty_value(params, spec.penalty, alpha) * spec.n_val", "val_sum = val_sum"),
+    ("xla-shuffle-with-replacement", "shuffling draws rows with replacement, not a permutation", XLA,
+     "jax.random.permutation(_step_key(key, epoch, -1), n)", "jax.random.randint(_step_key(key, epoch, -1), (n,), 0, n)"),
+    ("xla-slots-not-written-back", "optimizer slots not written back into Keras", "mnist_mlp/training/loop.py",
+     "self.theta, self.opt_state.slots[:], self.opt_state.iterations[0] = self.program.read()",
+     "self.theta, _, self.opt_state.iterations[0] = self.program.read()"),
 ]
 COPIED = ("mnist_mlp", "tests", "conftest.py", "pyproject.toml", "pipelines")
 
@@ -94,7 +142,8 @@ def run_mutant(name, path, text, replacement, workdir):
                            env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).resolve().is_relative_to(tree.resolve()), where
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", TEST, "-x", "-q", "-p", "no:cacheprovider",
+    test = XLA_TEST if name.startswith("xla-") else TEST
+    proc = subprocess.run([sys.executable, "-m", "pytest", test, "-x", "-q", "-p", "no:cacheprovider",
                            "--no-header", "-o", "addopts=", "-W", "ignore"],
                           cwd=tree, env=env, capture_output=True, text=True)
     failed = re.findall(r"^FAILED (\S+)", proc.stdout, re.M)
@@ -109,8 +158,11 @@ def run_mutant(name, path, text, replacement, workdir):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", help="run only this mutant (repeatable)")
+    parser.add_argument("--loop", choices=["compiled", "xla"], default="compiled",
+                        help="which loop's mutants (without --only)")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTANTS if not args.only or m[0] in args.only]
+    of_loop = [m for m in MUTANTS if m[0].startswith("xla-") == (args.loop == "xla")]
+    chosen = [m for m in MUTANTS if m[0] in args.only] if args.only else of_loop
     if args.only and len(chosen) != len(args.only):
         parser.error(f"unknown mutant; choose from {[m[0] for m in MUTANTS]}")
     results = []
@@ -122,9 +174,12 @@ def main(argv=None):
                   f" ({result['seconds']} s)", flush=True)
     out = ROOT / "benchmarks" / "results"
     if not args.only:
-        (out / "mutation_check.json").write_text(json.dumps(results, indent=1))
-        lines = ["# Mutation check: each deliberate bug and the test that caught it", "",
-                 f"Written by `python scripts/mutation_check.py`: each mutant runs `{TEST}` with `-x`",
+        stem, test = ("mutation_check_xla", XLA_TEST) if args.loop == "xla" else ("mutation_check", TEST)
+        (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+        command = "python scripts/mutation_check.py" + (" --loop xla" if args.loop == "xla" else "")
+        lines = [f"# Mutation check{' of the XLA loop' if args.loop == 'xla' else ''}: each deliberate bug and "
+                 "the test that caught it", "",
+                 f"Written by `{command}`: each mutant runs `{test}` with `-x`",
                  "against a copy of the package with one line changed; 'tests passed first' counts the tests",
                  "that ran clean before the first failure.", "",
                  "| mutant | the bug | caught by (first failing test) | tests passed first |",
@@ -132,7 +187,7 @@ def main(argv=None):
         lines += [f"| `{r['mutant']}` | {r['what']} | {'`' + r['caught_by'] + '`' if r['caught'] else '**NOT CAUGHT**'}"
                   f" | {r['tests_passed_before']} |" for r in results]
         lines += ["", f"{sum(r['caught'] for r in results)} of {len(results)} mutants caught.", ""]
-        (out / "mutation_check.md").write_text("\n".join(lines))
+        (out / f"{stem}.md").write_text("\n".join(lines))
     missed = [r["mutant"] for r in results if not r["caught"]]
     if missed:
         print(f"not caught: {missed}", file=sys.stderr)

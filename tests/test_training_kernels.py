@@ -119,9 +119,9 @@ def _twins(opt, pen, activation, dims, seed=0, warmup_rows=64):
     return keras_model, ours, rng
 
 
-def _compiled_step(model, X, y):
+def _compiled_step(model, X, y, engine="compiled"):
     assert keras_adapter.unsupported_reason(model, [], {"batch_size": len(X)}) is None
-    history = loop.fit(model, X, y, batch_size=len(X), epochs=1, shuffle=False, seed=0)
+    history = loop.fit(model, X, y, batch_size=len(X), epochs=1, shuffle=False, seed=0, engine=engine)
     return history.history["loss"][0]
 
 
@@ -136,14 +136,15 @@ def _relative_error(ours, theirs, scale):
     return err / scale if scale > 0 else err
 
 
-def compare_one_step(opt, pen, activation, shape, seed=0):
-    """One step each way; the largest relative difference per kind of quantity."""
+def compare_one_step(opt, pen, activation, shape, seed=0, engine="compiled"):
+    """One step each way (ours in ``engine``, a ``loop.ENGINES`` key); the largest relative
+    difference per kind of quantity."""
     dims, rows = SHAPES[shape]
     keras_model, ours, rng = _twins(opt, pen, activation, dims, seed)
     X, y = _data(rng, rows, dims[0], dims[-1])
     before = [w.copy() for w in keras_model.get_weights()]
     keras_loss = float(keras_model.train_on_batch(X, y)[0])
-    our_loss = _compiled_step(ours, X, y)
+    our_loss = _compiled_step(ours, X, y, engine)
     errors = {"loss": _relative_error(our_loss, keras_loss, keras_loss)}
     weights = list(zip(ours.get_weights(), keras_model.get_weights(), before))
     errors["kernels"] = max(_relative_error(o, k, k - b) for o, k, b in weights[0::2])
@@ -184,8 +185,21 @@ def test_gradient_is_keras_to_float32_round_off(activation, pen, shape):
     assert max(errors.values()) <= TOL_PART, errors
 
 
-def compare_gradient(activation, pen, shape):
-    """Largest relative difference per variable between our gradient and Keras's."""
+def _kernels_gradient(model, network, X, y):
+    """The compiled loop's gradient: its buffer after one step at learning rate 0."""
+    theta, grad = network.read(), np.zeros(network.n_params, np.float32)
+    opt = keras_adapter.OptimizerState(model, network)
+    with threads.compiled_section():
+        kernels.train_epoch(theta, grad, opt.slots, opt.iterations, X, np.argmax(y, 1).astype(np.int64),
+                             np.empty(0, np.int64), len(X), network.offsets, network.dims, network.activation,
+                             np.float32(0.0), network.penalty, np.float32(network.alpha), opt.code, opt.hyper,
+                             0, 2)
+    return grad
+
+
+def compare_gradient(activation, pen, shape, gradient=_kernels_gradient):
+    """Largest relative difference per variable between our gradient (flat, from
+    ``gradient(model, network, X, y)``) and Keras's."""
     dims, rows = SHAPES[shape]
     keras.utils.set_random_seed(1)
     penalty, alpha = PENALTIES[pen]
@@ -196,13 +210,7 @@ def compare_gradient(activation, pen, shape):
     X, y = _data(rng, rows, dims[0], dims[-1])
     want = _keras_gradients(model, X, y)
     network = keras_adapter.compiled_network(model)
-    theta, grad = network.read(), np.zeros(network.n_params, np.float32)
-    opt = keras_adapter.OptimizerState(model, network)
-    with threads.compiled_section():
-        kernels.train_epoch(theta, grad, opt.slots, opt.iterations, X, np.argmax(y, 1).astype(np.int64),
-                             np.empty(0, np.int64), rows, network.offsets, network.dims, network.activation,
-                             np.float32(0.0), network.penalty, np.float32(network.alpha), opt.code, opt.hyper,
-                             0, 2)
+    grad = gradient(model, network, X, y)
     return {var.path: _relative_error(grad[part].reshape(g.shape), g, g)
             for (var, part), g in zip(network.slices(), want)}
 
@@ -236,8 +244,23 @@ def test_update_rule_is_keras_given_the_same_gradient(opt, pen):
     assert max(errors.values()) <= TOL_PART, errors
 
 
-def compare_update(opt, pen):
-    """Largest relative difference per weight and slot row after one update each way."""
+def _kernels_update(network, state, theta, data_grads):
+    """``kernels._update`` on every variable, the penalty on the hidden kernels."""
+    state.iterations[0] += 1
+    step = kernels._step_size(state.code, state.hyper, np.float32(state.iterations[0]))
+    n_kernels = len(network.slices()) // 2
+    s0, s1, s2 = state.slots
+    for i, ((var, part), g) in enumerate(zip(network.slices(), data_grads)):
+        hidden_kernel = i % 2 == 0 and i // 2 < n_kernels - 1
+        kernels._update(theta[part], g.ravel().copy(), s0[part], s1[part], s2[part],
+                         network.penalty if hidden_kernel else kernels.PENALTY_NONE, np.float32(network.alpha),
+                         state.code, state.hyper, step)
+
+
+def compare_update(opt, pen, update=None):
+    """Largest relative difference per weight and slot row after one update each way: Keras's
+    and ``update(network, state, theta, data_grads)`` (default: ``kernels._update``), which
+    steps ``theta`` and ``state`` in place, given the gradients without the penalty."""
     dims = (20, 70, 10)
     keras.utils.set_random_seed(2)
     penalty, alpha = PENALTIES[pen]
@@ -263,15 +286,7 @@ def compare_update(opt, pen):
                 with_penalty[i] = with_penalty[i] + g.numpy()
     model.optimizer.apply(with_penalty, model.trainable_variables)
 
-    state.iterations[0] += 1
-    step = kernels._step_size(state.code, state.hyper, np.float32(state.iterations[0]))
-    n_kernels = len(network.slices()) // 2
-    s0, s1, s2 = state.slots
-    for i, ((var, part), g) in enumerate(zip(network.slices(), data_grads)):
-        hidden_kernel = i % 2 == 0 and i // 2 < n_kernels - 1
-        kernels._update(theta[part], g.ravel().copy(), s0[part], s1[part], s2[part],
-                         network.penalty if hidden_kernel else kernels.PENALTY_NONE, np.float32(network.alpha),
-                         state.code, state.hyper, step)
+    (update or _kernels_update)(network, state, theta, data_grads)
     after = [w.numpy() for w in model.trainable_variables]
     errors = {var.path: _relative_error(theta[part].reshape(want.shape), want, want - old)
               for (var, part), want, old in zip(network.slices(), after, before)}

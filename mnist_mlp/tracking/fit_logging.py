@@ -266,8 +266,9 @@ def log_fit_results(run, estimator, diverged, pending_epochs=()):
         "epochs_run": estimator.n_iter_,
     }
     tags = {"diverged": str(bool(diverged)).lower(), "training_loop": estimator.training_loop_}
-    if estimator.training_loop_reason_:
-        tags["training_loop_fallback"] = estimator.training_loop_reason_[:500]
+    if estimator.training_loop_reason_:  # why Keras trained; for the XLA loop, why it did
+        key = "training_loop_fallback" if estimator.training_loop_ == "keras" else "training_loop_reason"
+        tags[key] = estimator.training_loop_reason_[:500]
     # Written with the run's end, in the same call as its last tags.
     run.defer_to_end(pending_epochs, tags, results=final)
     run.log_files(

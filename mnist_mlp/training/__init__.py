@@ -1,4 +1,4 @@
-"""Training: the compiled loop, and the choice between it and ``keras.Model.fit``.
+"""Training: the compiled loop, the XLA loop, and the choice between them and ``keras.Model.fit``.
 
 The contract other folders use is :func:`train` (one entry: it trains a
 compiled Keras model and says which loop ran and why), :func:`predict_proba`
@@ -6,13 +6,15 @@ compiled Keras model and says which loop ran and why), :func:`predict_proba`
 :func:`seeded` (the section in which scikeras seeds the global generators).
 
 Modules: ``kernels`` (the Numba-compiled epoch, forward pass and update
-rules), ``loop`` (an epoch loop with Keras's contract around them),
+rules), ``xla`` (the same epoch as one XLA program, JAX and NumPy only),
+``codes`` (the codes both share), ``loop`` (an epoch loop with Keras's
+contract around either),
 ``keras_adapter`` (the only code that reads Keras's internals: which models
 and optimizers the loop can train, their weights and slots), ``devices``
 (Keras on a GPU where a measured crossover says it is faster), ``threads``
 (threads and floating-point mode), ``seeding``. To add an optimizer: its rule
 in ``kernels._update``, its options and slot lists in
-``keras_adapter._RULES`` and ``_optimizer_rule``, and its rows in
+``keras_adapter._RULES`` and ``_optimizer_rule``, in ``xla._update``, and its rows in
 ``tests/test_training_kernels.py``.
 """
 
@@ -55,13 +57,14 @@ class TrainingResult:
     ----------
     history : keras.callbacks.History
         As ``keras.Model.fit`` returns it.
-    loop : {"compiled", "keras"}
+    loop : {"compiled", "xla", "keras"}
         Which loop trained.
     reason : str or None
-        Why ``keras.Model.fit`` trained (None when the compiled loop did): what
-        the compiled loop cannot do, or that a GPU is measured faster.
+        None when the compiled loop trained. Otherwise why the XLA loop trained
+        (asked for, or a GPU that JAX sees) or ``keras.Model.fit`` did (what
+        the compiled loop cannot do, or that a GPU is measured faster).
     threads : int or None
-        Threads of the compiled loop's matrix products (None: Keras trained).
+        Threads of the compiled loop's matrix products (None: Keras or the XLA loop trained).
     """
 
     history: object
@@ -71,7 +74,7 @@ class TrainingResult:
 
 
 def train(model, X, y, *, keras_fit, training_loop="auto", n_jobs=None, **fit_args):
-    """Train ``model`` in the compiled loop where it applies, else with ``keras_fit``.
+    """Train ``model`` in the compiled or XLA loop where they apply, else with ``keras_fit``.
 
     Call it inside :func:`seeded` (as scikeras's fit is): the compiled loop
     draws its seed from NumPy's global generator there, then lets other
@@ -85,7 +88,10 @@ def train(model, X, y, *, keras_fit, training_loop="auto", n_jobs=None, **fit_ar
         Inputs and one-hot targets, as ``model.fit`` takes them.
     keras_fit : callable
         ``model.fit`` itself: what trains whenever the compiled loop can't.
-    training_loop : {"auto", "keras"}, default="auto"
+    training_loop : {"auto", "xla", "keras"}, default="auto"
+        ``"auto"``: the XLA loop where JAX sees a GPU, else the compiled loop
+        (or Keras on a GPU where a measured crossover says so); ``"xla"``: the
+        XLA loop on JAX's default device (JAX must be installed).
     n_jobs : int, default=None
         Threads of the compiled loop (-1: every core); None: ``MNIST_MLP_THREADS``,
         else the cores other programs leave idle (:mod:`mnist_mlp.training.threads`).
@@ -95,30 +101,50 @@ def train(model, X, y, *, keras_fit, training_loop="auto", n_jobs=None, **fit_ar
     Returns
     -------
     TrainingResult
+
+    Raises
+    ------
+    ValueError
+        ``training_loop="xla"`` without JAX installed.
     """
     if training_loop == "keras":
         return TrainingResult(keras_fit(X, y, **fit_args), "keras", "training_loop='keras'")
     from mnist_mlp.training import devices, keras_adapter, loop, threads
 
+    if training_loop == "xla" and not devices.jax_installed():
+        raise ValueError("training_loop='xla' needs JAX, which is not installed: pip install 'mnist-mlp[gpu]' "
+                         "(JAX for NVIDIA GPUs), or jax[cpu] for its CPU backend")
     reason = keras_adapter.unsupported_reason(model, fit_args.get("callbacks") or [], fit_args)
-    if reason is None:  # the compiled loop could train it: unless a GPU is measured faster here
-        reason = devices.gpu_choice(keras_adapter.compiled_network(model).dims, int(fit_args.get("batch_size") or 32))
+    engine, why = "compiled", None
+    if reason is None:
+        gpus = devices.jax_gpus() if training_loop == "auto" else []
+        if training_loop == "xla":
+            engine, why = "xla", "training_loop='xla'"
+        elif gpus:
+            engine, why = "xla", (f"JAX sees a GPU ({gpus[0]}): each epoch runs there as one XLA program "
+                                  "(training_loop='auto')")
+        else:  # the compiled loop could train it: unless a GPU is measured faster here
+            reason = devices.gpu_choice(keras_adapter.compiled_network(model).dims,
+                                        int(fit_args.get("batch_size") or 32))
     if reason is not None:
         return TrainingResult(keras_fit(X, y, **fit_args), "keras", reason)
     import numpy as np
 
     seed = np.random.randint(2**31 - 1)  # from the seeded global generator
     with released():  # from here on, no global generator is used
-        with threads.requested(n_jobs):
-            n_threads = threads.n_threads(measure=True)
-        history = loop.fit(model, X, y, seed=seed, threads=n_threads, **fit_args)
-    return TrainingResult(history, "compiled", None, n_threads)
+        n_threads = None
+        if engine == "compiled":
+            with threads.requested(n_jobs):
+                n_threads = threads.n_threads(measure=True)
+        history = loop.fit(model, X, y, seed=seed, engine=engine, threads=n_threads, **fit_args)
+    return TrainingResult(history, engine, why, n_threads)
 
 
 def predict_proba(model, X, callbacks=(), training_loop="auto", n_jobs=None):
     """Softmax output of ``model`` by the compiled forward pass, or None where it does not apply.
 
-    It does not apply with ``training_loop="keras"``, to a model the loop
+    (A model the XLA loop trained predicts here too: on the host, its weights
+    back in Keras.) It does not apply with ``training_loop="keras"``, to a model the loop
     cannot describe, or with a callback that hooks prediction.
     """
     from mnist_mlp.training import keras_adapter, loop, threads

@@ -1,5 +1,9 @@
-"""Where ``training_loop="auto"`` trains when TensorFlow sees a GPU: the compiled CPU loop
-or Keras on the GPU, decided by a measured crossover.
+"""Where ``training_loop="auto"`` trains when a GPU is visible.
+
+Where JAX sees a GPU (:func:`jax_gpus`), the XLA loop trains there
+(:mod:`mnist_mlp.training.xla`; ``docs/gpu.md``). Otherwise, where TensorFlow
+sees one: the compiled CPU loop or Keras on the GPU, decided by a measured
+crossover, as follows.
 
 A GPU pays a fixed cost per step (kernel launches, transfers) and wins only
 once a step holds enough arithmetic: a large enough network at a large enough
@@ -25,7 +29,8 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["CROSSOVER_ENV", "crossover_table", "gpu_choice", "n_parameters", "visible_gpus"]
+__all__ = ["CROSSOVER_ENV", "crossover_table", "gpu_choice", "jax_gpus", "jax_installed", "n_parameters",
+           "visible_gpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +76,48 @@ def visible_gpus():
         except Exception:  # noqa: BLE001 - details are optional in TensorFlow's API: the device's own name
             names.append(device.name)
     return names
+
+
+def jax_installed():
+    """Whether JAX can be imported (the ``gpu`` extra, or ``jax[cpu]``), without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("jax") is not None
+
+
+def _jax_gpu_plugin_installed():
+    """Whether a GPU plugin of JAX is installed (``jax_plugins.xla_cuda12``, ``xla_cuda13``, ROCm's),
+    without importing JAX.
+
+    JAX reaches a GPU only through such a plugin: without one it can see none, and a CPU-only
+    process (JAX installed for its CPU backend, as the test extra does) need not pay for starting
+    JAX, a second and XLA's CPU threads beside the compiled loop's, at its first fit.
+    """
+    import importlib.util
+    import pkgutil
+
+    spec = importlib.util.find_spec("jax_plugins")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any("cuda" in module.name or "rocm" in module.name
+               for module in pkgutil.iter_modules(spec.submodule_search_locations))
+
+
+@functools.lru_cache(maxsize=1)
+def jax_gpus():
+    """Names of the GPUs JAX sees, where JAX is installed (the XLA loop trains there); else empty.
+
+    Asked once a process: importing JAX and starting its backends takes a second.
+    """
+    if not jax_installed() or not _jax_gpu_plugin_installed():
+        return []
+    try:
+        from mnist_mlp.training import xla
+
+        return xla.gpu_names()
+    except Exception as exc:  # noqa: BLE001 - a broken JAX install must not stop training: the CPU loop trains
+        logger.warning("JAX is installed but cannot be used (%r); training stays on the CPU", exc)
+        return []
 
 
 def gpu_choice(dims, batch_size, *, gpus=None, table=None):

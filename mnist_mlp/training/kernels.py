@@ -23,10 +23,11 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 from numba.typed import List
 
-# Codes shared with mnist_mlp.training.keras_adapter.
-ACT_LINEAR, ACT_RELU, ACT_TANH, ACT_SIGMOID = 0, 1, 2, 3
-OPT_SGD, OPT_ADAM, OPT_RMSPROP = 0, 1, 2
-PENALTY_NONE, PENALTY_L1, PENALTY_L2 = 0, 1, 2
+# Codes shared with mnist_mlp.training.keras_adapter and the XLA program.
+from mnist_mlp.training.codes import (  # noqa: E402,F401  (re-exported: the kernels' own names)
+    ACT_LINEAR, ACT_RELU, ACT_SIGMOID, ACT_TANH, OPT_ADAM, OPT_RMSPROP, OPT_SGD, PENALTY_L1, PENALTY_L2,
+    PENALTY_NONE,
+)
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)

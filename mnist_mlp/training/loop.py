@@ -44,7 +44,7 @@ from mnist_mlp.training import kernels
 from mnist_mlp.training.keras_adapter import OptimizerState, compiled_network
 from mnist_mlp.training.threads import compiled_section, n_threads
 
-__all__ = ["fit", "predict_proba"]
+__all__ = ["ENGINES", "fit", "predict_proba"]
 
 _EVAL_CHUNK = 4096
 
@@ -61,9 +61,72 @@ def _validation_split(n, validation_split):
     return split_at
 
 
+class _CompiledEpochs:
+    """Epochs in the Numba kernels, in place on the host arrays ``theta`` and ``opt_state``."""
+
+    def __init__(self, network, opt_state, X, labels, split_at, batch_size, shuffle, rng, threads=None):
+        self.network, self.opt_state, self.rng = network, opt_state, rng
+        self.X_train, self.y_train = X[:split_at], labels[:split_at]
+        self.X_val, self.y_val = X[split_at:], labels[split_at:]
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.theta = network.read()
+        self.grad = np.zeros_like(self.theta)
+        # Threads of the products: as asked, else the cores other programs leave idle.
+        self.threads = threads or n_threads(measure=True)
+
+    def run(self, epoch):
+        network, opt, n = self.network, self.opt_state, len(self.X_train)
+        order = self.rng.permutation(n).astype(np.int64) if self.shuffle else np.empty(0, np.int64)
+        with compiled_section():
+            loss_sum, correct = kernels.train_epoch(
+                self.theta, self.grad, opt.slots, opt.iterations, self.X_train, self.y_train, order,
+                self.batch_size, network.offsets, network.dims, network.activation,
+                np.float32(network.dropout), network.penalty, np.float32(network.alpha),
+                opt.code, opt.hyper, int(self.rng.integers(2**31 - 1)), self.threads,
+            )
+            logs = {"loss": loss_sum / n, "accuracy": correct / n}
+            if len(self.X_val):
+                val_loss, val_correct = kernels.evaluate(self.theta, network.offsets, network.dims,
+                                                          network.activation, self.X_val, self.y_val,
+                                                          _EVAL_CHUNK, self.threads)
+                penalty = kernels.penalty_value(self.theta, network.offsets, network.dims,
+                                                 network.penalty, np.float32(network.alpha))
+                logs["val_loss"] = val_loss / len(self.X_val) + penalty
+                logs["val_accuracy"] = val_correct / len(self.X_val)
+        return logs
+
+    def sync(self):
+        """``theta`` and the optimizer's state are the host arrays the kernels update: nothing to copy."""
+
+
+class _XlaEpochs:
+    """Epochs as one XLA program each (:mod:`mnist_mlp.training.xla`), on JAX's default device;
+    :meth:`sync` brings ``theta`` and the optimizer's state back to the host."""
+
+    def __init__(self, network, opt_state, X, labels, split_at, batch_size, shuffle, rng, threads=None):
+        from mnist_mlp.training import xla  # (``threads``: JAX schedules its own)
+
+        self.network, self.opt_state = network, opt_state
+        self.program = xla.EpochProgram(
+            network.dims, activation=network.activation, dropout=network.dropout, penalty=network.penalty,
+            alpha=network.alpha, rule=xla.Rule(opt_state.code, tuple(float(h) for h in opt_state.hyper)),
+            batch_size=batch_size, shuffle=shuffle, seed=int(rng.integers(2**31 - 1)))
+        self.theta = network.read()
+        self.program.load(self.theta, opt_state.slots, int(opt_state.iterations[0]), X, labels, split_at)
+
+    def run(self, epoch):
+        return self.program.run_epoch(epoch)
+
+    def sync(self):
+        self.theta, self.opt_state.slots[:], self.opt_state.iterations[0] = self.program.read()
+
+
+ENGINES = {"compiled": _CompiledEpochs, "xla": _XlaEpochs}
+
+
 def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.0,
-        shuffle=True, verbose=0, callbacks=(), seed=None, threads=None, **_ignored):
-    """Train a compiled Keras MLP in the compiled loop; the same contract as ``model.fit``.
+        shuffle=True, verbose=0, callbacks=(), seed=None, engine="compiled", threads=None, **_ignored):
+    """Train a compiled Keras MLP in the compiled (or XLA) loop; the same contract as ``model.fit``.
 
     Parameters
     ----------
@@ -78,6 +141,9 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
         Seeds dropout masks and shuffling.
     threads : int, default=None
         Threads of the matrix products; None: :func:`n_threads` decides, measuring idle cores.
+    engine : {"compiled", "xla"}, default="compiled"
+        Where the epochs run: the Numba kernels on the CPU, or one XLA program
+        an epoch on JAX's default device (:mod:`mnist_mlp.training.xla`).
 
     Returns
     -------
@@ -94,58 +160,34 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
             f"`validation_split={validation_split}`. Either provide more data, or a different "
             "value for the `validation_split` argument."
         )
-    X_train, y_train = X[:split_at], labels[:split_at]
-    X_val, y_val = X[split_at:], labels[split_at:]
     batch_size = int(batch_size or 32)
-    rng = np.random.default_rng(seed)
-
-    theta = network.read()
-    grad = np.zeros_like(theta)
     opt_state = OptimizerState(model, network)
-    state, iterations, code, hyper = opt_state.slots, opt_state.iterations, opt_state.code, opt_state.hyper
-    steps = -(-len(X_train) // batch_size)
-
+    trainer = ENGINES[engine](network, opt_state, X, labels, split_at, batch_size, shuffle,
+                              np.random.default_rng(seed), threads=threads)
     callback_list = keras.callbacks.CallbackList(
         list(callbacks), add_history=True, add_progbar=verbose != 0, model=model,
-        verbose=verbose, epochs=epochs, steps=steps,
+        verbose=verbose, epochs=epochs, steps=-(-split_at // batch_size),
     )
     # Copying the weights back into Keras costs ~1 ms a variable: do it each
     # epoch only for callbacks that may look at the model.
     reads_model = any(not getattr(cb, "reads_logs_only", False) for cb in callbacks)
     model.stop_training = False
-    empty_order = np.empty(0, np.int64)
-    kernels_args = (network.offsets, network.dims, network.activation)
-    threads = threads or n_threads(measure=True)
     callback_list.on_train_begin()
     logs = {}
     try:
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
-            order = rng.permutation(len(X_train)).astype(np.int64) if shuffle else empty_order
-            with compiled_section():
-                loss_sum, correct = kernels.train_epoch(
-                    theta, grad, state, iterations, X_train, y_train, order, batch_size,
-                    network.offsets, network.dims, network.activation,
-                    np.float32(network.dropout), network.penalty, np.float32(network.alpha),
-                    code, hyper, int(rng.integers(2**31 - 1)), threads,
-                )
-                logs = {"loss": loss_sum / len(X_train), "accuracy": correct / len(X_train)}
-                if len(X_val):
-                    val_loss, val_correct = kernels.evaluate(theta, *kernels_args, X_val, y_val,
-                                                              _EVAL_CHUNK, threads)
-                    penalty = kernels.penalty_value(theta, network.offsets, network.dims,
-                                                     network.penalty, np.float32(network.alpha))
-                    logs["val_loss"] = val_loss / len(X_val) + penalty
-                    logs["val_accuracy"] = val_correct / len(X_val)
-            logs = {k: float(v) for k, v in logs.items()}
+            logs = {k: float(v) for k, v in trainer.run(epoch).items()}
             if reads_model:  # the model holds each epoch's weights when its callbacks run
-                network.write(theta)
+                trainer.sync()
+                network.write(trainer.theta)
                 opt_state.write(slots=False)
             callback_list.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
     finally:
-        network.write(theta)
+        trainer.sync()
+        network.write(trainer.theta)
         opt_state.write()
     callback_list.on_train_end(logs)
     return model.history
