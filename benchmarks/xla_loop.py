@@ -31,16 +31,25 @@ Writes ``xla_loop_<backend>[_quick].json`` and ``.md`` into ``--out``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import statistics
 import sys
-import time
-from pathlib import Path
 
-import numpy as np
+# As benchmarks/training_speed.py: restart without the machine's overrides for old OpenBLAS
+# builds (they slow a current NumPy), before NumPy loads OpenBLAS.
+_OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+if __name__ == "__main__" and any(v in os.environ for v in _OPENBLAS_OVERRIDES):
+    os.environ["MNIST_MLP_BENCH_UNSET"] = ",".join(
+        f"{v}={os.environ.pop(v)}" for v in _OPENBLAS_OVERRIDES if v in os.environ)
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # the working tree, installed or not
@@ -251,7 +260,8 @@ def markdown(result):
         f"Written by `{result['command']}`. Data: {result['data']}; {result['n_train']:,} training rows, "
         f"{result['n_val']:,} validation rows; the study's network 784-128-256-10, ReLU, Adam 1e-3, no shuffling.",
         f"Versions: {', '.join(f'{k} {v}' for k, v in result['versions'].items())}; CPU: {result['cpu']} "
-        f"({os.cpu_count()} cores).",
+        f"({os.cpu_count()} cores). Unset for the run: {result.get('unset') or 'nothing'}; "
+        f"load average after it: {result.get('load_average_after', '-')}.",
         "`xla` and `compiled` include the validation pass and the epoch's logs; `plain JAX` is training only "
         "(whole batches, no logs). Each figure is the median of the timed epochs, the contenders taking turns; "
         "the first (warm-up, compiling) epoch is reported apart.",
@@ -351,6 +361,8 @@ def main(argv=None):
         if batch_size == 256:  # the study's fit right after its batch size: the figure that matters most
             result["study_fit"] = study_fit(X, y, n_train, 256, fit_epochs)
         result["seconds"] = time.perf_counter() - started
+        result["unset"] = os.environ.get("MNIST_MLP_BENCH_UNSET", "")
+        result["load_average_after"] = round(os.getloadavg()[0], 2)
         _write(out, stem, result)  # after every row: a run cut short still leaves its figures
     print(markdown(result))
     return 0
