@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from mnist_mlp import interrupts
 from mnist_mlp.tracking import counted
 
 __all__ = ["main"]
@@ -546,7 +547,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     command = {"fit": _fit, "study": _study, "tune": _tune, "report": _report, "predict": _predict}[args.command]
     try:
-        with _environment(args), _project_run(args), _terminate_as_interrupt():
+        with _environment(args), _project_run(args), _terminate_as_interrupt(), interrupts.redelivered():
             return command(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"mnist-mlp: error: {exc}", file=sys.stderr)

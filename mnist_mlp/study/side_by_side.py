@@ -113,14 +113,14 @@ def _worker(connection, name, data, run_kwargs, threads, launcher):
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     try:
-        from mnist_mlp import tracking
+        from mnist_mlp import interrupts, tracking
         from mnist_mlp._tensorflow import tf
         from mnist_mlp.study.runner import run_experiment
 
         with contextlib.suppress(RuntimeError):  # already initialised: the environment variables stand
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
-        with tracking.launched_by(launcher):
+        with tracking.launched_by(launcher), interrupts.redelivered():
             result = run_experiment(name, data, **run_kwargs)
         connection.send(("done", result))
     except KeyboardInterrupt:
