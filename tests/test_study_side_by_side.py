@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -80,24 +81,27 @@ def test_refuses_a_progress_display_and_zero_jobs(embedded):
         run_side_by_side(["2.3"], embedded, n_jobs=2, progress=lambda *a: None)
 
 
-@pytest.mark.parametrize("signum, status, line", [
-    (signal.SIGINT, 130, "mnist-mlp: interrupted; the runs in progress were ended KILLED"),
-    (signal.SIGTERM, 143, "mnist-mlp: terminated; the runs in progress were ended KILLED"),
-])
-def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(tmp_path, signum, status, line):
+def _left(runs):
+    """The runs not KILLED, described for an assertion message."""
+    return [(r.info.run_name, r.data.tags.get("role"), r.data.tags.get("section"), r.info.status,
+             r.data.tags.get("error")) for r in runs if r.info.status != "KILLED"]
+
+
+@contextlib.contextmanager
+def _study_training(tmp_path):
+    """``study 2.2,2.3 --n-jobs 2`` in a child (default SIGINT, ended with its workers however the
+    test ends): yields ``(process, client)`` once both sections train with epochs logged."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
     env.pop("MNIST_MLP_DATA_DIR", None)
-    # Default SIGINT in the child whatever this process ignores (a background job ignores it);
-    # the command and its workers are ended however the test ends.
     with child_process([sys.executable, "-m", "mnist_mlp", "study", "2.2,2.3", "--epochs", "100000",
                         "--n-train", "600", "--n-jobs", "2", "--json", str(tmp_path / "out.json")],
                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         # Workers of a fresh checkout compile the loop first (see test_cli's Ctrl-C test): wait for training.
         client, deadline = MlflowClient(uri), time.monotonic() + 600
-        while time.monotonic() < deadline:  # wait until both sections train, with epochs logged
+        while time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             folds = [r for r in _all_runs(client) if r.data.tags.get("role") == "fold"] \
                 if (tmp_path / "mlflow.db").exists() else []
@@ -105,14 +109,63 @@ def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(t
             if training == {"2.2", "2.3"}:
                 break
             time.sleep(0.5)
+        yield proc, client
+
+
+def _workers(proc):
+    import psutil
+
+    return [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
+
+
+@pytest.mark.parametrize("signum, status, line", [
+    (signal.SIGINT, 130, "mnist-mlp: interrupted; the runs in progress were ended KILLED"),
+    (signal.SIGTERM, 143, "mnist-mlp: terminated; the runs in progress were ended KILLED"),
+])
+def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(tmp_path, signum, status, line):
+    with _study_training(tmp_path) as (proc, client):
+        sent = time.monotonic()
         proc.send_signal(signum)  # to the command only: it stops its workers itself
         _, err = proc.communicate(timeout=180)
-    assert proc.returncode == status, err[-2000:]
-    assert err.strip().splitlines() == [line], err[-2000:]
+    took = time.monotonic() - sent
     runs = _all_runs(client)
-    assert {r.info.status for r in runs} == {"KILLED"}
+    assert proc.returncode == status, err[-2000:]
+    assert err.strip().splitlines() == [line], (err[-2000:], _left(runs), f"{took:.1f} s")
+    assert {r.info.status for r in runs} == {"KILLED"}, (_left(runs), f"{took:.1f} s")
     assert {r.data.tags.get("section") for r in runs} == {"2.2", "2.3"}
+    assert len({r.data.tags["study_worker"] for r in runs}) == 2  # each section's runs carry its worker's tag
     assert not (tmp_path / "out.json").exists()  # no results written for an unfinished study
+
+
+def test_a_worker_that_dies_leaves_no_run_running(tmp_path):
+    """A worker killed outright cannot end its runs: the command ends them KILLED, saying why,
+    stops the other section, and fails naming the section."""
+    with _study_training(tmp_path) as (proc, client):
+        victim = _workers(proc)[0]
+        victim.kill()
+        _, err = proc.communicate(timeout=180)
+    runs = _all_runs(client)
+    assert proc.returncode == 1, err[-2000:]
+    assert "its worker process died (exit code -9)" in err, err[-2000:]
+    assert {r.info.status for r in runs} == {"KILLED"}, _left(runs)
+    died = [r for r in runs if "exit code -9" in r.data.tags.get("error", "")]
+    assert died and len({r.data.tags["section"] for r in died}) == 1  # the dead worker's own runs
+    assert f"study section {died[0].data.tags['section']}: its worker process ended (exit code -9)" in err
+
+
+def test_workers_stop_and_end_their_runs_when_the_command_is_killed(tmp_path):
+    """``kill -9`` of the command: its workers notice, stop as if told to, and end their runs KILLED."""
+    import psutil
+
+    with _study_training(tmp_path) as (proc, client):
+        workers = _workers(proc)
+        assert len(workers) == 2
+        proc.kill()
+        proc.wait(timeout=60)
+        gone, alive = psutil.wait_procs(workers, timeout=60)
+        assert not alive, "workers still running after their command was killed"
+    runs = _all_runs(client)
+    assert {r.info.status for r in runs} == {"KILLED"}, _left(runs)
 
 
 def test_the_command_line_runs_sections_side_by_side(tmp_path, tracked):

@@ -365,3 +365,31 @@ def test_concurrent_writers_on_a_postgresql_backed_server_lose_nothing(postgres_
     assert _in_threads(4, 2) == []
     _in_processes(3, 2)
     _assert_all_recorded(postgres_server, 4 * 2 + 3 * 2, fallback)
+
+
+def test_a_store_whose_creation_was_interrupted_is_made_again(tmp_path, monkeypatch):
+    """Ctrl-C while a new SQLite store's schema is half made (a first fit's first second): MLflow
+    alone could never open that file again ("table ... already exists"); the next use makes it anew."""
+    from alembic import op
+
+    from mnist_mlp.tracking import client
+
+    real_create_table = op.create_table
+
+    def interrupted_after_a_table(*args, **kwargs):  # SQLite commits each DDL statement at once
+        real_create_table(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setattr(op, "create_table", interrupted_after_a_table)
+    with pytest.raises(KeyboardInterrupt):
+        client(uri)
+    monkeypatch.setattr(op, "create_table", real_create_table)
+    assert (tmp_path / "mlflow.db.creating").exists()  # the half-made store is marked as such
+
+    made = client(uri)
+    run = made.create_run(made.create_experiment("after"))
+    made.set_terminated(run.info.run_id)
+    assert made.get_run(run.info.run_id).info.status == "FINISHED"
+    assert not (tmp_path / "mlflow.db.creating").exists()
+    assert client(uri) is made  # one client per store, as before

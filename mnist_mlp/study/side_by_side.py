@@ -13,7 +13,11 @@ and stopping one is a signal, not a cooperation protocol between threads.
 The worker ignores the terminal's Ctrl-C (from its start); the process that
 started it decides, and on any interruption or failure sends SIGTERM to every worker
 still running, which unwinds there as Ctrl-C does (its runs end KILLED)
-before the error is raised here.
+before the error is raised here. No run is left RUNNING when a worker cannot
+end its own: every run a worker opens carries its ``study_worker`` tag, and
+once it has ended, runs with its tag still RUNNING (a worker killed after the
+grace period, or one that died) are ended KILLED here, saying why. A worker
+whose starting process dies (``kill -9``) stops itself the same way.
 
 Why longest first: a greedy schedule that starts the longest sections first
 (LPT) finishes within 4/3 of the best possible time; started last, the
@@ -25,14 +29,22 @@ optimizer step (:data:`STEP_COST_IN_ROWS`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
+import uuid
 from multiprocessing.connection import wait
 
-__all__ = ["STEP_COST_IN_ROWS", "planned_work", "run_side_by_side"]
+__all__ = ["STEP_COST_IN_ROWS", "WORKER_TAG", "planned_work", "run_side_by_side"]
+
+logger = logging.getLogger(__name__)
+
+#: The tag on every run a worker opens: its value names the worker.
+WORKER_TAG = "study_worker"
 
 #: What one optimizer step costs beside its rows' arithmetic, counted in rows:
 #: on the study's network, a batch-1 step takes about 60 us where a row of a
@@ -101,7 +113,24 @@ def _cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _worker(connection, name, data, run_kwargs, threads, launcher):
+def _stop_when_orphaned():
+    """Stop this worker (as the starting process would: SIGTERM) if the process that started it dies.
+
+    A starting process killed outright (``kill -9``, the OOM killer) cannot
+    stop its workers; without this they would train on, their runs RUNNING.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        wait([parent.sentinel])  # ready when the starting process has ended, however it ended
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="mnist-mlp stop when orphaned", daemon=True).start()
+
+
+def _worker(connection, name, data, run_kwargs, threads, launcher, tag):
     """A worker process: run section ``name``, send back ``("done", result)`` or ``("error", exc, text)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the starting process decides when to stop
 
@@ -109,6 +138,7 @@ def _worker(connection, name, data, run_kwargs, threads, launcher):
         raise KeyboardInterrupt(f"section {name} stopped by the process that started it")
 
     signal.signal(signal.SIGTERM, stop)
+    _stop_when_orphaned()
     # One fit per worker at a time: give it its share of the cores (read by the training loop).
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
@@ -120,19 +150,26 @@ def _worker(connection, name, data, run_kwargs, threads, launcher):
         with contextlib.suppress(RuntimeError):  # already initialised: the environment variables stand
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
-        with tracking.launched_by(launcher), interrupts.redelivered():
+        with tracking.launched_by(launcher), tracking.runs_tagged(**{WORKER_TAG: tag}), interrupts.redelivered():
             result = run_experiment(name, data, **run_kwargs)
-        connection.send(("done", result))
+        _send(connection, ("done", result))
     except KeyboardInterrupt:
-        connection.send(("stopped", None))
+        _send(connection, ("stopped", None))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the starting process
         text = traceback.format_exc()
         try:
             connection.send(("error", exc, text))
+        except BrokenPipeError:  # the starting process is gone
+            pass
         except Exception:  # noqa: BLE001 - an exception that does not pickle goes back as text
-            connection.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}"), text))
+            _send(connection, ("error", RuntimeError(f"{type(exc).__name__}: {exc}"), text))
     finally:
         connection.close()
+
+
+def _send(connection, message):
+    with contextlib.suppress(BrokenPipeError):  # the starting process is gone: nobody to tell
+        connection.send(message)
 
 
 def run_side_by_side(names, data, *, n_jobs, on_start=None, on_done=None, **run_kwargs):
@@ -178,16 +215,18 @@ def run_side_by_side(names, data, *, n_jobs, on_start=None, on_done=None, **run_
     threads = max(1, _cores() // min(n_jobs, len(names)))
     launcher = active_run_in_process() if tracking_enabled() else None
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TensorFlow or Numba threads
-    running, results = {}, {}
+    running, results, started = {}, {}, []
     try:
         while pending or running:
             while pending and len(running) < n_jobs:
                 name = pending.pop(0)
                 receiver, sender = context.Pipe(duplex=False)
+                tag = uuid.uuid4().hex
                 process = context.Process(target=_worker, name=f"mnist-mlp study {name}", daemon=True,
-                                          args=(sender, name, data, run_kwargs, threads, launcher))
+                                          args=(sender, name, data, run_kwargs, threads, launcher, tag))
                 with _terminal_interrupts_ignored():
                     process.start()
+                started.append((name, process, tag))
                 sender.close()  # the worker holds the only sending end: its exit reads as EOF here
                 running[receiver] = (name, process)
                 if on_start is not None:
@@ -213,7 +252,10 @@ def run_side_by_side(names, data, *, n_jobs, on_start=None, on_done=None, **run_
                                    f"{'stopped' if message[0] == 'stopped' else 'died'} "
                                    f"(exit code {process.exitcode})")
     except BaseException:
-        _stop([process for _, process in running.values()])
+        killed = _stop([process for _, process in running.values()])
+        if tracking_enabled():
+            _end_left_running([(name, process, tag, process in killed)
+                               for name, process, tag in started if name not in results])
         raise
     return [results[name] for name in names]
 
@@ -236,14 +278,39 @@ def _terminal_interrupts_ignored():
 
 
 def _stop(processes):
-    """Tell every worker to stop (its runs end KILLED) and wait for it; kill one that hangs."""
+    """Tell every worker to stop (its runs end KILLED) and wait for it; kill one that hangs.
+
+    Returns the workers that had to be killed.
+    """
     for process in processes:
         if process.is_alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + _STOP_GRACE_S  # one grace period for all, not one each
+    killed = []
     for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
             process.join()
+            killed.append(process)
+    return killed
+
+
+def _end_left_running(workers):
+    """End KILLED the runs that ended workers left RUNNING (killed, died, or stopped at the very
+    moment a run was opened); say so where there were any. Never raises: the error that stopped
+    the study is the one to see."""
+    from mnist_mlp import tracking
+
+    for name, process, tag, killed in workers:
+        why = (f"its worker process did not stop within {_STOP_GRACE_S} s and was killed" if killed
+               else f"its worker process ended (exit code {process.exitcode}) before it could end this run")
+        try:
+            left = tracking.end_runs_left_running({WORKER_TAG: tag}, f"study section {name}: {why}")
+        except Exception as exc:  # noqa: BLE001 - a store gone too: nothing more can be done here
+            logger.warning("study section %s: its runs left RUNNING could not be ended (%s)", name, exc)
+            continue
+        if left:
+            logger.warning("study section %s: %s; its %d run(s) left RUNNING were ended KILLED",
+                           name, why, len(left))

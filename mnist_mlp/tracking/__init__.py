@@ -10,6 +10,9 @@ theirs to import):
   process pool pickled the estimator), :func:`launched_by` (a worker
   process's runs filed under the run of the process that started it),
   :func:`dataset` and :func:`test_set`;
+- runs a worker left: :func:`runs_tagged` (every run a block opens tagged)
+  and :func:`end_runs_left_running` (those still RUNNING ended KILLED by
+  the process that started a worker that was killed or died);
 - what a fit logs: :func:`track_fit` (the estimator's one call: params,
   per-epoch metrics, results, plots, model), :func:`log_model`,
   :func:`log_evaluation`, :func:`model_wanted` (the model logging policy),
@@ -48,8 +51,8 @@ _EXPORTS = {
     **dict.fromkeys(["estimator_params", "log_evaluation", "log_fit_results", "log_model", "model_wanted",
                      "sklearn_selection_tags", "track_fit"], "fit_logging"),
     **dict.fromkeys(["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run",
-                     "current_test_set", "dataset", "fit_context", "inherited_run", "launched_by", "owned_run",
-                     "test_set"], "runs"),
+                     "current_test_set", "dataset", "end_runs_left_running", "fit_context", "inherited_run",
+                     "launched_by", "owned_run", "runs_tagged", "test_set"], "runs"),
     **dict.fromkeys(["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingRefusedWarning",
                      "TrackingUnavailableError", "active_run_in_process", "check_reachable", "client",
                      "current_experiment_id", "experiment_id_for", "library_versions", "reachable",

@@ -217,6 +217,10 @@ def client(tracking_uri):
 
     Several processes opening a fresh SQLite store at once race on creating
     its schema. The first to take the file lock creates it; the rest find it made.
+    A creation cut short (Ctrl-C in a first fit's first second) would leave a
+    half-made schema that MLflow cannot open again ("table ... already
+    exists"): a ``.creating`` marker beside the file stands until the schema
+    is complete, and a store found with its marker is made again.
     """
     path = _sqlite_path(tracking_uri)
     if path is None:
@@ -224,10 +228,35 @@ def client(tracking_uri):
     path.parent.mkdir(parents=True, exist_ok=True)
     _TUNED_STORES.add(path.resolve())
     _install_sqlite_tuning()
+    creating = path.with_name(f"{path.name}.creating")
     with FileLock(f"{path}.lock"), _quiet_schema_setup():
+        interrupted = creating.exists() and path.exists()
+        if interrupted:  # an earlier creation was cut short: a half-made schema, nothing recorded in it
+            _drop_all_tables(path)
+            logger.info("%s: its creation was interrupted; making it again", path)
+        new = interrupted or not path.exists() or path.stat().st_size == 0
+        if new:
+            creating.touch()
         made = MlflowClient(tracking_uri)
         retrying(made.search_experiments, max_results=1)  # creates the schema
+        if new:
+            creating.unlink()
     return made
+
+
+def _drop_all_tables(path):
+    """Empty a half-made store in place (nothing was recorded in it: its creation never ended).
+
+    In place rather than deleted: a connection MLflow pooled in this process
+    during the interrupted creation would go on seeing a deleted file.
+    """
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA foreign_keys=OFF")
+        tables = [row[0] for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        for table in tables:
+            connection.execute(f'DROP TABLE IF EXISTS "{table}"')
+        connection.commit()
 
 
 @contextlib.contextmanager
