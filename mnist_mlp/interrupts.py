@@ -13,6 +13,15 @@ killed, its runs left RUNNING.
 a swallowed ``KeyboardInterrupt`` (or subclass) is raised again 10 ms later
 from a SIGALRM handler, where the code it interrupts can unwind. Any other
 unraisable exception goes to the previous hook unchanged.
+
+Python code can swallow it too, silently: a library's ``except BaseException``,
+or C code that clears errors when it calls back into Python (a dict lookup
+whose ``__eq__`` is Python). One hung study worker in 25 trained on after its
+stop (a py-spy dump showed it still in its epochs), and was killed after the
+grace period. So, in the block, the interrupt that a SIGINT or SIGTERM
+handler raised is also kept, and :func:`checkpoint` raises it again: the
+training loops call it at each epoch, where stopping is safe. Once the block
+is left (the interrupt was caught outside it), nothing is raised again.
 """
 
 from __future__ import annotations
@@ -22,18 +31,51 @@ import signal
 import sys
 import threading
 
-__all__ = ["redelivered"]
+__all__ = ["checkpoint", "redelivered"]
 
 # Delay before a swallowed interrupt is raised again: out of the callback that swallowed it.
 _AGAIN_S = 0.01
 
+# The signals whose handlers' interrupts are kept for checkpoint(): Ctrl-C, and a stop.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# Interrupts a signal handler raised in the innermost redelivered() block; main thread only.
+_raised = None
+
+
+def checkpoint():
+    """Raise again the interrupt a stop signal raised in this :func:`redelivered` block, if any.
+
+    Called where stopping is safe (each epoch of the training loops): an
+    interrupt that some code swallowed stops the work there instead of never.
+    Outside such a block, or in another thread, it does nothing.
+    """
+    if _raised and threading.current_thread() is threading.main_thread():
+        raise _raised[-1].with_traceback(None)
+
+
+def _keeping(handler, raised):
+    """``handler``, keeping the interrupt it raises in ``raised`` before raising it."""
+
+    def kept(signum, frame):
+        try:
+            handler(signum, frame)
+        except KeyboardInterrupt as exc:
+            raised.append(exc)
+            raise
+
+    return kept
+
 
 @contextlib.contextmanager
 def redelivered():
-    """In the block, an interrupt swallowed as unraisable is raised again shortly after.
+    """In the block, an interrupt swallowed as unraisable is raised again shortly after, and
+    the interrupt of a SIGINT or SIGTERM handler again at each :func:`checkpoint`.
 
     Main thread only (signal handlers are set there); elsewhere it does nothing.
+    The handlers in place as the block starts are the ones kept track of.
     """
+    global _raised
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
         return
@@ -53,11 +95,20 @@ def redelivered():
             pending.clear()
             raise exc.with_traceback(None)
 
+    raised, outer_raised = [], _raised
+    handlers = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    handlers = {signum: handler for signum, handler in handlers.items() if callable(handler)}  # not SIG_IGN
+    for signum, handler in handlers.items():
+        signal.signal(signum, _keeping(handler, raised))
     previous_alarm = signal.signal(signal.SIGALRM, again)
     sys.unraisablehook = hook
+    _raised = raised
     try:
         yield
     finally:
+        _raised = outer_raised
         signal.setitimer(signal.ITIMER_REAL, 0)
         sys.unraisablehook = previous_hook
         signal.signal(signal.SIGALRM, previous_alarm)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

@@ -393,3 +393,45 @@ def test_a_store_whose_creation_was_interrupted_is_made_again(tmp_path, monkeypa
     assert made.get_run(run.info.run_id).info.status == "FINISHED"
     assert not (tmp_path / "mlflow.db.creating").exists()
     assert client(uri) is made  # one client per store, as before
+
+
+def test_a_lock_retried_away_is_not_reported_by_mlflow_on_the_terminal(tmp_path):
+    """MLflow logs a locked SQLite store with its whole statement (kilobytes) before raising;
+    while it is retried here, that report is dropped. MLflow's other reports still show."""
+    import logging
+
+    from mnist_mlp.tracking import client
+
+    reports = []
+    handler = logging.Handler()
+    handler.emit = lambda record: reports.append(record.getMessage())
+    mlflow_db = logging.getLogger("mlflow.store.db.utils")
+    mlflow_db.addHandler(handler)
+    store = client(f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = store.create_run("0").info.run_id
+    holder = sqlite3.connect(tmp_path / "mlflow.db", timeout=0)
+    try:
+        # The real thing, not retried: MLflow reports it (after its 20 s busy timeout) under this logger.
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(MlflowException, match="database is locked"):
+            store.log_param(run_id, "beta", "1")
+        holder.rollback()
+        assert len(reports) == 1 and "database is locked" in reports[0]
+        locked, attempts = reports.pop(), []
+
+        def write():  # locked twice, as MLflow reports and raises it, then written
+            attempts.append(1)
+            if len(attempts) < 3:
+                try:
+                    raise sqlite3.OperationalError("database is locked")
+                except sqlite3.OperationalError as exc:
+                    mlflow_db.exception(locked)
+                    raise MlflowException(str(exc)) from exc
+            mlflow_db.error("another report")  # not a lock: shown
+            return "written"
+
+        assert retrying(write) == "written" and len(attempts) == 3
+        assert reports == ["another report"]
+    finally:
+        holder.close()
+        mlflow_db.removeHandler(handler)

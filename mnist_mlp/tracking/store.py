@@ -147,6 +147,28 @@ _retry_while_locked = retry(
 )
 
 
+# Depth of retrying() calls in this thread: MLflow's own report of a lock is dropped inside one.
+_RETRYING = threading.local()
+
+
+class _LockReportDropped(logging.Filter):
+    """Drop MLflow's ERROR report of a locked SQLite store while :func:`retrying` makes the write again.
+
+    MLflow logs every ``OperationalError`` with its whole statement (hundreds
+    of bound metric rows: kilobytes on the user's terminal) before raising it.
+    A lock is retried here, and if it outlasts the retries the error raised
+    carries the same text; anything else MLflow reports still shows.
+    """
+
+    def filter(self, record):
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (getattr(_RETRYING, "depth", 0) and exc is not None
+                    and any("database is locked" in str(err).lower() for err in _chain(exc)))
+
+
+_LOCK_REPORT_DROPPED = _LockReportDropped()
+
+
 def retrying(call, *args, **kwargs):
     """Call the store, making the write again while another writer holds the lock or collided with it.
 
@@ -154,8 +176,14 @@ def retrying(call, *args, **kwargs):
     between concurrent writers (a database's ``IntegrityError``, a
     serialization failure or deadlock), are retried with random exponential
     waits; anything else, or the same error after the last attempt, is raised.
+    MLflow's own log of a lock, made while it is retried here, is dropped.
     """
-    return _retry_while_locked(call)(*args, **kwargs)
+    logging.getLogger("mlflow.store.db.utils").addFilter(_LOCK_REPORT_DROPPED)  # idempotent
+    _RETRYING.depth = getattr(_RETRYING, "depth", 0) + 1
+    try:
+        return _retry_while_locked(call)(*args, **kwargs)
+    finally:
+        _RETRYING.depth -= 1
 
 
 def reachable(client):
