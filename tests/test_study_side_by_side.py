@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -87,10 +88,24 @@ def _left(runs):
              r.data.tags.get("error")) for r in runs if r.info.status != "KILLED"]
 
 
+class _Drained:
+    """A child's stderr, read as it comes: a child (or its workers) writing more than a pipe holds
+    never blocks on a test that is not reading, and what it wrote goes in the failure message."""
+
+    def __init__(self, stream):
+        self.chunks = []
+        self.reader = threading.Thread(target=lambda: self.chunks.extend(iter(stream.readline, "")), daemon=True)
+        self.reader.start()
+
+    def text(self, wait=10):
+        self.reader.join(wait)  # EOF once the command and its workers have all ended
+        return "".join(self.chunks)
+
+
 @contextlib.contextmanager
 def _study_training(tmp_path):
     """``study 2.2,2.3 --n-jobs 2`` in a child (default SIGINT, ended with its workers however the
-    test ends): yields ``(process, client)`` once both sections train with epochs logged."""
+    test ends): yields ``(process, client, stderr)`` once both sections train with epochs logged."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -98,18 +113,19 @@ def _study_training(tmp_path):
     env.pop("MNIST_MLP_DATA_DIR", None)
     with child_process([sys.executable, "-m", "mnist_mlp", "study", "2.2,2.3", "--epochs", "100000",
                         "--n-train", "600", "--n-jobs", "2", "--json", str(tmp_path / "out.json")],
-                       env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        stderr = _Drained(proc.stderr)
         # Workers of a fresh checkout compile the loop first (see test_cli's Ctrl-C test): wait for training.
         client, deadline = MlflowClient(uri), time.monotonic() + 600
         while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert proc.poll() is None, stderr.text()[-2000:]
             folds = [r for r in _all_runs(client) if r.data.tags.get("role") == "fold"] \
                 if (tmp_path / "mlflow.db").exists() else []
             training = {r.data.tags.get("section") for r in folds if client.get_metric_history(r.info.run_id, "loss")}
             if training == {"2.2", "2.3"}:
                 break
             time.sleep(0.5)
-        yield proc, client
+        yield proc, client, stderr
 
 
 def _workers(proc):
@@ -118,15 +134,25 @@ def _workers(proc):
     return [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
 
 
+def _stacks(processes, stderr):
+    """Where each process still alive stands (its threads' stacks, through the workers' SIGUSR1)."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGUSR1)
+    time.sleep(2)
+    return "".join(stderr.chunks)[-6000:]
+
+
 @pytest.mark.parametrize("signum, status, line", [
     (signal.SIGINT, 130, "mnist-mlp: interrupted; the runs in progress were ended KILLED"),
     (signal.SIGTERM, 143, "mnist-mlp: terminated; the runs in progress were ended KILLED"),
 ])
 def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(tmp_path, signum, status, line):
-    with _study_training(tmp_path) as (proc, client):
+    with _study_training(tmp_path) as (proc, client, stderr):
         sent = time.monotonic()
         proc.send_signal(signum)  # to the command only: it stops its workers itself
-        _, err = proc.communicate(timeout=180)
+        proc.wait(timeout=180)
+        err = stderr.text()
     took = time.monotonic() - sent
     runs = _all_runs(client)
     assert proc.returncode == status, err[-2000:]
@@ -140,10 +166,11 @@ def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(t
 def test_a_worker_that_dies_leaves_no_run_running(tmp_path):
     """A worker killed outright cannot end its runs: the command ends them KILLED, saying why,
     stops the other section, and fails naming the section."""
-    with _study_training(tmp_path) as (proc, client):
+    with _study_training(tmp_path) as (proc, client, stderr):
         victim = _workers(proc)[0]
         victim.kill()
-        _, err = proc.communicate(timeout=180)
+        proc.wait(timeout=180)
+        err = stderr.text()
     runs = _all_runs(client)
     assert proc.returncode == 1, err[-2000:]
     assert "its worker process died (exit code -9)" in err, err[-2000:]
@@ -157,15 +184,68 @@ def test_workers_stop_and_end_their_runs_when_the_command_is_killed(tmp_path):
     """``kill -9`` of the command: its workers notice, stop as if told to, and end their runs KILLED."""
     import psutil
 
-    with _study_training(tmp_path) as (proc, client):
+    with _study_training(tmp_path) as (proc, client, stderr):
         workers = _workers(proc)
         assert len(workers) == 2
         proc.kill()
         proc.wait(timeout=60)
         gone, alive = psutil.wait_procs(workers, timeout=60)
-        assert not alive, "workers still running after their command was killed"
+        assert not alive, ("workers still running after their command was killed", _stacks(alive, stderr))
     runs = _all_runs(client)
     assert {r.info.status for r in runs} == {"KILLED"}, _left(runs)
+
+
+_STUCK_WORKER = """
+import multiprocessing, os, signal, sys, time
+
+def stop(signum, frame):
+    raise KeyboardInterrupt("stopped")  # as a study worker's own handler does
+
+def worker(uri, tag):
+    signal.signal(signal.SIGTERM, stop)
+    from mlflow.tracking import MlflowClient
+    from mnist_mlp.study import side_by_side
+
+    side_by_side._STOP_GRACE_S = 2
+    MlflowClient(uri).create_run("0", tags={side_by_side.WORKER_TAG: tag})
+    side_by_side._stop_when_orphaned(tag)
+    print("ready", flush=True)
+    while True:  # a main thread that swallows every stop
+        try:
+            time.sleep(100)
+        except BaseException:
+            pass
+
+if __name__ == "__main__":
+    process = multiprocessing.get_context("spawn").Process(target=worker, args=sys.argv[1:], daemon=True)
+    process.start()
+    print(process.pid, flush=True)
+    process.join()
+"""
+
+
+def test_a_worker_that_cannot_stop_after_its_command_died_ends_its_runs_and_exits(tmp_path):
+    """Nobody is left to end the runs of a worker whose command was killed and whose main thread
+    does not stop: it ends them itself after the grace period, and exits."""
+    import psutil
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    script = tmp_path / "command.py"
+    script.write_text(_STUCK_WORKER)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
+    with child_process([sys.executable, script, uri, "worker-1"], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True) as proc:
+        stderr = _Drained(proc.stderr)
+        worker = psutil.Process(int(proc.stdout.readline()))
+        assert proc.stdout.readline().strip() == "ready", stderr.text()[-2000:]
+        proc.kill()
+        proc.wait(timeout=60)
+        gone, alive = psutil.wait_procs([worker], timeout=60)
+        assert not alive, "the stuck worker outlived its grace period"
+    [run] = MlflowClient(uri).search_runs(["0"])
+    assert run.info.status == "KILLED"
+    assert "did not stop within 2 s" in run.data.tags["error"]
 
 
 def test_the_command_line_runs_sections_side_by_side(tmp_path, tracked):

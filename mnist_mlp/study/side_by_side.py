@@ -17,7 +17,9 @@ before the error is raised here. No run is left RUNNING when a worker cannot
 end its own: every run a worker opens carries its ``study_worker`` tag, and
 once it has ended, runs with its tag still RUNNING (a worker killed after the
 grace period, or one that died) are ended KILLED here, saying why. A worker
-whose starting process dies (``kill -9``) stops itself the same way.
+whose starting process dies (``kill -9``) stops itself the same way, and if
+it cannot, ends its own runs after the grace period and exits. ``kill -USR1``
+of a worker prints where each of its threads stands (a hung worker explained).
 
 Why longest first: a greedy schedule that starts the longest sections first
 (LPT) finishes within 4/3 of the best possible time; started last, the
@@ -29,6 +31,7 @@ optimizer step (:data:`STEP_COST_IN_ROWS`).
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import multiprocessing
 import os
@@ -113,12 +116,17 @@ def _cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _stop_when_orphaned():
+def _stop_when_orphaned(tag):
     """Stop this worker (as the starting process would: SIGTERM) if the process that started it dies.
 
     A starting process killed outright (``kill -9``, the OOM killer) cannot
     stop its workers; without this they would train on, their runs RUNNING.
+    Nor can it end the runs of a worker that does not stop: so if this one
+    has not stopped :data:`_STOP_GRACE_S` after, whatever holds its main
+    thread, it ends its own runs KILLED from here (they carry ``tag``) and exits.
     """
+    from mnist_mlp import tracking
+
     parent = multiprocessing.parent_process()
     if parent is None:
         return
@@ -126,6 +134,13 @@ def _stop_when_orphaned():
     def watch():
         wait([parent.sentinel])  # ready when the starting process has ended, however it ended
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(_STOP_GRACE_S)  # a daemon thread: gone with the worker if it stops in time
+        if tracking.tracking_enabled():
+            with contextlib.suppress(Exception):  # the store gone too: nothing more can be done
+                tracking.end_runs_left_running(
+                    {WORKER_TAG: tag}, f"its study command was killed, and its worker process did not "
+                                       f"stop within {_STOP_GRACE_S} s")
+        os._exit(128 + signal.SIGTERM)  # not sys.exit: the main thread is what does not stop
 
     threading.Thread(target=watch, name="mnist-mlp stop when orphaned", daemon=True).start()
 
@@ -138,7 +153,9 @@ def _worker(connection, name, data, run_kwargs, threads, launcher, tag):
         raise KeyboardInterrupt(f"section {name} stopped by the process that started it")
 
     signal.signal(signal.SIGTERM, stop)
-    _stop_when_orphaned()
+    _stop_when_orphaned(tag)
+    if hasattr(signal, "SIGUSR1"):  # ``kill -USR1 <pid>``: where each of its threads stands, on stderr
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     # One fit per worker at a time: give it its share of the cores (read by the training loop).
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
