@@ -162,8 +162,9 @@ class _LockReportDropped(logging.Filter):
 
     def filter(self, record):
         exc = record.exc_info[1] if record.exc_info else None
+        # SQLAlchemy's OperationalError, raised from the driver's: the lock is read where retrying reads it.
         return not (getattr(_RETRYING, "depth", 0) and exc is not None
-                    and any("database is locked" in str(err).lower() for err in _chain(exc)))
+                    and any(_is_locked_error(err) for err in _chain(exc)))
 
 
 _LOCK_REPORT_DROPPED = _LockReportDropped()
