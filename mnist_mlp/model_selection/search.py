@@ -207,6 +207,8 @@ class TrackedSearchMixin:
                     super().fit(X, y, **params)
             finally:
                 del self._fold_context
+                # Interrupted: joblib killed the workers mid-fit; their runs end KILLED here.
+                tracking.end_runs_of_stopped_workers()
             self._end_orphans(parent)
             self._log_results(parent)
             self._log_attempt(parent, attempt, time.perf_counter() - started)

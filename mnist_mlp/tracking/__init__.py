@@ -13,6 +13,9 @@ theirs to import):
 - runs a worker left: :func:`runs_tagged` (every run a block opens tagged)
   and :func:`end_runs_left_running` (those still RUNNING ended KILLED by
   the process that started a worker that was killed or died);
+  :func:`end_runs_of_stopped_workers` (the runs that this process's fits in
+  joblib's worker processes left RUNNING when they were killed, ended KILLED;
+  see ``ledger``);
 - what a fit logs: :func:`track_fit` (the estimator's one call: params,
   per-epoch metrics, results, plots, model), :func:`log_model`,
   :func:`log_evaluation`, :func:`model_wanted` (the model logging policy),
@@ -36,7 +39,8 @@ its writes, the local fallback, artifact staging, how it ends),
 ``fit_logging`` (what a fit logs), ``callbacks`` (per-epoch logging and
 divergence), ``values`` (describing values), ``naming`` (run names, scale,
 descriptions), ``registry`` (registered versions and the champion),
-``autolog`` (MLflow's autologging suspended inside the package's fits).
+``autolog`` (MLflow's autologging suspended inside the package's fits),
+``ledger`` (runs of killed workers, and of threads at exit, ended KILLED).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ _EXPORTS = {
                      "resolve_tracking_uri", "retrying"], "store"),
     **dict.fromkeys(["describe", "jsonable", "param_value"], "values"),
     "autolog_suspended": "autolog",
+    "end_runs_of_stopped_workers": "ledger",
     **dict.fromkeys(["CHAMPION", "register_model", "registered_name"], "registry"),
     **dict.fromkeys(["NOTE_TAG", "counted", "fit_run_name", "format_value", "grid_values", "scale_tags", "short_key",
                      "standalone_run_name"], "naming"),

@@ -36,7 +36,7 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 
 from mnist_mlp._switch import FIT_CONTEXT
-from mnist_mlp.tracking import artifacts, store, values
+from mnist_mlp.tracking import artifacts, ledger, store, values
 from mnist_mlp.tracking.fallback import FallbackFolder
 
 __all__ = ["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run", "current_test_set", "dataset",
@@ -68,6 +68,10 @@ class FitContext:
     dataset : str or None
         The dataset's name (:func:`dataset`): context variables stay in the
         process that set them, so a fit in a worker process reads it here.
+    ledger : tuple or None
+        ``(host, folder)`` of the dispatching process's ledger
+        (:mod:`~mnist_mlp.tracking.ledger`): a worker on that host registers
+        its run there, so that the run is ended KILLED if the worker is killed.
     """
 
     tracking_uri: str
@@ -78,6 +82,7 @@ class FitContext:
     run_name: str | None = None
     test_data: tuple | None = None
     dataset: str | None = None
+    ledger: tuple | None = None
 
     def with_tags(self, **tags):
         return dataclasses.replace(self, tags={**self.tags, **tags})
@@ -133,7 +138,10 @@ def context_to_inherit():
     if run is None:
         return None
     context = FitContext(store.resolve_tracking_uri(), run.info.experiment_id, run.info.run_id,
-                         {"launched_in": "worker process"}, log_model=True)
+                         {"launched_in": "worker process"}, log_model=True, ledger=ledger.dispatching())
+    # Nothing of ours is on the stack of scikit-learn's search when it is interrupted:
+    # a watcher ends the runs of the workers it killed.
+    ledger.watch()
     return os.getpid(), context
 
 
@@ -313,6 +321,7 @@ class FitRun:
         #: (which also holds any single write a reachable store refused).
         self.lost = False
         self.fallback = self.fallback_dir = None
+        self._ledger_entry = None
 
     def _store(self, call, *args, local, **kwargs):
         """Write through the store; if it fails for good, write ``local()`` to the fallback folder."""
@@ -401,8 +410,12 @@ class FitRun:
             client.create_run, experiment_id,
             tags={k: str(v) for k, v in tags.items()}, run_name=run_name,
         )
-        return cls(client, run.info.run_id, experiment_id, log_model=log_model,
-                   artifact_uri=run.info.artifact_uri, name=run_name, tags=tags)
+        opened = cls(client, run.info.run_id, experiment_id, log_model=log_model,
+                     artifact_uri=run.info.artifact_uri, name=run_name, tags=tags)
+        if context is not None:  # sent from another process: in its ledger, should this one be killed
+            opened._ledger_entry = ledger.register(context.ledger, client.tracking_uri, run.info.run_id)
+        ledger.opened(opened)
+        return opened
 
     @classmethod
     def _reopened(cls, client, run):
@@ -414,6 +427,7 @@ class FitRun:
                        name=run.info.run_name, tags=run.data.tags)
         reopened.resumed = True
         reopened.logged_params = dict(run.data.params)
+        ledger.opened(reopened)
         return reopened
 
     @classmethod
@@ -436,7 +450,7 @@ class FitRun:
         return FitContext(
             self.tracking_uri, self.experiment_id, self.run_id, {**(_RUN_TAGS.get() or {}), **tags}, log_model,
             run_name,
-            test_data=_TEST_DATA.get(), dataset=_DATASET.get(),
+            test_data=_TEST_DATA.get(), dataset=_DATASET.get(), ledger=ledger.dispatching(),
         )
 
     def children(self):
@@ -619,6 +633,10 @@ class FitRun:
                 self.log_metric_series(self._end_metrics, tags, results=self._end_results)
         self._store(self.client.set_terminated, self.run_id, status,
                     local=lambda: self.fallback.update_json("info.json", {"status": status}))
+        # Ended: no longer the ledger's to end (an ending cut short stays in it).
+        ledger.closed(self)
+        if self._ledger_entry is not None:
+            self._ledger_entry.close()
 
     def __enter__(self):
         return self

@@ -1,0 +1,220 @@
+"""Runs whose process stops before ending them: ended KILLED, never left RUNNING.
+
+A fit's run ends where it was opened (:class:`~mnist_mlp.tracking.runs.FitRun`
+as a context manager). Two kinds of stop leave no chance to do so:
+
+- **A worker process killed.** A search with ``n_jobs=2`` (ours or
+  scikit-learn's) fits in joblib's loky workers; on Ctrl-C, joblib kills them
+  with SIGKILL, mid-fit. So a worker that opens a run for a fit sent from
+  another process on this machine registers it in the *dispatching* process's
+  ledger folder: an entry file it holds an exclusive ``flock`` on for as long
+  as the run is open. However the worker dies, the kernel drops its lock; the
+  dispatching process ends KILLED each run whose entry is no longer locked
+  and which is still RUNNING (:func:`reap`): our searches as they return or
+  are interrupted, and, for scikit-learn's own searches (nothing of ours is on
+  their stack), a watcher thread within a quarter of a second, and at exit.
+- **A process exiting while a thread of it fits** (joblib's threading
+  backend, interrupted: its pool's daemon threads die with the process). Runs
+  still open in this process at exit are ended KILLED by an ``atexit`` hook.
+
+Workers on other machines (a Dask cluster) keep running their fits when the
+client is interrupted, and end their runs themselves. Without ``fcntl``
+(Windows) the ledger is off and only the ``atexit`` hook applies.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, no ledger
+    fcntl = None
+
+__all__ = ["Entry", "closed", "dispatching", "end_runs_of_stopped_workers", "opened", "reap", "register", "watch"]
+
+logger = logging.getLogger(__name__)
+
+#: Why a run ended here is recorded in its ``error`` tag.
+WORKER_GONE = "its worker process stopped before ending it (killed or interrupted)"
+PROCESS_EXITED = "the process exited while the fit was running"
+
+# How often the watcher thread looks for runs of dead workers.
+_WATCH_S = 0.25
+
+_lock = threading.Lock()
+_folder = None  # this process's ledger folder, made on first use
+_watcher = None
+_open_here = set()  # runs opened and not yet ended in this process
+
+
+def _ensure_exit_hook():
+    # Registered once, on first use: atexit runs hooks last-registered-first,
+    # so this one runs before MLflow's (imported earlier) closes its stores.
+    if not getattr(_ensure_exit_hook, "done", False):
+        atexit.register(_at_exit)
+        _ensure_exit_hook.done = True
+
+
+def dispatching():
+    """``(host, folder)`` of this process's ledger, for a fit context sent to workers; None without ``fcntl``."""
+    global _folder
+    if fcntl is None:
+        return None
+    with _lock:
+        if _folder is None:
+            root = Path(tempfile.gettempdir()) / "mnist-mlp-ledger"
+            root.mkdir(exist_ok=True)
+            _folder = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root))
+            _ensure_exit_hook()
+    return socket.gethostname(), str(_folder)
+
+
+class Entry:
+    """A run registered in another process's ledger; its lock held until :meth:`close`."""
+
+    def __init__(self, fd, path):
+        self.fd, self.path = fd, path
+
+    def close(self):
+        # Unlink, then unlock: a reaper that gets the lock finds the entry gone.
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def register(ledger, tracking_uri, run_id):
+    """Register ``run_id`` in ``ledger`` (from :func:`dispatching`) when it is another process's on this host.
+
+    Returns the :class:`Entry` to close when the run ends, or None (the same
+    process, another host, no ledger, or a ledger that is gone: nothing to do).
+    """
+    if ledger is None or fcntl is None or ledger[0] != socket.gethostname():
+        return None
+    folder = Path(ledger[1])
+    if _folder is not None and folder == _folder:
+        return None
+    temporary = folder / f".{run_id}.{os.getpid()}"
+    try:
+        fd = os.open(temporary, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    except OSError:  # the dispatching process is gone and took its folder
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # locked before it is visible: never seen unlocked while alive
+        os.write(fd, json.dumps({"tracking_uri": tracking_uri, "run_id": run_id, "pid": os.getpid()}).encode())
+        path = folder / f"{run_id}.json"
+        os.replace(temporary, path)
+    except OSError as exc:
+        logger.debug("run %s not registered in %s: %r", run_id, folder, exc)
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        return None
+    return Entry(fd, path)
+
+
+def reap(reason=WORKER_GONE):
+    """End KILLED the runs of this process's ledger whose workers are gone; return their ids."""
+    if _folder is None:
+        return []
+    ended = []
+    for path in sorted(_folder.glob("*.json")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # ended meanwhile
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # its worker holds it: the run is open and alive
+                continue
+            if not path.exists():  # the worker ended it and let go
+                continue
+            entry = json.loads(path.read_text() or "{}")
+            if entry and _end_if_running(entry["tracking_uri"], entry["run_id"], reason):
+                ended.append(entry["run_id"])
+            with contextlib.suppress(OSError):
+                path.unlink()
+        except (OSError, ValueError) as exc:
+            logger.warning("could not end the run of %s: %r", path, exc)
+        finally:
+            os.close(fd)
+    return ended
+
+
+def end_runs_of_stopped_workers():
+    """End KILLED the runs that workers of this process's fits left RUNNING when they were stopped.
+
+    For a search as it returns or is interrupted (joblib has killed its
+    workers by then). Returns the ids of the runs ended.
+    """
+    return reap(WORKER_GONE)
+
+
+def _end_if_running(tracking_uri, run_id, reason):
+    from mnist_mlp.tracking import store
+
+    client = store.client(tracking_uri)
+    if store.retrying(client.get_run, run_id).info.status != "RUNNING":
+        return False
+    store.retrying(client.set_tag, run_id, "error", reason)
+    store.retrying(client.set_terminated, run_id, "KILLED")
+    return True
+
+
+def watch():
+    """Reap from a daemon thread every quarter second (for searches that are not ours)."""
+    global _watcher
+    if fcntl is None:
+        return
+    with _lock:
+        if _watcher is not None:
+            return
+        _watcher = threading.Thread(target=_watch, name="mnist-mlp-ledger", daemon=True)
+        _watcher.start()
+
+
+def _watch():
+    while True:
+        time.sleep(_WATCH_S)
+        try:
+            if _folder is not None and any(_folder.glob("*.json")):
+                reap()
+        except Exception as exc:  # noqa: BLE001 - a watcher must not die of one bad store
+            logger.debug("ledger watcher: %r", exc)
+
+
+def opened(run):
+    """Note ``run`` open in this process (ended KILLED if the process exits first)."""
+    with _lock:
+        _open_here.add(run)
+    _ensure_exit_hook()
+
+
+def closed(run):
+    """Note ``run`` ended."""
+    with _lock:
+        _open_here.discard(run)
+
+
+def _at_exit():
+    with _lock:
+        left = list(_open_here)
+    for run in left:  # a thread's fit, or an ending cut short: straight to the store
+        with contextlib.suppress(Exception):
+            _end_if_running(run.tracking_uri, run.run_id, PROCESS_EXITED)
+    with contextlib.suppress(Exception):
+        reap()
+    if _folder is not None:
+        shutil.rmtree(_folder, ignore_errors=True)
