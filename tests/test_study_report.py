@@ -45,6 +45,11 @@ def test_report_sets_our_figures_beside_the_published_ones(tracked, embedded, tm
     figures = sorted(p.name for p in (tmp_path / "report" / "figures").iterdir())
     assert "2.4.1-0-curves.png" in figures and "2.3-0-weights.png" in figures
     assert json.loads(data)["sections"][3]["name"] == "2.4.1"
+    # Each report names the versions its runs were made with.
+    from importlib.metadata import version
+
+    assert json.loads(data)["environment"]["numpy"] == [version("numpy")]
+    assert "## Environment" in markdown and f"| numba | {version('numba')} |" in markdown
 
 
 def test_a_rerun_with_more_seeds_adds_to_the_rows_and_a_quick_run_does_not(tracked, embedded):
@@ -134,3 +139,21 @@ def test_one_number_format_per_column():
     assert [format_number(v, ".3g") for v in (0.536, 1.25e8, 2.3)] == ["0.536", "1.25e+08", "2.3"]
     assert _params({"classifier__hidden_layer_sizes": "[128, 256]", "classifier__alpha": "1e-06",
                     "classifier__learning_rate_init": "0.001"}) == "hidden=128-256, alpha=1e-06, lr=0.001"
+
+
+def test_a_differing_environment_is_named_with_the_pinned_install(tmp_path):
+    from mnist_mlp.study.environment import difference_note
+    from mnist_mlp.tracking import library_versions
+
+    here = library_versions()
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"environment": {"python": [here["python"]],
+                                                  "numpy": [here["version.numpy"]]}}))
+    assert difference_note(report) is None
+    report.write_text(json.dumps({"environment": {"python": [here["python"]], "numpy": ["1.0.0"],
+                                                  "numba": [here["version.numba"]], "not-installed": ["2.0"]}}))
+    note = difference_note(report)
+    assert f"numpy {here['version.numpy']} here, 1.0.0 there" in note
+    assert "not-installed not installed here, 2.0 there" in note and "numba" not in note
+    assert "-c constraints.txt" in note
+    assert difference_note(tmp_path / "absent.json") is None

@@ -497,6 +497,17 @@ Both protocols, the same parameters:
 {% for f in s.final.figures %}![final](figures/{{ f }}) {% endfor %}
 {% endif %}
 {% endfor %}
+{% if environment %}
+## Environment
+
+The versions these figures came from (the runs' `python` and `version.*` tags); another release
+of these libraries can move a figure. `constraints.txt` pins the tested ones
+(`pip install -e . -c constraints.txt`).
+
+| | version |
+| --- | --- |
+{% for name, versions in environment.items() %}| {{ name }} | {{ versions|join(", ") }} |
+{% endfor %}{% endif %}
 """
 
 _HTML_PAGE = """<!doctype html>
@@ -532,11 +543,22 @@ def _distributions(sections, figures_dir):
         section["distribution"] = name
 
 
+def _run_ids(sections):
+    """Every run a report's figures come from: sections' searches and final networks."""
+    ids = []
+    for section in sections:
+        ids += section.get("run_ids") or []
+        ids += [search["run_id"] for search in section.get("searches", {}).values()]
+        ids += [final["run_id"] for final in section.get("finals", [])]
+    return ids
+
+
 def write_report(output_dir, *, tracking_uri=None):
     """Write ``report.md``, ``report.html``, ``report.json`` and ``figures/`` into ``output_dir``.
 
     One template renders the Markdown; the HTML is that Markdown rendered,
-    so both always hold the same content.
+    so both always hold the same content. Each ends with the versions of
+    Python and of the libraries its runs were made with (JSON: ``environment``).
 
     Parameters
     ----------
@@ -548,9 +570,12 @@ def write_report(output_dir, *, tracking_uri=None):
     list of pathlib.Path
         The files written (Markdown, HTML, JSON).
     """
+    from mnist_mlp.study import environment
+
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     sections = collect(tracking_uri)
+    versions = environment.of_runs(_client(tracking_uri), _run_ids(sections))
     _figures(_client(tracking_uri), sections, output / "figures")
     _distributions(sections, output / "figures")
     walls = [s.get("wall_time_s") for s in sections] + [
@@ -563,10 +588,11 @@ def write_report(output_dir, *, tracking_uri=None):
     env = Environment(autoescape=False)
     env.globals.update(fmt=format_number, params=_params, mean=statistics.fmean, sd=statistics.stdev)
     markdown = env.from_string(_TEMPLATE).render(sections=sections, total_wall=total_wall, summary=_summary(sections),
-                                                  not_full=not_full)
+                                                  not_full=not_full, environment=versions)
     markdown = re.sub(r"\n{3,}", "\n\n", markdown)
     paths = [output / "report.md", output / "report.html", output / "report.json"]
     paths[0].write_text(markdown)
     paths[1].write_text(_markdown_to_html(markdown))
-    paths[2].write_text(json.dumps({"sections": sections, "total_wall_s": total_wall}, indent=2, default=str))
+    paths[2].write_text(json.dumps({"sections": sections, "total_wall_s": total_wall, "environment": versions},
+                                   indent=2, default=str))
     return paths

@@ -51,6 +51,8 @@ PROCESS_EXITED = "the process exited while the fit was running"
 
 # How often the watcher thread looks for runs of dead workers.
 _WATCH_S = 0.25
+# How long a process at exit waits for workers that still hold runs (being killed, or ending them).
+_EXIT_WAIT_S = 10.0
 
 _lock = threading.Lock()
 _folder = None  # this process's ledger folder, made on first use
@@ -124,20 +126,23 @@ def register(ledger, tracking_uri, run_id):
     return Entry(fd, path)
 
 
-def reap(reason=WORKER_GONE):
-    """End KILLED the runs of this process's ledger whose workers are gone; return their ids."""
+def reap(reason=WORKER_GONE, wait_s=0.0):
+    """End KILLED the runs of this process's ledger whose workers are gone; return their ids.
+
+    ``wait_s``: how long a worker still holding its entry is given to let go
+    (die, or end its run): joblib kills its workers as it aborts, but need not
+    wait for them to be gone.
+    """
     if _folder is None:
         return []
-    ended = []
+    ended, deadline = [], time.monotonic() + wait_s
     for path in sorted(_folder.glob("*.json")):
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:  # ended meanwhile
             continue
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # its worker holds it: the run is open and alive
+            if not _lock_by(fd, deadline):  # its worker holds it: the run is open and alive
                 continue
             if not path.exists():  # the worker ended it and let go
                 continue
@@ -153,13 +158,26 @@ def reap(reason=WORKER_GONE):
     return ended
 
 
-def end_runs_of_stopped_workers():
+def _lock_by(fd, deadline):
+    """Whether the entry's lock was taken before ``deadline`` (its worker is gone or let go)."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+def end_runs_of_stopped_workers(wait_s=5.0):
     """End KILLED the runs that workers of this process's fits left RUNNING when they were stopped.
 
-    For a search as it returns or is interrupted (joblib has killed its
-    workers by then). Returns the ids of the runs ended.
+    For a search as it returns or is interrupted: joblib is killing its
+    workers; each still holding a run is given ``wait_s`` seconds to be gone.
+    Returns the ids of the runs ended.
     """
-    return reap(WORKER_GONE)
+    return reap(WORKER_GONE, wait_s)
 
 
 def _end_if_running(tracking_uri, run_id, reason):
@@ -215,6 +233,6 @@ def _at_exit():
         with contextlib.suppress(Exception):
             _end_if_running(run.tracking_uri, run.run_id, PROCESS_EXITED)
     with contextlib.suppress(Exception):
-        reap()
+        reap(wait_s=_EXIT_WAIT_S)  # joblib's workers are being killed as this process ends
     if _folder is not None:
         shutil.rmtree(_folder, ignore_errors=True)

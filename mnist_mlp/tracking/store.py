@@ -369,8 +369,9 @@ def current_experiment_id(client):
 def library_versions():
     """Versions of the libraries a fit depends on, as run tags."""
     tags = {"python": platform.python_version()}
-    for dist in ("mnist-mlp", "tensorflow", "tensorflow-cpu", "keras", "scikeras",
-                 "scikit-learn", "mlflow", "numpy"):
+    # Those whose release can move a figure (the loops' arithmetic, the splits, Keras), and MLflow.
+    for dist in ("mnist-mlp", "tensorflow", "tensorflow-cpu", "keras", "scikeras", "scikit-learn", "scipy",
+                 "mlflow", "numpy", "numba", "llvmlite", "jax", "jaxlib"):
         try:
             tags[f"version.{dist}"] = metadata.version(dist)
         except metadata.PackageNotFoundError:
