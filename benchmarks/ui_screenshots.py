@@ -48,7 +48,7 @@ VIEWPORT = {"width": 1600, "height": 1000}
 def build_store(store, *, data_dir=None, epochs=3, n_train=3000, tune_epochs=3, final_epochs=2):
     """A quick study store in ``store``: section 2.4.1 and a small tune (a registered champion)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "MNIST_MLP_TRACKING": "1"}
-    data = ["--data-dir", str(data_dir)] if data_dir else []
+    data = ["--data-dir", str(Path(data_dir).resolve())] if data_dir else []  # the CLI runs in store
     cli = [sys.executable, "-m", "mnist_mlp"]
     for args in (["study", "2.4.1", "--epochs", str(epochs), "--n-train", str(n_train)],
                  ["tune", "--epochs", str(tune_epochs), "--final-epochs", str(final_epochs), "--n-train", str(n_train)]):

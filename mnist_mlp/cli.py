@@ -257,7 +257,7 @@ def _int_list(text):
 def _add_data_args(parser):
     parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist", help="which images")
     parser.add_argument("--data-dir", help="directory of IDX files or mnist.npz "
-                        "(default: $MNIST_MLP_DATA_DIR, else the embedded subset)")
+                        "(default: $MNIST_MLP_DATA_DIR, else the embedded subset, as load_mnist())")
 
 
 def _load_data(args):
@@ -266,7 +266,7 @@ def _load_data(args):
     data_dir = args.data_dir or None  # MLproject passes "" for "not given"
     if args.dataset == "fashion-mnist":
         return load_fashion_mnist(data_dir)
-    return load_mnist(data_dir, download=False)
+    return load_mnist(Path(data_dir) if data_dir else None)  # a Path: a folder named "full" is a folder
 
 
 def _write_json(path, result):
@@ -296,7 +296,7 @@ def _study(args):
     if args.n_jobs < 1:
         raise ValueError(f"--n-jobs must be at least 1; got {args.n_jobs}")
     splits = _load_data(args)
-    print(f"data: {splits.name} from {splits.source}")
+    print(f"data: {splits.describe()}")
     start = time.perf_counter()
     if len(names) > 1 and args.n_jobs > 1 and not args.scheduler:
         results = _study_side_by_side(names, splits, args)
@@ -346,7 +346,7 @@ def _tune(args):
     from mnist_mlp.study import load_experiment, progress_display, run_tuning
 
     splits = _load_data(args)
-    print(f"data: {splits.name} from {splits.source}")
+    print(f"data: {splits.describe()}")
     with _cluster(args), progress_display("tuning", None) as callback:
         result = run_tuning(
             splits, epochs=args.epochs, final_epochs=args.final_epochs, n_train=args.n_train,
@@ -493,7 +493,7 @@ def _fit(args):
         random_state=args.random_state,
         verbose=args.verbose,
     )
-    print(f"data: {splits.name} from {splits.source}: {len(x_train)} train, {len(x_test)} test")
+    print(f"data: {splits.describe()}")
     from mnist_mlp.study import progress_display
     from mnist_mlp.tracking import dataset
 

@@ -1,16 +1,21 @@
-"""MNIST-format data: IDX readers, validation and the loaders' fall-back order.
+"""MNIST-format data: IDX readers, validation and the loaders.
 
-``load_mnist`` looks, in this order, at a directory (argument, then the
-``MNIST_MLP_DATA_DIR`` environment variable), the Keras cache or download, and
-finally the small subset embedded in the package, so that the quick start and
-the tests work with no network and no extra files.
+``load_mnist()`` loads what the command line loads: the directory named in
+``MNIST_MLP_DATA_DIR`` if set, else the small subset embedded in the package,
+so that the quick start and the tests work with no network and no extra
+files. The full MNIST is loaded only when asked for (``source="full"``, or a
+directory), and downloaded only with ``download=True``: the data never switch
+silently, and nothing waits on a network that is not there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
 import logging
 import os
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import numpy as np
 
 __all__ = [
     "DATA_DIR_ENV",
+    "DOWNLOAD_TIMEOUT_S",
     "DatasetSplits",
     "IDXFormatError",
     "IMAGE_SUFFIXES",
@@ -33,6 +39,13 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable naming a directory that holds MNIST (IDX files or ``mnist.npz``).
 DATA_DIR_ENV = "MNIST_MLP_DATA_DIR"
+
+#: Seconds ``load_mnist("full", download=True)`` waits for the server (to connect, and for each read).
+DOWNLOAD_TIMEOUT_S = 30
+
+#: Where Keras downloads MNIST from, and the file's SHA-256 (keras.datasets.mnist's own).
+MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 
 #: Where Debian's ``dataset-fashion-mnist`` package puts its files.
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -82,6 +95,17 @@ class DatasetSplits(tuple):
 
     def __getnewargs_ex__(self):
         return (self[0], self[1]), {"name": self.name, "source": self.source}
+
+    def describe(self):
+        """One line naming the data and their size, as the loaders log it and the CLI prints it.
+
+        Returns
+        -------
+        str
+            E.g. ``"mnist-embedded from embedded: 6,000 train, 1,000 test images"``.
+        """
+        (x_train, _), (x_test, _) = self
+        return f"{self.name} from {self.source}: {len(x_train):,} train, {len(x_test):,} test images"
 
     def __repr__(self):
         (x_train, _), (x_test, _) = self
@@ -237,54 +261,107 @@ def load_embedded_mnist():
     return DatasetSplits(*_validated(arrays, _EMBEDDED), name="mnist-embedded", source="embedded")
 
 
-def _load_keras_mnist():
-    cached = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz"
-    if cached.is_file():
-        return DatasetSplits(*_validated(_load_npz(cached), cached), name="mnist", source=str(cached))
-    from mnist_mlp._tensorflow import keras
-
-    train, test = keras.datasets.mnist.load_data()
-    return DatasetSplits(train, test, name="mnist", source="keras")
+def _keras_cache():
+    """Where Keras keeps its downloaded ``mnist.npz`` (``$KERAS_HOME``, else ``~/.keras``)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz"
 
 
-def load_mnist(data_dir=None, *, download=True):
-    """Load MNIST from the first place that has it.
+def _download_mnist(target, timeout):
+    """Download Keras's ``mnist.npz`` to ``target``: checked against its SHA-256, then moved there whole."""
+    import urllib.request
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("downloading MNIST from %s to %s", MNIST_URL, target)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".mnist-", suffix=".part")
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(MNIST_URL, timeout=timeout) as response:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != MNIST_SHA256:
+            raise OSError(f"SHA-256 {digest.hexdigest()}, expected {MNIST_SHA256}")
+        os.replace(partial, target)
+    except OSError as exc:  # URLError, a timeout and a refused connection are all OSErrors
+        raise OSError(f"MNIST download from {MNIST_URL} failed ({exc}); nothing was saved. Without a "
+                      f"network, put the four IDX files in a folder and set {DATA_DIR_ENV}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+
+
+def _load_full_mnist(download, timeout):
+    """The full MNIST from ``$MNIST_MLP_DATA_DIR``, else Keras's cache, else (asked to) a download."""
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if data_dir:
+        return load_idx_dataset(data_dir, name="mnist")
+    cached = _keras_cache()
+    if not cached.is_file():
+        if not download:
+            raise FileNotFoundError(
+                f"the full MNIST is in neither ${DATA_DIR_ENV} (unset) nor Keras's cache ({cached}): set "
+                f"{DATA_DIR_ENV} to a folder of the four IDX files, or pass download=True")
+        _download_mnist(cached, timeout)
+    return load_idx_dataset(cached, name="mnist")
+
+
+def load_mnist(source=None, *, download=False, timeout=DOWNLOAD_TIMEOUT_S):
+    """Load MNIST: by default what the command line loads, and never a silent switch.
 
     Parameters
     ----------
-    data_dir : str or os.PathLike, default=None
-        A directory with the IDX files or ``mnist.npz`` (see
-        :func:`load_idx_dataset`). When None, the ``MNIST_MLP_DATA_DIR``
-        environment variable is used if set. A directory that is named but
-        missing or broken is an error, never silently replaced.
-    download : bool, default=True
-        With no directory, try the Keras cache and then Keras's download.
-        If that fails (no network), or with ``download=False``, fall back to
-        the embedded subset and log a warning.
+    source : {None, "embedded", "full"}, str or os.PathLike, default=None
+        - None: the directory in the ``MNIST_MLP_DATA_DIR`` environment variable if it is set,
+          else the embedded subset: what ``mnist-mlp`` loads without ``--data-dir``.
+        - ``"embedded"``: the 6,000 training and 1,000 test images shipped in the package
+          (:func:`load_embedded_mnist`).
+        - ``"full"``: the 60,000 and 10,000 images, from ``MNIST_MLP_DATA_DIR``, else Keras's
+          cache (``~/.keras/datasets/mnist.npz``), else downloaded there if ``download``.
+        - a path: a directory of the IDX files or ``mnist.npz``, or such an ``.npz``
+          (:func:`load_idx_dataset`); give a folder named ``full`` as ``Path("full")``.
+
+        A directory that is named but missing or broken is an error, never silently replaced.
+    download : bool, default=False
+        With ``source="full"`` and no local copy, download Keras's ``mnist.npz`` (11 MB) into
+        Keras's cache, checked against its SHA-256. Nothing else ever touches the network.
+    timeout : float, default=30
+        Seconds the download waits for the server to connect or send more.
 
     Returns
     -------
     DatasetSplits
-        ``(x_train, y_train), (x_test, y_test)`` with ``.name`` and ``.source``.
+        ``(x_train, y_train), (x_test, y_test)`` with ``.name`` and ``.source``; an INFO log
+        line says which (:meth:`DatasetSplits.describe`).
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing directory, or ``"full"`` found nowhere without ``download``.
+    OSError
+        When the download fails (no network, a timeout, a wrong checksum).
+    ValueError
+        For ``download=True`` with any ``source`` but ``"full"``.
 
     Examples
     --------
     >>> from mnist_mlp import load_mnist
-    >>> (x_train, y_train), (x_test, y_test) = load_mnist(download=False)
-    >>> x_train.shape[1:], x_train.dtype.name
-    ((28, 28), 'uint8')
+    >>> (x_train, y_train), (x_test, y_test) = splits = load_mnist("embedded")
+    >>> splits.describe()
+    'mnist-embedded from embedded: 6,000 train, 1,000 test images'
     """
-    data_dir = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV) or None
-    if data_dir is not None:
-        return load_idx_dataset(data_dir, name="mnist")
-    if download:
-        try:
-            return _load_keras_mnist()
-        except Exception as exc:  # no network, proxy, broken cache: any of these
-            logger.warning("MNIST download failed (%s); using the embedded subset", exc)
+    keyword = source if isinstance(source, str) and source in ("embedded", "full") else None
+    if download and keyword != "full":
+        raise ValueError(f"download=True applies to source='full' only; got source={source!r}")
+    if keyword == "full":
+        splits = _load_full_mnist(download, timeout)
+    elif keyword == "embedded":
+        splits = load_embedded_mnist()
+    elif source is not None or os.environ.get(DATA_DIR_ENV):
+        splits = load_idx_dataset(source if source is not None else os.environ[DATA_DIR_ENV], name="mnist")
     else:
-        logger.info("no MNIST directory given; using the embedded subset")
-    return load_embedded_mnist()
+        splits = load_embedded_mnist()
+    logger.info("MNIST: %s", splits.describe())
+    return splits
 
 
 def load_fashion_mnist(data_dir=None):

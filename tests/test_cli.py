@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from mnist_mlp.cli import main
+from mnist_mlp.data import load_mnist
 from tests.helpers import child_process, run_child
 
 
@@ -20,6 +21,7 @@ def test_fit_on_embedded_data_writes_results(tmp_path, capsys, monkeypatch):
     assert code == 0
     printed = capsys.readouterr().out
     assert "from embedded" in printed and "test accuracy" in printed
+    assert f"data: {load_mnist().describe()}\n" in printed  # the CLI's default is Python's, said alike
     assert "(3 epochs, 57 weight updates; compiled loop, " in printed
     result = json.loads(out.read_text())
     assert result["n_train"] == 6000 and result["epochs_run"] == 3
@@ -333,8 +335,6 @@ def test_fit_says_where_its_run_is_and_predict_reads_it_back(tmp_path, capsys, m
     from mlflow.tracking import MlflowClient
     from PIL import Image
 
-    from mnist_mlp.data import load_mnist
-
     monkeypatch.delenv("MNIST_MLP_DATA_DIR", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MNIST_MLP_TRACKING", "1")
@@ -351,7 +351,7 @@ def test_fit_says_where_its_run_is_and_predict_reads_it_back(tmp_path, capsys, m
     assert "\x1b[" not in printed and "Epoch 2/2" in printed  # Keras's bar, without colour codes off a terminal
     assert "MLFLOW_TRACKING_URI" not in os.environ  # main() leaves the environment as it found it
 
-    (_, _), (x_test, y_test) = load_mnist(None, download=False)
+    (_, _), (x_test, y_test) = load_mnist()
     Image.fromarray(x_test[0]).save(tmp_path / "digit.png")
     np.save(tmp_path / "batch.npy", x_test[:4])
     np.save(tmp_path / "one.npy", x_test[1])  # one image, without its batch axis

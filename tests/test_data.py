@@ -120,31 +120,98 @@ def test_environment_variable_is_honoured(tmp_path, monkeypatch):
     assert len(x_train) == 30 and splits.source == str(tmp_path)
 
 
-def test_falls_back_to_embedded_without_network(monkeypatch, tmp_path, caplog):
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to resolve a name or open a connection fails the test."""
+    import socket
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the network was touched")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refused)
+    monkeypatch.setattr(socket.socket, "connect", refused)
+
+
+def _keras_cache(tmp_path, monkeypatch, embedded, n_train=50):
+    """A Keras-style ``mnist.npz`` cache under tmp_path with ``n_train`` training images."""
+    (x_train, y_train), (x_test, y_test) = embedded
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "datasets").mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "datasets" / "mnist.npz"
+    np.savez(path, x_train=x_train[:n_train], y_train=y_train[:n_train], x_test=x_test[:5], y_test=y_test[:5])
+    return path
+
+
+def test_default_is_the_embedded_subset_said_and_offline(monkeypatch, tmp_path, caplog, embedded, no_network):
+    """No directory: the embedded subset, as the CLI loads it, even beside a Keras cache; an INFO line says so."""
+    import logging
+
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no cache there
-
-    def offline(*args, **kwargs):
-        raise OSError("no network")
-
-    import mnist_mlp._tensorflow as tfmod
-
-    monkeypatch.setattr(tfmod.keras.datasets.mnist, "load_data", offline)
-    splits = load_mnist()
-    assert splits.source == "embedded"
-    assert "embedded subset" in caplog.text
-    assert load_mnist(download=False).source == "embedded"
+    _keras_cache(tmp_path, monkeypatch, embedded)
+    with caplog.at_level(logging.INFO, logger="mnist_mlp.data"):
+        (x_train, _), (x_test, _) = splits = load_mnist()
+    assert splits.source == "embedded" and (len(x_train), len(x_test)) == (6000, 1000)
+    assert "MNIST: mnist-embedded from embedded: 6,000 train, 1,000 test images" in caplog.text
+    assert load_mnist("embedded").source == "embedded"
 
 
-def test_keras_cache_is_used(monkeypatch, tmp_path, embedded):
+def test_full_comes_from_the_data_folder_then_the_keras_cache(monkeypatch, tmp_path, embedded, no_network):
+    _make_dataset(tmp_path, n_train=30)
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    (x_train, _), _ = splits = load_mnist("full")
+    assert len(x_train) == 30 and splits.source == str(tmp_path)
+    monkeypatch.delenv(DATA_DIR_ENV)
+    cache = _keras_cache(tmp_path / "keras", monkeypatch, embedded, n_train=50)
+    (x_train, _), _ = splits = load_mnist("full")
+    assert len(x_train) == 50 and splits.source == str(cache) and splits.name == "mnist"
+
+
+def test_full_found_nowhere_is_an_error_naming_both_ways(monkeypatch, tmp_path, no_network):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    (x_train, y_train), (x_test, y_test) = embedded
-    (tmp_path / "datasets").mkdir()
-    np.savez(tmp_path / "datasets" / "mnist.npz", x_train=x_train[:50], y_train=y_train[:50],
-             x_test=x_test[:5], y_test=y_test[:5])
-    (a, _), _ = splits = load_mnist()
-    assert len(a) == 50 and splits.source.endswith("mnist.npz")
+    with pytest.raises(FileNotFoundError, match=f"set {DATA_DIR_ENV} .* or pass download=True"):
+        load_mnist("full")
+    with pytest.raises(ValueError, match="download=True applies to source='full' only"):
+        load_mnist(download=True)
+
+
+def test_download_is_checked_and_kept_whole(monkeypatch, tmp_path, embedded):
+    """download=True: the file lands in Keras's cache if its SHA-256 is right, else nothing does."""
+    import hashlib
+
+    import mnist_mlp.data as data
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    served = _keras_cache(tmp_path / "server", monkeypatch, embedded, n_train=40)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(data, "MNIST_URL", served.as_uri())
+    monkeypatch.setattr(data, "MNIST_SHA256", "0" * 64)
+    with pytest.raises(OSError, match="SHA-256 .* nothing was saved"):
+        load_mnist("full", download=True)
+    assert list((tmp_path / "keras" / "datasets").iterdir()) == []  # no partial file left
+    monkeypatch.setattr(data, "MNIST_SHA256", hashlib.sha256(served.read_bytes()).hexdigest())
+    (x_train, _), _ = splits = load_mnist("full", download=True)
+    assert len(x_train) == 40 and splits.source == str(tmp_path / "keras" / "datasets" / "mnist.npz")
+
+
+def test_download_from_an_unreachable_server_fails_within_its_timeout(monkeypatch, tmp_path):
+    """A server that accepts and never answers: an OSError after the timeout, not a hang."""
+    import socket
+    import time
+
+    import mnist_mlp.data as data
+
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        monkeypatch.setattr(data, "MNIST_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/mnist.npz")
+        start = time.perf_counter()
+        with pytest.raises(OSError, match="MNIST download from .* failed"):
+            load_mnist("full", download=True, timeout=0.5)
+        assert time.perf_counter() - start < 10
+    assert list((tmp_path / "datasets").iterdir()) == []
 
 
 def test_embedded_subset_is_stratified_real_mnist(embedded):

@@ -12,7 +12,27 @@ import io
 
 from mnist_mlp.study.report import format_number
 
-__all__ = ["format_section", "format_tuning"]
+__all__ = ["format_section", "format_tuning", "serve_command"]
+
+
+def serve_command(model_name, alias="champion"):
+    """The shell command that serves a registered model's alias, as ``docs/serving.md`` gives it.
+
+    ``--env-manager local`` serves from the environment mnist-mlp runs in: MLflow's default
+    builds a fresh virtualenv from the model's requirements, which needs pyenv and the network.
+
+    Parameters
+    ----------
+    model_name : str
+        The registered model's name, e.g. ``"mnist-mlp"``.
+    alias : str, default="champion"
+        The alias to serve.
+
+    Returns
+    -------
+    str
+    """
+    return f"mlflow models serve -m models:/{model_name}@{alias} --env-manager local"
 
 
 def _console(width=120):
@@ -139,8 +159,8 @@ def format_tuning(result, section, *, width=120):
     registered = result["final"].get("registered")
     if registered:
         state = "now the champion" if registered["champion"] else "not the champion (a better one is)"
-        console.print(f"Registered {registered['name']} version {registered['version']}, {state}: "
-                      f"serve it with `mlflow models serve -m models:/{registered['name']}@champion`.")
+        console.print(f"Registered {registered['name']} version {registered['version']}, {state}; serve it with")
+        console.print(f"  {serve_command(registered['name'])}")
     if section.get("fidelity", {}).get("level") == "quick":
         console.print("Quick run: not comparable with the study's figures, which trained at full fidelity.")
     console.print(f"Wall time {result['wall_time_s']:.1f} s.")
