@@ -297,6 +297,7 @@ def _study(args):
         raise ValueError(f"--n-jobs must be at least 1; got {args.n_jobs}")
     splits = _load_data(args)
     print(f"data: {splits.describe()}")
+    _note_environment()
     start = time.perf_counter()
     if len(names) > 1 and args.n_jobs > 1 and not args.scheduler:
         results = _study_side_by_side(names, splits, args)
@@ -385,7 +386,17 @@ def _report(args):
     for path in paths:
         print(f"wrote {path}")
     print(f"read from {_store_uri()}")
+    _note_environment()
     return 0
+
+
+def _note_environment():
+    """Say on stderr where this environment differs from the committed report's (a checkout only)."""
+    from mnist_mlp.study.environment import difference_note
+
+    note = difference_note()
+    if note:
+        print(f"mnist-mlp: {note}", file=sys.stderr)
 
 
 def _predict(args):

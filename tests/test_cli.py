@@ -169,6 +169,23 @@ def test_report_command(tmp_path, capsys):
     assert "Not run yet" in (tmp_path / "r" / "report.md").read_text()
 
 
+def test_report_and_study_say_where_the_environment_differs_from_the_committed_reports(tmp_path, capsys,
+                                                                                       monkeypatch):
+    from mnist_mlp.study import environment
+
+    committed = tmp_path / "committed.json"
+    committed.write_text(json.dumps({"environment": {"numpy": ["1.0.0"]}}))
+    monkeypatch.setattr(environment, "COMMITTED_REPORT", committed)
+    uri = f"sqlite:///{tmp_path}/empty.db"
+    assert main(["report", "--tracking-uri", uri, "--output", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "differs from the one the committed study report came from (numpy " in err
+    assert "1.0.0 there" in err and "-c constraints.txt" in err
+    committed.write_text(json.dumps({"environment": {}}))
+    assert main(["report", "--tracking-uri", uri, "--output", str(tmp_path / "r")]) == 0
+    assert "differs" not in capsys.readouterr().err
+
+
 def test_progress_display_counts_fits_and_epochs(monkeypatch):
     from mnist_mlp.study.progress import _DISPLAYS, progress_display
 

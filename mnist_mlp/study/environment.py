@@ -48,12 +48,14 @@ def differences(recorded, running=None):
             if running.get(name if name == "python" else f"version.{name}") not in versions]
 
 
-def difference_note(report=COMMITTED_REPORT, running=None):
-    """A line saying how this environment differs from the one ``report`` (a report.json) came from; None if not.
+def difference_note(report=None, running=None):
+    """A line saying how this environment differs from the one ``report`` (a report.json;
+    default :data:`COMMITTED_REPORT`) came from; None if not.
 
     None too where there is no such report (an installed package, not a
     checkout) or it names no versions (made before reports did).
     """
+    report = COMMITTED_REPORT if report is None else report
     try:
         recorded = json.loads(Path(report).read_text()).get("environment") or {}
     except (OSError, ValueError):
