@@ -28,6 +28,31 @@ def test_python_env_yaml_matches_pyproject_and_is_the_projects_environment():
     assert yaml.safe_load((ROOT / "MLproject").read_text())["python_env"] == "python_env.yaml"
 
 
+def _pins():
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split(";")[0].strip().split("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_constraints_pin_every_dependency_within_pyprojects_ranges():
+    """The pins (scripts/update_pins.sh) stay a resolution of pyproject.toml: every requirement of the
+    package and of the extras the README and CI install is pinned, to a version its range allows."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    pins = _pins()
+    for text in [*project["dependencies"], *extras["test"], *extras["docs"], *extras["dask"], *extras["ui"]]:
+        requirement = Requirement(text)
+        name = requirement.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not pinned in constraints.txt: run scripts/update_pins.sh"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {name}=={pins[name]}, outside pyproject's {requirement}: run scripts/update_pins.sh")
+
+
 def test_a_source_checkout_runs_without_installing(tmp_path):
     """`mlflow run .`'s own environment has the dependencies, not the package: python -m
     mnist_mlp from the checkout must still find the study's pipelines/ folder."""
