@@ -5,7 +5,7 @@
 # the main environment's: the first suspects.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-LIBS=(scikit-learn keras tensorflow mlflow scikeras)
+LIBS=(scikit-learn keras tensorflow mlflow scikeras jax jaxlib)
 python3 -m venv .venv-newest || exit 1
 .venv-newest/bin/pip install -q -e '.[test]' || exit 1
 .venv-newest/bin/pip install -q --upgrade --upgrade-strategy only-if-needed -e '.[test]' "${LIBS[@]}" || exit 1
@@ -17,7 +17,7 @@ newest_versions=$(versions .venv-newest/bin/python)
 echo "ci: main environment:   $main_versions"
 echo "ci: newest releases:    $newest_versions"
 .venv-newest/bin/python -m pytest -q -p no:cacheprovider \
-    tests/test_training_kernels.py tests/test_architecture.py \
+    tests/test_training_kernels.py tests/test_training_xla.py tests/test_architecture.py \
     "tests/test_training_loop.py::test_falls_back_to_keras_fit_by_itself" \
     "tests/test_training_loop.py::test_a_keras_that_moved_its_optimizer_state_gets_a_fallback_not_a_crash" \
     "tests/test_model_selection_search.py::test_the_sklearn_hook_still_applies_and_fails_loudly_when_it_does_not" \

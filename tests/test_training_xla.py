@@ -77,6 +77,23 @@ def test_gradient_is_keras_to_float32_round_off(activation, pen, shape):
     assert max(errors.values()) <= k.TOL_PART, errors
 
 
+def test_relu_passes_no_gradient_at_exactly_zero():
+    """A new Keras layer's intercepts are 0, so an all-zero input row gives pre-activations of
+    exactly 0 in every hidden layer: Keras's ReLU passes no gradient there, and neither may ours
+    (JAX's max would pass half: the intercepts' gradient would differ by 1/2 of those rows')."""
+    dims, rows = (20, 16, 12, 3), 8
+    keras.utils.set_random_seed(2)
+    model = k._model(dims, "relu", None, 0.0, keras.optimizers.SGD(0.0))
+    X, y = k._data(np.random.default_rng(2), rows, dims[0], dims[-1])
+    X[::2] = 0.0  # half the rows blank
+    want = k._keras_gradients(model, X, y)
+    network = keras_adapter.compiled_network(model)
+    grad = xla_gradient(model, network, X, y)
+    errors = {var.path: k._relative_error(grad[part].reshape(g.shape), g, g)
+              for (var, part), g in zip(network.slices(), want)}
+    assert max(errors.values()) <= k.TOL_PART, errors
+
+
 @pytest.mark.parametrize("activation, penalty, dims, rows", [
     ("relu", "l1", (784, 128, 256, 10), 256),
     ("tanh", "l2", (784, 96, 48, 10), 1),

@@ -122,7 +122,11 @@ class _Spec:
 
 def _activate(z, code):
     if code == ACT_RELU:
-        return jnp.maximum(z, 0.0)
+        # Not jnp.maximum(z, 0): JAX differentiates max at a tie as 1/2 to each side, so a
+        # pre-activation of exactly 0 (an all-zero input row through zero intercepts, as a new
+        # Keras layer has) would pass half its gradient on. jax.nn.relu's is 0 there, as
+        # tf.nn.relu's (and the compiled loop's) is.
+        return jax.nn.relu(z)
     if code == ACT_TANH:
         return jnp.tanh(z)
     if code == ACT_SIGMOID:
