@@ -3,6 +3,8 @@
     python benchmarks/store_creation_interrupted.py --trials 6
     PYTHONPATH=<checkout of d42565d> python benchmarks/store_creation_interrupted.py --trials 6
 
+Results: benchmarks/results/store_creation_interrupted_{before,after}.txt (this output, saved).
+
 Each trial, in a fresh folder, three processes one after the other into the
 same ``sqlite:///mlflow.db`` (issue 29's report):
 
