@@ -30,8 +30,9 @@ from mnist_mlp._switch import TRACKING_ENV
 logger = logging.getLogger(__name__)
 
 __all__ = ["FALLBACK_DIR_ENV", "IncompleteStoreError", "STORE_ERRORS", "TrackingLostWarning",
-           "TrackingRefusedWarning", "TrackingUnavailableError", "active_run_in_process", "check_reachable", "client", "current_experiment_id",
-           "experiment_id_for", "library_versions", "reachable", "resolve_tracking_uri", "retrying"]
+           "TrackingRefusedWarning", "TrackingUnavailableError", "active_run_in_process", "check_reachable", "client",
+           "current_experiment_id", "experiment_id_for", "library_versions", "reachable", "resolve_tracking_uri",
+           "retrying"]
 
 _LOCK_RETRIES = 8
 
@@ -293,8 +294,7 @@ def _discard_half_made(path, marker):
             f"{path} holds {runs} run(s), but its creation by an earlier mnist-mlp was cut short "
             f"({marker.name} beside it), so its schema may be incomplete; it was left untouched. Back it up, "
             f"complete it with `mlflow db upgrade sqlite:///{path}`, then delete {marker}.")
-    for leftover in (path, *(path.with_name(path.name + end) for end in ("-wal", "-shm", "-journal"))):
-        leftover.unlink(missing_ok=True)  # a stale journal would be replayed into the new store
+    _remove(path)
     logger.info("%s: its creation was interrupted and it holds no run; making it again", path)
 
 
@@ -311,6 +311,7 @@ def _create(path):
     from mlflow.store.db.utils import _initialize_tables  # MLflow's own creation of a new store
 
     aside = path.with_name(f".{path.name}.{os.getpid()}.new").resolve()  # one creation per process: the lock
+    _remove(aside)  # left by a killed process that had this pid
     _TUNED_STORES.add(aside)  # made in WAL mode too: several times faster
     try:
         engine = sqlalchemy.create_engine(f"sqlite:///{aside}")
@@ -321,8 +322,14 @@ def _create(path):
         with contextlib.suppress(FileExistsError):
             os.link(aside, path)
     finally:
-        aside.unlink(missing_ok=True)
+        _remove(aside)
         _TUNED_STORES.discard(aside)
+
+
+def _remove(path):
+    """Delete a SQLite file and its journals: a stale journal would be replayed into a new file of that name."""
+    for name in (path.name, *(path.name + end for end in ("-wal", "-shm", "-journal"))):
+        path.with_name(name).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
