@@ -16,6 +16,8 @@ import re
 import sys
 import tempfile
 
+from mnist_mlp import interrupts
+
 # A user who sets TF_CPP_MIN_LOG_LEVEL wants TensorFlow's own logs: then we
 # filter nothing. Otherwise hide its C++ logs (its real errors reach Python as
 # exceptions) and the start-up notices printed before logging is set up.
@@ -61,7 +63,9 @@ def _filtered_native_stderr():
 def _import():
     if "keras" in sys.modules and "tensorflow" in sys.modules:
         return sys.modules["tensorflow"], sys.modules["keras"]
-    with _filtered_native_stderr() if _QUIET else contextlib.nullcontext():
+    # A Ctrl-C waits for the import to be whole: cut, TensorFlow's registries stay half
+    # filled and every later import in the process fails ("... has already been registered").
+    with interrupts.deferred(), _filtered_native_stderr() if _QUIET else contextlib.nullcontext():
         import tensorflow
         import keras
 

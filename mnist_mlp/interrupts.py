@@ -22,6 +22,10 @@ grace period. So, in the block, the interrupt that a SIGINT or SIGTERM
 handler raised is also kept, and :func:`checkpoint` raises it again: the
 training loops call it at each epoch, where stopping is safe. Once the block
 is left (the interrupt was caught outside it), nothing is raised again.
+
+:func:`deferred` holds a stop signal back until a block that must not be cut
+(TensorFlow's import: cut, it leaves its registries half filled and every
+later import fails) is whole, then delivers it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import signal
 import sys
 import threading
 
-__all__ = ["checkpoint", "redelivered"]
+__all__ = ["checkpoint", "deferred", "redelivered"]
 
 # Delay before a swallowed interrupt is raised again: out of the callback that swallowed it.
 _AGAIN_S = 0.01
@@ -52,6 +56,31 @@ def checkpoint():
     """
     if _raised and threading.current_thread() is threading.main_thread():
         raise _raised[-1].with_traceback(None)
+
+
+@contextlib.contextmanager
+def deferred():
+    """In the block, a SIGINT or SIGTERM is recorded, and its handler called once the block is whole.
+
+    Only where the handler in place is Python's (``default_int_handler`` or
+    another callable), and in the main thread (where handlers are set);
+    elsewhere it does nothing. The handlers are restored as the block ends.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived = []
+    handlers = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
+    handlers = {signum: handler for signum, handler in handlers.items() if callable(handler)}  # not SIG_DFL, SIG_IGN
+    for signum in handlers:
+        signal.signal(signum, lambda signum, frame: arrived.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    for signum, frame in arrived:
+        handlers[signum](signum, frame)  # Ctrl-C's raises KeyboardInterrupt here, the block whole
 
 
 def _keeping(handler, raised):

@@ -367,9 +367,9 @@ def test_concurrent_writers_on_a_postgresql_backed_server_lose_nothing(postgres_
     _assert_all_recorded(postgres_server, 4 * 2 + 3 * 2, fallback)
 
 
-def test_a_store_whose_creation_was_interrupted_is_made_again(tmp_path, monkeypatch):
-    """Ctrl-C while a new SQLite store's schema is half made (a first fit's first second): MLflow
-    alone could never open that file again ("table ... already exists"); the next use makes it anew."""
+def test_a_creation_cut_short_leaves_nothing_at_the_stores_path(tmp_path, monkeypatch):
+    """Ctrl-C while a new SQLite store's schema is half made (a first fit's first seconds): the
+    store is made aside, so its path stays free (plain MLflow, or the next fit, makes it whole)."""
     from alembic import op
 
     from mnist_mlp.tracking import client
@@ -385,14 +385,49 @@ def test_a_store_whose_creation_was_interrupted_is_made_again(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         client(uri)
     monkeypatch.setattr(op, "create_table", real_create_table)
-    assert (tmp_path / "mlflow.db.creating").exists()  # the half-made store is marked as such
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db.lock"]  # no store, half-made or aside
 
     made = client(uri)
     run = made.create_run(made.create_experiment("after"))
     made.set_terminated(run.info.run_id)
     assert made.get_run(run.info.run_id).info.status == "FINISHED"
-    assert not (tmp_path / "mlflow.db.creating").exists()
+    assert sqlite3.connect(tmp_path / "mlflow.db").execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert client(uri) is made  # one client per store, as before
+
+
+def test_a_half_made_store_holding_runs_is_refused_and_left_untouched(tmp_path):
+    """An older version's interrupted creation left ``mlflow.db.creating``; the user logged runs
+    there since, with plain MLflow. Nothing is dropped: an error names the file and its runs."""
+    from mnist_mlp.tracking import IncompleteStoreError, client
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    user = MlflowClient(uri)
+    for _ in range(3):
+        user.set_terminated(user.create_run("0").info.run_id)
+    (tmp_path / "mlflow.db.creating").touch()
+    before = db.read_bytes()
+    with pytest.raises(IncompleteStoreError, match=rf"{db} holds 3 run\(s\).*mlflow db upgrade {uri}"):
+        client(uri)
+    assert db.read_bytes() == before and (tmp_path / "mlflow.db.creating").exists()
+    assert len(user.search_runs(["0"])) == 3
+
+
+def test_a_half_made_store_holding_no_run_is_made_again(tmp_path):
+    """What an older version's interrupted creation left, nothing logged since: made anew, whole."""
+    from mnist_mlp.tracking import client
+
+    db = tmp_path / "mlflow.db"
+    with contextlib.closing(sqlite3.connect(db)) as half:  # the first of MLflow's tables, no runs table yet
+        half.execute("CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY, name VARCHAR(256))")
+        half.commit()
+    (tmp_path / "mlflow.db.creating").touch()
+    made = client(f"sqlite:///{db}")
+    run = made.create_run(made.create_experiment("after"))
+    made.set_terminated(run.info.run_id)
+    assert made.get_run(run.info.run_id).info.status == "FINISHED"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("mlflow.db-")) == [
+        "mlflow.db", "mlflow.db.lock"]  # marker gone; WAL files aside
 
 
 def test_a_lock_retried_away_is_not_reported_by_mlflow_on_the_terminal(tmp_path):

@@ -29,9 +29,10 @@ from mnist_mlp._switch import TRACKING_ENV
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FALLBACK_DIR_ENV", "STORE_ERRORS", "TrackingLostWarning", "TrackingRefusedWarning",
-           "TrackingUnavailableError", "active_run_in_process", "check_reachable", "client", "current_experiment_id",
-           "experiment_id_for", "library_versions", "reachable", "resolve_tracking_uri", "retrying"]
+__all__ = ["FALLBACK_DIR_ENV", "IncompleteStoreError", "STORE_ERRORS", "TrackingLostWarning",
+           "TrackingRefusedWarning", "TrackingUnavailableError", "active_run_in_process", "check_reachable", "client",
+           "current_experiment_id", "experiment_id_for", "library_versions", "reachable", "resolve_tracking_uri",
+           "retrying"]
 
 _LOCK_RETRIES = 8
 
@@ -242,14 +243,15 @@ def _install_sqlite_tuning():
 
 @functools.lru_cache(maxsize=None)
 def client(tracking_uri):
-    """One client per store and process; a new SQLite store is created under a lock.
+    """One client per store and process; a new SQLite store is made whole, under a lock.
 
     Several processes opening a fresh SQLite store at once race on creating
-    its schema. The first to take the file lock creates it; the rest find it made.
-    A creation cut short (Ctrl-C in a first fit's first second) would leave a
-    half-made schema that MLflow cannot open again ("table ... already
-    exists"): a ``.creating`` marker beside the file stands until the schema
-    is complete, and a store found with its marker is made again.
+    its schema: the first to take the file lock makes it, the rest find it
+    made. It is made aside and moved into place complete (:func:`_create`),
+    so a creation cut short (Ctrl-C in a first fit's first seconds) leaves
+    nothing at the store's path. A store that an older version left half made
+    (a ``.creating`` marker beside it) is made again only while it holds no
+    run; one holding runs raises :class:`IncompleteStoreError`, untouched.
     """
     path = _sqlite_path(tracking_uri)
     if path is None:
@@ -257,35 +259,77 @@ def client(tracking_uri):
     path.parent.mkdir(parents=True, exist_ok=True)
     _TUNED_STORES.add(path.resolve())
     _install_sqlite_tuning()
-    creating = path.with_name(f"{path.name}.creating")
+    marker = path.with_name(f"{path.name}.creating")
     with FileLock(f"{path}.lock"), _quiet_schema_setup():
-        interrupted = creating.exists() and path.exists()
-        if interrupted:  # an earlier creation was cut short: a half-made schema, nothing recorded in it
-            _drop_all_tables(path)
-            logger.info("%s: its creation was interrupted; making it again", path)
-        new = interrupted or not path.exists() or path.stat().st_size == 0
-        if new:
-            creating.touch()
+        if marker.exists() and path.exists():
+            _discard_half_made(path, marker)
+        if path.exists() and path.stat().st_size == 0:  # not a store yet: nothing in it to lose
+            path.unlink()
+        if not path.exists():
+            _create(path)
+        marker.unlink(missing_ok=True)
         made = MlflowClient(tracking_uri)
-        retrying(made.search_experiments, max_results=1)  # creates the schema
-        if new:
-            creating.unlink()
+        retrying(made.search_experiments, max_results=1)
     return made
 
 
-def _drop_all_tables(path):
-    """Empty a half-made store in place (nothing was recorded in it: its creation never ended).
+class IncompleteStoreError(RuntimeError):
+    """A SQLite store left half made by an interrupted creation holds runs: it is left as it is."""
 
-    In place rather than deleted: a connection MLflow pooled in this process
-    during the interrupted creation would go on seeing a deleted file.
+
+def _discard_half_made(path, marker):
+    """Delete a store whose creation by an older version was cut short, if it holds no run.
+
+    Such a store may lack tables or columns. Runs logged into it since (with
+    plain MLflow) are the user's: then nothing is touched and
+    :class:`IncompleteStoreError` says what to do.
     """
     with contextlib.closing(sqlite3.connect(path)) as connection:
-        connection.execute("PRAGMA foreign_keys=OFF")
-        tables = [row[0] for row in connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
-        for table in tables:
-            connection.execute(f'DROP TABLE IF EXISTS "{table}"')
-        connection.commit()
+        try:
+            runs = connection.execute("SELECT count(*) FROM runs").fetchone()[0]
+        except sqlite3.OperationalError:  # no runs table: the creation stopped before it
+            runs = 0
+    if runs:
+        raise IncompleteStoreError(
+            f"{path} holds {runs} run(s), but its creation by an earlier mnist-mlp was cut short "
+            f"({marker.name} beside it), so its schema may be incomplete; it was left untouched. Back it up, "
+            f"complete it with `mlflow db upgrade sqlite:///{path}`, then delete {marker}.")
+    _remove(path)
+    logger.info("%s: its creation was interrupted and it holds no run; making it again", path)
+
+
+def _create(path):
+    """Make a new store aside with MLflow's own schema set-up, then link it into place whole.
+
+    Aside: in a temporary file of the same folder, so an interrupted creation
+    leaves nothing at ``path``. Its engine is disposed before the move (no
+    connection of this process left on the file). Linked, not replaced: a
+    store made meanwhile by MLflow itself, outside our lock, is never
+    overwritten; it stands and ours is dropped.
+    """
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables  # MLflow's own creation of a new store
+
+    aside = path.with_name(f".{path.name}.{os.getpid()}.new").resolve()  # one creation per process: the lock
+    _remove(aside)  # left by a killed process that had this pid
+    _TUNED_STORES.add(aside)  # made in WAL mode too: several times faster
+    try:
+        engine = sqlalchemy.create_engine(f"sqlite:///{aside}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        with contextlib.suppress(FileExistsError):
+            os.link(aside, path)
+    finally:
+        _remove(aside)
+        _TUNED_STORES.discard(aside)
+
+
+def _remove(path):
+    """Delete a SQLite file and its journals: a stale journal would be replayed into a new file of that name."""
+    for name in (path.name, *(path.name + end for end in ("-wal", "-shm", "-journal"))):
+        path.with_name(name).unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
