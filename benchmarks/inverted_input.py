@@ -9,7 +9,10 @@ inverted (``255 - x``) test images, one image per call, to
 
 and counts the answers (accuracy, median top probability) and the refusals
 (``ValueError`` in-process, HTTP 400 served). Last, the whole test set,
-normal, in-process in one call per image: how many normal images are refused.
+normal, in-process in one call per image: how many normal images are refused;
+and the range of two brightness statistics over the test images, normal and
+inverted: each image's mean (the two overlap for Fashion-MNIST) and its
+border's mean (they do not).
 
 Usage: python benchmarks/inverted_input.py [--n 1000] [--epochs 5] [--mnist-dir DIR] [--out PATH]
 Runs at any commit of this package (before the background check: nothing refused).
@@ -60,6 +63,17 @@ def _served(url, images, labels):
     return answers, sorted(messages)[:1]
 
 
+def _brightness(images):
+    """Lowest and highest, over the images, of each image's mean and of its border's mean.
+
+    Computed here, not with mnist_mlp.serving.Background, so that it runs at commits without it.
+    """
+    x = images.astype(np.float64)
+    border = np.concatenate([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], axis=1).mean(axis=1)
+    return {name: [round(float(v.min()), 1), round(float(v.max()), 1)]
+            for name, v in (("image_mean", x.mean(axis=(1, 2))), ("border_mean", border))}
+
+
 def _summary(answers):
     answered = [a for a in answers if a is not None]
     top = [a[0] for a in answered if a[0] is not None]
@@ -97,6 +111,7 @@ def _dataset(name, pipe, uri, tmp, x_test, y_test, n):
                         "inverted": {**_summary(served_inverted), "message": messages[0] if messages else None}}
     whole = _in_process(pipe, x_test, y_test)
     result["whole_test_set"] = {"n": len(whole), "normal_refused": sum(a is None for a in whole)}
+    result["brightness_min_max"] = {"test": _brightness(x_test), "test_inverted": _brightness(255 - x_test)}
     return result
 
 

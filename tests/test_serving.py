@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
+from sklearn.metrics import log_loss
 
-from mnist_mlp import MLPClassifier, make_pipeline
+from mnist_mlp import MLPClassifier, make_pipeline, skops_trusted_types
 from mnist_mlp.serving import InputContract, InvalidInputError, ServedModel
 
 IMAGES = InputContract((28, 28), "uint8")
@@ -200,3 +201,26 @@ def test_a_diverged_model_refuses_to_answer(store, digits):
     served = mlflow.pyfunc.load_model(f"runs:/{pipe.run_id_}/model")
     with pytest.raises(MlflowException, match="diverged"):
         served.predict(x_test[:2])
+
+
+def test_mlflow_evaluate_scores_the_logged_model_and_the_sklearn_flavour_its_probabilities(store, digits, tmp_path):
+    """docs/interop.md: MLflow's evaluator asks only models it loads itself (``mlflow.sklearn``'s
+    loader) for probabilities; the checking pyfunc gets labels' metrics, the sklearn flavour saved
+    as a plain sklearn model gets log_loss and roc_auc as well."""
+    x_train, y_train, x_test, y_test = digits
+    pipe = make_pipeline(hidden_layer_sizes=(16,), epochs=2, random_state=0).fit(x_train[:300], y_train[:300])
+    uri = f"runs:/{pipe.run_id_}/model"
+    data = dict(data=x_test[:200].reshape(200, -1), targets=y_test[:200], model_type="classifier",
+                feature_names=[str(i) for i in range(784)], evaluators=["default"])
+    with mlflow.start_run():
+        checked = mlflow.models.evaluate(uri, **data).metrics
+    assert checked["accuracy_score"] == pytest.approx(pipe.score(x_test[:200], y_test[:200]))
+    assert "log_loss" not in checked and "roc_auc" not in checked
+    mlflow.sklearn.save_model(mlflow.sklearn.load_model(uri), str(tmp_path / "plain"),
+                              skops_trusted_types=skops_trusted_types())
+    with mlflow.start_run():
+        plain = mlflow.models.evaluate(str(tmp_path / "plain"), **data).metrics
+    assert plain["accuracy_score"] == checked["accuracy_score"]
+    assert plain["log_loss"] == pytest.approx(log_loss(y_test[:200], pipe.predict_proba(x_test[:200]),
+                                                       labels=pipe.classes_))
+    assert 0.5 < plain["roc_auc"] <= 1
