@@ -31,15 +31,18 @@ class TrackedPipeline(Pipeline):
     Otherwise it is a plain ``Pipeline``.
 
     Fitted on whole numbers (uint8 images, ints), it refuses to predict or
-    score input with fractions, such as images scaled to [0, 1], as the
-    served model does (:meth:`mnist_mlp.serving.InputContract.check_values`):
-    its network would answer them with confident, wrong digits.
+    score input with fractions, such as images scaled to [0, 1], and fitted on
+    images, images the other way round (dark ink on light paper for a model
+    trained on MNIST), as the served model does
+    (:meth:`mnist_mlp.serving.InputContract.check_values`): its network would
+    answer them with confident, wrong digits.
 
     Attributes
     ----------
     input_contract_ : dict
         What the pipeline was fitted on (:class:`~mnist_mlp.serving.InputContract`,
-        as ``to_dict()`` writes it): the shape of one sample and the dtype.
+        as ``to_dict()`` writes it): the shape of one sample, the dtype and, for
+        images, their :class:`~mnist_mlp.serving.Background`.
     run_id_ : str
         The fit's MLflow run (only when tracked).
     """
@@ -62,8 +65,11 @@ class TrackedPipeline(Pipeline):
 
     def _fit_steps(self, X, y, **params):
         super().fit(X, y, **params)
-        # Recorded before the model is logged: the logged pipeline guards its input too.
-        self.input_contract_ = InputContract.from_training(example_rows(X)).to_dict()
+        # Images (a flattener with a 2-D image shape) have a background to learn, from all of X;
+        # a table (a 1-D shape) has none. Recorded before the model is logged, which carries it.
+        flattener = self.steps[0][1]
+        image_shape = flattener.image_shape_ if isinstance(flattener, ImageFlattener) else None
+        self.input_contract_ = InputContract.from_training(X, image_shape=image_shape).to_dict()
 
     def _tracked_fit(self, clf, X, y, **params):
         from mnist_mlp import tracking

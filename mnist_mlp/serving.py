@@ -7,11 +7,16 @@ its ``python_function`` flavour, the one ``mlflow.pyfunc.load_model`` and
 checks the input against the model's :class:`InputContract`, written into the
 model's ``MLmodel`` metadata when it was logged:
 
-- a batch of the training shape, ``(n, 28, 28)`` or flattened ``(n, 784)``,
+- a batch of the training shape, ``(n, 28, 28)``, ``(n, 28, 28, 1)`` or ``(n, 784)``,
   with at least one row;
 - numbers only, all finite;
 - for a model trained on integer pixels (uint8), whole numbers within the
-  dtype's range: an image scaled to [0, 1] is refused, never cast to zeros.
+  dtype's range: an image scaled to [0, 1] is refused, never cast to zeros;
+- for an image model, images the right way round: a network trained on
+  light digits on a dark background answers an inverted image (dark ink on
+  light paper, what a photo gives) with a confident, wrong digit, so images
+  whose border brightness is nearer the inverted training images' than the
+  training images' own are refused (:class:`Background`, learned in fit).
 
 A request that breaks one gets HTTP 400 with a message of a few dozen words
 naming the problem, and nothing else: no copy of the input, no traceback.
@@ -35,7 +40,7 @@ import json
 
 import numpy as np
 
-__all__ = ["CONTRACT_KEY", "InputContract", "InvalidInputError", "ServedModel", "example_rows"]
+__all__ = ["CONTRACT_KEY", "Background", "InputContract", "InvalidInputError", "ServedModel", "example_rows"]
 
 #: Key of the contract in the logged model's ``MLmodel`` metadata.
 CONTRACT_KEY = "mnist_mlp_input_contract"
@@ -62,6 +67,82 @@ def _preview(value, limit=24):
 
 
 @dataclasses.dataclass(frozen=True)
+class Background:
+    """Which way round the training images are: the brightness of their borders.
+
+    A handwritten digit or a garment lies in the middle of its image; the
+    border is background. The mean of each image's border pixels keeps to one
+    side (test images, 0..255: MNIST 0..8, Fashion-MNIST 0..95), and an
+    inverted image's border to the other (247..255 and 160..255). The mean of
+    all its pixels would not do: an inverted bright garment is darker than a
+    normal one (Fashion-MNIST: 7.9..181 normal, 74..247 inverted). Measured by
+    ``benchmarks/inverted_input.py``.
+
+    The refusal threshold is the middle of the training pixel range: halfway
+    between the training borders' 0.1 % .. 99.9 % quantiles and the same
+    quantiles inverted, so the margin is as wide as it can be on either side.
+    A photo with a grey rather than black background still passes; an
+    inverted image does not. It applies only where those quantiles lie wholly
+    on one side of the middle (training images all dark-backed, or all
+    light-backed); training images of both kinds give no rule.
+
+    Parameters
+    ----------
+    image_shape : tuple of int
+        ``(height, width)`` of one image (a trailing channel axis allowed).
+    border_mean : tuple of float
+        The 0.1 % and 99.9 % quantiles of the training images' border means.
+    pixel_range : tuple of float
+        The lowest and highest training pixel values.
+    """
+
+    image_shape: tuple
+    border_mean: tuple
+    pixel_range: tuple
+
+    QUANTILES = (0.001, 0.999)
+
+    @staticmethod
+    def border_means(array, image_shape):
+        """Mean of each image's outermost rows and columns; ``array`` of ``n`` images, any layout."""
+        images = np.asarray(array).reshape(len(array), *image_shape[:2], -1)
+        border = [images[:, 0], images[:, -1], images[:, 1:-1, 0], images[:, 1:-1, -1]]
+        return np.concatenate([b.reshape(len(images), -1) for b in border], axis=1).mean(axis=1, dtype=np.float64)
+
+    @classmethod
+    def from_images(cls, X, image_shape):
+        """The background of training images ``X``, ``(n, *image_shape)`` or flattened."""
+        array = np.asarray(X)
+        low, high = np.quantile(cls.border_means(array, image_shape), cls.QUANTILES)
+        return cls(tuple(int(d) for d in image_shape), (float(low), float(high)),
+                   (float(array.min()), float(array.max())))
+
+    def check(self, array):
+        """Raise :class:`InvalidInputError` for images whose background is the other way round.
+
+        Input whose samples do not hold one image each is left to the shape checks.
+        """
+        array = np.asarray(array)
+        if not len(array) or array[0].size != np.prod(self.image_shape):
+            return
+        lo, hi = self.pixel_range
+        middle = (lo + hi) / 2
+        dark = self.border_mean[1] < middle
+        if not dark and self.border_mean[0] <= middle:
+            return  # training images with dark and light backgrounds: no side to refuse
+        means = self.border_means(array, self.image_shape)
+        wrong = np.flatnonzero(means > middle if dark else means < middle)
+        if len(wrong):
+            trained, seen = ("dark", "light") if dark else ("light", "dark")
+            raise InvalidInputError(
+                f"input image {wrong[0]} has a {seen} background (border mean {means[wrong[0]]:.0f} of "
+                f"{lo:g}..{hi:g}); this model was trained on a {trained} one (border mean "
+                f"{self.border_mean[0]:.0f}..{self.border_mean[1]:.0f}): send {seen} ink on {trained} "
+                f"paper, e.g. {lo + hi:g} - x for an inverted image"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class InputContract:
     """What one input row looks like to a fitted model.
 
@@ -74,36 +155,59 @@ class InputContract:
         makes whole numbers within its range a requirement.
     columns : tuple of str or None
         The training DataFrame's column names, in order (None for arrays).
+    background : Background or None
+        For an image model, which way round its training images are; None
+        for a table, whose rows have no background.
     """
 
     sample_shape: tuple
     dtype: str
     columns: tuple | None = None
+    background: Background | None = None
 
     @classmethod
-    def from_training(cls, X):
-        """The contract of a model fitted on ``X`` (array-like or DataFrame)."""
+    def from_training(cls, X, image_shape=None):
+        """The contract of a model fitted on ``X`` (array-like or DataFrame).
+
+        ``image_shape`` (two dimensions or more, e.g. ``(28, 28)``) says that
+        each sample of ``X`` is an image: its :class:`Background` is then learned
+        from all of ``X``. Without it (a table, a bare classifier), none is.
+        """
         columns = tuple(str(c) for c in X.columns) if hasattr(X, "columns") else None
         array = np.asarray(X)
-        return cls(tuple(int(n) for n in array.shape[1:]), str(array.dtype), columns)
+        background = (Background.from_images(array, image_shape)
+                      if image_shape is not None and len(image_shape) >= 2 else None)
+        return cls(tuple(int(n) for n in array.shape[1:]), str(array.dtype), columns, background)
 
     def to_dict(self):
         return {"sample_shape": list(self.sample_shape), "dtype": self.dtype,
-                "columns": None if self.columns is None else list(self.columns)}
+                "columns": None if self.columns is None else list(self.columns),
+                "background": None if self.background is None else {
+                    k: list(v) for k, v in dataclasses.asdict(self.background).items()}}
 
     @classmethod
     def from_dict(cls, data):
-        columns = data.get("columns")
-        return cls(tuple(data["sample_shape"]), data["dtype"], None if columns is None else tuple(columns))
+        columns, background = data.get("columns"), data.get("background")
+        return cls(tuple(data["sample_shape"]), data["dtype"], None if columns is None else tuple(columns),
+                   None if background is None else Background(**{k: tuple(v) for k, v in background.items()}))
 
     @property
     def n_features(self):
         return int(np.prod(self.sample_shape, dtype=np.int64))
 
+    def _accepted_shapes(self):
+        """One sample's shapes: as trained, with a channel axis of 1 (images), flattened."""
+        shapes = [self.sample_shape]
+        if len(self.sample_shape) >= 2:
+            shapes.append((*self.sample_shape, 1))
+        if (self.n_features,) != self.sample_shape:
+            shapes.append((self.n_features,))
+        return shapes
+
     def _shapes(self):
-        flat = (self.n_features,)
-        shapes = [self.sample_shape] + ([flat] if flat != self.sample_shape else [])
-        return " or ".join(str(("n", *s)).replace("'", "") for s in shapes)
+        shapes = self._accepted_shapes()
+        text = [str(("n", *s)).replace("'", "") for s in shapes]
+        return ", ".join(text[:-1]) + " or " + text[-1] if len(text) > 1 else text[0]
 
     def describe(self):
         """What the model takes, in a sentence: ``a batch of shape (n, 28, 28) or (n, 784), uint8 0..255``."""
@@ -154,7 +258,7 @@ class InputContract:
         if array.size == 0:
             raise InvalidInputError(f"empty input: send a batch of at least one sample, shape {self._shapes()}")
         array = self._numbers(array)
-        if array.shape[1:] != self.sample_shape and array.shape[1:] != (self.n_features,):
+        if array.shape[1:] not in self._accepted_shapes():
             hint = ("; one sample must still be sent as a batch of one, [sample]"
                     if array.shape == self.sample_shape else "")
             raise InvalidInputError(f"input has shape {array.shape}; this model takes shape {self._shapes()}{hint}")
@@ -165,6 +269,8 @@ class InputContract:
             array = self._whole_numbers(array, dtype)
         elif dtype.kind == "f":
             array = array.astype(dtype, copy=False)
+        if self.background is not None:
+            self.background.check(array)
         if frame is not None:
             return frame.__class__(array.reshape(len(array), -1), columns=list(self.columns), index=frame.index)
         return array
@@ -176,9 +282,10 @@ class InputContract:
         calls it before predicting or scoring): for a model trained on whole
         numbers (uint8 images, ints), finite numeric input with fractions, e.g.
         an image scaled to [0, 1], or values outside the dtype's range is refused,
+        and for an image model, images the other way round (:class:`Background`),
         with the served model's message. Shape, NaN, text and column names are
-        left to the model's own (scikit-learn's) checks; a float model takes any
-        values.
+        left to the model's own (scikit-learn's) checks; a float table model
+        takes any values.
 
         Parameters
         ----------
@@ -190,14 +297,17 @@ class InputContract:
             A ``ValueError`` naming the problem.
         """
         dtype = np.dtype(self.dtype)
-        if dtype.kind not in "uib":
+        if dtype.kind not in "uib" and self.background is None:
             return
         try:
             array = np.asarray(X)
         except ValueError:  # ragged: the model's own checks say so
             return
-        if array.dtype.kind in "iuf" and array.size and np.isfinite(array).all():
-            self._whole_numbers(array, dtype)
+        if array.dtype.kind in "iuf" and array.ndim and array.size and np.isfinite(array).all():
+            if dtype.kind in "uib":
+                self._whole_numbers(array, dtype)
+            if self.background is not None:
+                self.background.check(array)
 
     def _check_positions(self, columns):
         """A table for an array model: its columns are the feature positions, in order.

@@ -384,6 +384,9 @@ def test_fit_says_where_its_run_is_and_predict_reads_it_back(tmp_path, capsys, m
     assert main(["predict", model, "batch.npy", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["predictions"][0]["labels"] == [int(v) for v in direct[1:5]]
 
+    Image.fromarray(255 - x_test[0]).save(tmp_path / "photo.png")  # dark ink on light paper
+    assert main(["predict", model, "photo.png"]) == 2
+    assert "photo.png: input image 0 has a light background" in capsys.readouterr().err
     np.save(tmp_path / "scaled.npy", x_test[:2] / 255.0)
     assert main(["predict", model, "scaled.npy"]) == 2
     assert "scaled.npy: input looks scaled to [0, 1]" in capsys.readouterr().err

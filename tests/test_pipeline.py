@@ -57,7 +57,9 @@ def test_a_pipeline_fitted_on_whole_numbers_refuses_scaled_images(digits):
     """The served model's contract, in-process: scaled images would get confident wrong digits."""
     x_train, y_train, x_test, y_test = digits
     pipe = make_pipeline(**FAST).fit(x_train, y_train)
-    assert pipe.input_contract_ == {"sample_shape": [28, 28], "dtype": "uint8", "columns": None}
+    contract = dict(pipe.input_contract_)
+    assert contract.pop("background")["image_shape"] == [28, 28]
+    assert contract == {"sample_shape": [28, 28], "dtype": "uint8", "columns": None}
     scaled = x_test / 255.0
     message = r"input looks scaled to \[0, 1\]; this model takes raw uint8 values 0..255, as it was trained: " \
               r"send round\(x \* 255\)"
@@ -76,6 +78,21 @@ def test_a_pipeline_fitted_on_whole_numbers_refuses_scaled_images(digits):
     floats = make_pipeline(**FAST).fit(x_train[:300].astype(np.float32), y_train[:300])
     assert floats.predict(scaled).shape == (len(scaled),)
     assert not hasattr(make_pipeline(**FAST), "input_contract_")
+
+
+def test_a_pipeline_fitted_on_images_refuses_them_inverted(digits):
+    """Dark ink on light paper, what a photo gives: without the contract, confident wrong digits."""
+    x_train, y_train, x_test, y_test = digits
+    pipe = make_pipeline(**FAST).fit(x_train, y_train)
+    for method in (pipe.predict, pipe.predict_proba, lambda X: pipe.score(X, y_test)):
+        with pytest.raises(InvalidInputError, match="input image 0 has a light background"):
+            method(255 - x_test)
+    assert pipe.score(x_test, y_test) > 0.5  # every normal test image is answered
+    # A table has no background: a pipeline of a 1-D "image" shape takes any rows in its range.
+    rows = np.random.default_rng(0).integers(0, 256, (300, 4))
+    table = make_pipeline(image_shape=None, **FAST).fit(rows, y_train[:300])
+    assert table.input_contract_["background"] is None
+    assert table.predict(255 - rows).shape == (300,)
 
 
 def test_minmax_scaler_variant(digits):

@@ -100,6 +100,7 @@ def _bad_payloads(image):
         "non-integer pixels": ({"inputs": [fractional]}, "whole numbers"),
         "pixels above 255": ({"inputs": [np.full((28, 28), 300).tolist()]}, "0..255"),
         "negative pixels": ({"inputs": [np.full((28, 28), -1).tolist()]}, "0..255"),
+        "inverted image (dark ink on light paper)": ({"inputs": [(255 - image).tolist()]}, "background"),
         "wrong shape (27x27)": ({"inputs": np.zeros((2, 27, 27), dtype=int).tolist()}, "shape"),
         "one image without its batch": ({"inputs": image.tolist()}, "batch of one"),
         "ragged rows": ({"inputs": [[1, 2], [3]]}, "shape"),  # MLflow refuses it while parsing
@@ -122,7 +123,8 @@ def test_logged_model_serves_digits_and_refuses_what_it_was_not_trained_for(tmp_
         url = f"http://127.0.0.1:{port}/invocations"
         expected = pipe.predict(x_test[:20])
         for good in (x_test[:20].tolist(), x_test[:20].astype(float).tolist(),
-                     x_test[:20].reshape(20, -1).tolist()):  # uint8, integer-valued floats, flattened
+                     x_test[:20].reshape(20, -1).tolist(), x_test[:20, ..., None].tolist()):
+            # uint8, integer-valued floats, flattened, with a channel axis
             status, answer, _ = _post(url, {"inputs": good})
             assert status == 200, answer
             np.testing.assert_array_equal(answer["predictions"], expected)

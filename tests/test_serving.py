@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
+from sklearn.metrics import log_loss
 
-from mnist_mlp import MLPClassifier, make_pipeline
+from mnist_mlp import MLPClassifier, make_pipeline, skops_trusted_types
 from mnist_mlp.serving import InputContract, InvalidInputError, ServedModel
 
 IMAGES = InputContract((28, 28), "uint8")
@@ -21,9 +22,10 @@ IMAGES = InputContract((28, 28), "uint8")
     (np.full((1, 28, 28), 7.9), "whole numbers 0..255 \\(uint8\\); got 7.9"),
     (np.full((1, 28, 28), 256), "0..255 \\(uint8\\); got 256..256"),
     (np.full((1, 784), -1), "0..255"),
-    (np.zeros((2, 27, 27)), "shape \\(2, 27, 27\\); this model takes shape \\(n, 28, 28\\) or \\(n, 784\\)"),
+    (np.zeros((2, 27, 27)),
+     "shape \\(2, 27, 27\\); this model takes shape \\(n, 28, 28\\), \\(n, 28, 28, 1\\) or \\(n, 784\\)"),
     (np.zeros((28, 28)), "batch of one"),
-    (np.zeros((1, 28, 28, 1)), "shape \\(1, 28, 28, 1\\)"),
+    (np.zeros((1, 28, 28, 3)), "shape \\(1, 28, 28, 3\\)"),
     ([], "empty input"),
     ([[]], "empty input"),
     (3, "single value"),
@@ -45,6 +47,7 @@ def test_inputs_an_image_model_was_not_trained_for_are_refused_by_name(data, mat
     np.full((2, 28, 28), 7, dtype=np.uint8),
     np.full((2, 28, 28), 255.0),            # integer-valued floats (JSON numbers)
     np.zeros((3, 784), dtype=np.int64),     # flattened
+    np.zeros((3, 28, 28, 1), dtype=np.uint8),  # a channel axis, as the pipeline takes
     [[[0] * 28] * 28],
 ])
 def test_pixels_as_trained_pass_as_uint8(data):
@@ -94,6 +97,40 @@ def test_a_table_for_an_array_model_needs_the_pixel_positions_as_its_columns():
         IMAGES.check(pd.DataFrame(rows).reset_index().rename(columns={"index": "Unnamed: 0"}))
 
 
+def test_an_image_model_refuses_images_the_other_way_round(digits):
+    """Learned from the training images, not MNIST's: dark ink on light paper is refused by a model
+    trained on light digits on black, and light digits by one trained on dark ones."""
+    x_train, _, x_test, _ = digits
+    light_on_dark = InputContract.from_training(x_train, image_shape=(28, 28))
+    background = light_on_dark.background
+    assert background.pixel_range == (0, 255) and background.border_mean[1] < 20
+    assert InputContract.from_dict(json.loads(json.dumps(light_on_dark.to_dict()))) == light_on_dark
+    message = (r"input image 1 has a light background \(border mean 2\d\d of 0..255\); this model was trained "
+               r"on a dark one \(border mean 0..\d+\): send light ink on dark paper, e.g. 255 - x")
+    batch = np.stack([x_test[0], 255 - x_test[1]])
+    for check in (light_on_dark.check, light_on_dark.check_values):
+        with pytest.raises(InvalidInputError, match=message):
+            check(batch)
+    grey = np.maximum(x_test, 90).astype(np.uint8)  # a photo's grey background: not inverted
+    for passes in (x_test, x_test.reshape(len(x_test), -1), x_test[..., None], grey):
+        light_on_dark.check(passes)
+        light_on_dark.check_values(passes)
+
+    dark_on_light = InputContract.from_training(255 - x_train, image_shape=(28, 28))
+    dark_on_light.check(255 - x_test)
+    with pytest.raises(InvalidInputError, match="image 0 has a dark background .* send dark ink on light paper"):
+        dark_on_light.check(x_test[:1])
+    scaled = InputContract.from_training(x_train / 255.0, image_shape=(28, 28))  # the range is learned too
+    with pytest.raises(InvalidInputError, match="of 0..1\\); .* e.g. 1 - x"):
+        scaled.check_values(1 - x_test[:1] / 255.0)
+    # Training images of both kinds give no side to refuse; a table (no image shape) learns no background.
+    both = InputContract.from_training(np.concatenate([x_train, 255 - x_train]), image_shape=(28, 28))
+    both.check(255 - x_test)
+    both.check(x_test)
+    table = InputContract.from_training(np.zeros((5, 4), dtype=np.float32))
+    assert table.background is None and table.to_dict()["background"] is None
+
+
 def test_a_refusal_keeps_its_reason_when_mlflow_rewrites_the_message():
     """MLflow's scoring server assigns ``e.message = f"Failed to predict data '{data}'..."`` to a
     model's MlflowException; the served model's refusal keeps the reason alone."""
@@ -132,6 +169,12 @@ def test_a_logged_image_model_loads_as_a_checking_pyfunc(store, digits):
     with pytest.raises(MlflowException, match="scaled to \\[0, 1\\]") as info:
         served.predict(x_test[:2] / 255.0)
     assert info.value.get_http_status_code() == 400
+    # What the pipeline takes, the logged model takes: a channel axis; what it refuses, it refuses.
+    np.testing.assert_array_equal(served.predict(x_test[:10, ..., None]), pipe.predict(x_test[:10]))
+    with pytest.raises(MlflowException, match="input image 0 has a light background") as info:
+        served.predict(255 - x_test[:2])
+    assert info.value.get_http_status_code() == 400
+    assert served.metadata.metadata["mnist_mlp_input_contract"] == pipe.input_contract_
     assert served.metadata.get_input_schema() is None  # MLflow's schema would cast, not refuse
     # The sklearn flavour is the plain fitted pipeline, as before, and it guards its input itself.
     plain = mlflow.sklearn.load_model(f"runs:/{pipe.run_id_}/model")
@@ -158,3 +201,26 @@ def test_a_diverged_model_refuses_to_answer(store, digits):
     served = mlflow.pyfunc.load_model(f"runs:/{pipe.run_id_}/model")
     with pytest.raises(MlflowException, match="diverged"):
         served.predict(x_test[:2])
+
+
+def test_mlflow_evaluate_scores_the_logged_model_and_the_sklearn_flavour_its_probabilities(store, digits, tmp_path):
+    """docs/interop.md: MLflow's evaluator asks only models it loads itself (``mlflow.sklearn``'s
+    loader) for probabilities; the checking pyfunc gets labels' metrics, the sklearn flavour saved
+    as a plain sklearn model gets log_loss and roc_auc as well."""
+    x_train, y_train, x_test, y_test = digits
+    pipe = make_pipeline(hidden_layer_sizes=(16,), epochs=2, random_state=0).fit(x_train[:300], y_train[:300])
+    uri = f"runs:/{pipe.run_id_}/model"
+    data = dict(data=x_test[:200].reshape(200, -1), targets=y_test[:200], model_type="classifier",
+                feature_names=[str(i) for i in range(784)], evaluators=["default"])
+    with mlflow.start_run():
+        checked = mlflow.models.evaluate(uri, **data).metrics
+    assert checked["accuracy_score"] == pytest.approx(pipe.score(x_test[:200], y_test[:200]))
+    assert "log_loss" not in checked and "roc_auc" not in checked
+    mlflow.sklearn.save_model(mlflow.sklearn.load_model(uri), str(tmp_path / "plain"),
+                              skops_trusted_types=skops_trusted_types())
+    with mlflow.start_run():
+        plain = mlflow.models.evaluate(str(tmp_path / "plain"), **data).metrics
+    assert plain["accuracy_score"] == checked["accuracy_score"]
+    assert plain["log_loss"] == pytest.approx(log_loss(y_test[:200], pipe.predict_proba(x_test[:200]),
+                                                       labels=pipe.classes_))
+    assert 0.5 < plain["roc_auc"] <= 1

@@ -46,6 +46,7 @@ def test_a_version_says_what_inputs_its_model_takes(tracked):
     registered = register_model(*_logged_model(tracked), dataset="mnist", test_accuracy=0.9, fidelity="quick",
                                 description="final network", input_contract=contract)
     version = tracked.get_model_version("mnist-mlp", registered["version"])
-    assert version.tags["input_contract"] == "a batch of shape (n, 28, 28) or (n, 784), uint8 whole numbers 0..255"
+    assert version.tags["input_contract"] == ("a batch of shape (n, 28, 28), (n, 28, 28, 1) or (n, 784), "
+                                              "uint8 whole numbers 0..255")
     assert version.description.startswith("final network\n\n**Inputs**: a batch of shape (n, 28, 28)")
     assert "lists no inputs on purpose" in version.description

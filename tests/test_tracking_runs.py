@@ -60,8 +60,8 @@ def test_a_pipeline_fit_is_one_run_and_its_model_serves_images(tracked, digits):
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_array_equal(model.predict(x_test[:50]), pipe.predict(x_test[:50]))
     # The input is described by the model's contract (checked at predict), not an MLflow schema (which casts).
-    assert model.metadata.metadata["mnist_mlp_input_contract"] == {"sample_shape": [28, 28], "dtype": "uint8",
-                                                                   "columns": None}
+    assert model.metadata.metadata["mnist_mlp_input_contract"] == pipe.input_contract_
+    assert pipe.input_contract_["sample_shape"] == [28, 28] and pipe.input_contract_["dtype"] == "uint8"
     # The whole package ships with the model (every folder), so it loads where mnist_mlp is not installed.
     code = set(artifact_paths(tracked, run.info.run_id, "model/code/mnist_mlp"))
     assert {f"model/code/mnist_mlp/{p}" for p in ("estimator.py", "training", "tracking", "model_selection")} <= code

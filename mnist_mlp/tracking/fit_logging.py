@@ -399,7 +399,9 @@ def log_model(run, model, input_example):
 
     from mnist_mlp.serving import CONTRACT_KEY, InputContract
 
-    contract = InputContract.from_training(input_example)
+    # A pipeline's contract was learned from all its training data (images: their background).
+    contract = (InputContract.from_dict(model.input_contract_) if hasattr(model, "input_contract_")
+                else InputContract.from_training(input_example))
     example = input_example if contract.columns is not None else np.asarray(input_example)
     classes = np.asarray(model.classes_)
     if classes.dtype.kind in "USO":
