@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
-from sklearn.model_selection import GridSearchCV, cross_validate
+from joblib import parallel_backend
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, cross_validate
 
 from mnist_mlp import MLPClassifier, make_pipeline
 
@@ -74,6 +78,26 @@ def test_a_plain_grid_search_logs_metrics_for_folds_and_a_model_for_the_refit(tr
         ("1", "0", '{"classifier__alpha": 0.01}'), ("1", "1", '{"classifier__alpha": 0.01}')]
     assert all(_n_models(tracked, r.info.run_id) == 0 for r in folds)
     assert all("loss" in r.data.metrics for r in folds)  # metrics are still there
+
+
+@pytest.mark.parametrize("backend", ["sequential", "threading"])
+def test_a_plain_halving_search_tags_each_fold_with_its_cv_results_row_and_round(tracked, user_run, flat_digits,
+                                                                                 backend):
+    # Rounds 0 and 1 each number their candidates from 0: the tag must add the earlier rounds'.
+    # In a thread of its own, a fit reads the rounds from the search scikit-learn hands it.
+    X, y, _, _ = flat_digits
+    with parallel_backend(backend, n_jobs=1 if backend == "sequential" else 2):
+        search = HalvingGridSearchCV(MLPClassifier(**FAST, penalty="l2"), {"alpha": [1e-4, 1e-3, 1e-2]},
+                                     factor=2, cv=2, min_resources=150, random_state=0).fit(X[:400], y[:400])
+    children = tracked.search_runs(["0"], filter_string=f"tags.`mlflow.parentRunId` = '{user_run.info.run_id}'")
+    folds = [r.data.tags for r in children if r.data.tags.get("role") == "fold"]
+    rows = search.cv_results_
+    assert len(folds) == 2 * len(rows["params"]) == 10 and list(rows["iter"]) == [0, 0, 0, 1, 1]
+    assert sorted((int(t["candidate"]), int(t["fold"])) for t in folds) == [(i, f) for i in range(5) for f in (0, 1)]
+    for tags in folds:
+        row = int(tags["candidate"])
+        assert tags["candidate_params"] == json.dumps(rows["params"][row], sort_keys=True)
+        assert tags["iteration"] == str(rows["iter"][row])
 
 
 def test_log_models_true_logs_every_fold_and_false_none(tracked, user_run, flat_digits):

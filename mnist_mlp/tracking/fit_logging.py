@@ -121,8 +121,10 @@ def sklearn_selection_tags(run):
     ``cross_validate`` makes, where no search of this package describes it
     already (its runs carry ``role``): ``role`` (``"fold"`` or
     ``"refit"``), ``refit`` (``"true"``/``"false"``), and for a search's fold
-    its ``candidate`` index, ``fold`` index and ``candidate_params`` (JSON),
-    as far as scikit-learn lets them be known. Empty otherwise.
+    its ``candidate`` (its row in ``cv_results_``), ``fold`` index,
+    ``iteration`` (a successive-halving search's round, as this package's
+    searches tag it) and ``candidate_params`` (JSON), as far as scikit-learn
+    lets them be known. Empty otherwise.
 
     Parameters
     ----------
@@ -140,7 +142,7 @@ def sklearn_selection_tags(run):
     if found is None:
         return {}
     tags = {"role": found.role, "refit": str(found.role == "refit").lower()}
-    for key in ("candidate", "fold"):
+    for key in ("candidate", "fold", "iteration"):
         if getattr(found, key) is not None:
             tags[key] = getattr(found, key)
     if found.params:
