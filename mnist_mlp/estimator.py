@@ -704,14 +704,15 @@ class MLPClassifier(KerasClassifier):
                 if not tracking_enabled(self.tracking):
                     train()
                 else:
-                    self._tracked_fit(X, y, example, train, continued, epochs=1 if partial else None)
+                    self._tracked_fit(X, y, example, train, continued, epochs=1 if partial else None,
+                                      sample_weight=sample_weight)
         finally:
             del self._checked_X
         if kept is not None and self.classes_ is None:
             self.classes_ = kept
         return self
 
-    def _tracked_fit(self, X, y, example, train, continued, epochs):
+    def _tracked_fit(self, X, y, example, train, continued, epochs, sample_weight=None):
         from mnist_mlp import tracking
 
         def fit(callbacks):
@@ -722,7 +723,8 @@ class MLPClassifier(KerasClassifier):
                 del self._tracking_callbacks
 
         with tracking.inherited_run(self):
-            run = tracking.track_fit(self, X, fit, example, y=y, continued=continued, epochs=epochs)
+            run = tracking.track_fit(self, X, fit, example, y=y, continued=continued, epochs=epochs,
+                                     sample_weight=sample_weight)
         self.run_id_, self.tracking_uri_ = run.run_id, run.tracking_uri
         return self
 

@@ -100,6 +100,26 @@ def test_a_plain_halving_search_tags_each_fold_with_its_cv_results_row_and_round
         assert tags["iteration"] == str(rows["iter"][row])
 
 
+def test_weighted_fits_say_so_in_their_params_tags_and_names(tracked, flat_digits, digits):
+    X, y, _, _ = flat_digits
+    plain = tracked.get_run(MLPClassifier(**FAST).fit(X[:300], y[:300]).run_id_)
+    balanced = tracked.get_run(MLPClassifier(**FAST, class_weight="balanced").fit(X[:300], y[:300]).run_id_)
+    per_class = tracked.get_run(MLPClassifier(**FAST, class_weight={0: 5.0}).fit(X[:300], y[:300]).run_id_)
+    weights = np.where(y[:300] == 0, 5.0, 1.0)
+    weighted = tracked.get_run(MLPClassifier(**FAST).fit(X[:300], y[:300], sample_weight=weights).run_id_)
+    x, labels, _, _ = digits
+    piped = tracked.get_run(make_pipeline(**FAST).fit(x[:300], labels[:300], classifier__sample_weight=weights).run_id_)
+    assert [r.data.params["class_weight"] for r in (plain, balanced, per_class)] == ["null", "balanced", '{"0": 5.0}']
+    names = [r.info.run_name for r in (plain, balanced, per_class, weighted, piped)]
+    assert names[0] == "MLP 16 adam lr=0.001 batch=64 epochs=2 seed=0"
+    assert names[1:] == [names[0].replace(" batch", f" {mark} batch") for mark in (
+        "class_weight=balanced", "class_weight=dict", "sample_weighted", "sample_weighted")]
+    summary = weighted.data.tags["sample_weight"]
+    assert summary.startswith(f"n=300 min=1 max=5 mean={weights.mean():.4g} digest=")
+    assert piped.data.tags["sample_weight"] == summary and "sample_weight" not in plain.data.tags
+    assert "sample_weighted" in piped.data.tags["mlflow.note.content"]
+
+
 def test_log_models_true_logs_every_fold_and_false_none(tracked, user_run, flat_digits):
     X, y, _, _ = flat_digits
     cross_validate(MLPClassifier(**FAST, log_models=True), X[:300], y[:300], cv=2)

@@ -22,7 +22,7 @@ import numpy as np
 from mnist_mlp.tracking import naming, runs, values
 
 __all__ = ["dataset_inputs", "estimator_params", "log_evaluation", "log_fit_results", "log_model", "model_wanted",
-           "sklearn_selection_tags", "track_fit"]
+           "sample_weight_summary", "sklearn_selection_tags", "track_fit"]
 
 
 def estimator_params(estimator, n_samples):
@@ -54,6 +54,7 @@ def estimator_params(estimator, n_samples):
         "kernel_initializer": values.describe(estimator.kernel_initializer),
         "penalty": str(estimator.penalty).lower(),
         "alpha": estimator.alpha,
+        "class_weight": estimator.class_weight,
         "dropout": estimator.dropout,
         "validation_split": estimator.validation_split,
         "shuffle": estimator.shuffle,
@@ -92,6 +93,20 @@ def _digest(*arrays):
             rows = np.ascontiguousarray(array[np.linspace(0, len(array) - 1, min(len(array), 200)).astype(int)])
             digest.update(rows.tobytes() if rows.dtype != object else repr(rows.tolist()).encode())
     return digest.hexdigest()
+
+
+def sample_weight_summary(sample_weight):
+    """The ``sample_weight`` a fit was given, in a tag's few words: ``n=400 min=1 max=5 mean=1.4 digest=...``.
+
+    Enough to tell weighted fits from unweighted ones and from each other at a
+    glance (the digest, as for datasets: see :func:`_digest`), without
+    storing the weights.
+    """
+    weights = np.asarray(sample_weight, dtype=float).ravel()
+    if not len(weights):
+        return "n=0"
+    return (f"n={len(weights)} min={weights.min():g} max={weights.max():g} mean={weights.mean():.4g} "
+            f"digest={_digest(weights)}")
 
 
 def dataset_inputs(X, y, n_train, name):
@@ -177,7 +192,7 @@ def model_wanted(estimator, run, owned, role=None):
     return run.log_model and role != "fold"
 
 
-def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=None):
+def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=None, sample_weight=None):
     """Run ``fit(callbacks)`` as one tracked fit of ``estimator``; return its run.
 
     The fit logs into the run of an enclosing tracked estimator (a pipeline)
@@ -209,6 +224,9 @@ def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=No
         and ``continued_run_id``; its epochs are numbered on from them.
     epochs : int, default=None
         Epochs this fit trains, if not the estimator's ``epochs`` (1 for ``partial_fit``).
+    sample_weight : array-like, default=None
+        The fit's sample weights: summarised in the run's ``sample_weight``
+        tag (:func:`sample_weight_summary`) and named in a standalone run's name.
 
     Returns
     -------
@@ -216,8 +234,12 @@ def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=No
     """
     from mnist_mlp.tracking.callbacks import DivergenceMonitor, EpochMetricsLogger
 
-    name = naming.standalone_run_name(estimator)
+    weighted = sample_weight is not None
+    name = naming.standalone_run_name(estimator, sample_weighted=weighted)
     with runs.owned_run(name) as (run, owned):
+        weights = {"sample_weight": sample_weight_summary(sample_weight)} if weighted else {}
+        if weighted and not owned and run.name == naming.standalone_run_name(estimator):
+            run.name = weights["mlflow.runName"] = name  # a pipeline's run, named before its steps saw the weights
         params = estimator_params(estimator, len(X))
         if epochs is not None:
             params["epochs"] = epochs
@@ -232,7 +254,7 @@ def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=No
         # A Hyperband rung or a warm-started fit continuing a network: it has epochs + start in all.
         start = int(continuation.get("continued_from", run.tags.get("continued_from", 0)))
         scale = (params["epochs"] + start, params["n_train"], params["n_val"], params["dataset"])
-        run.defer_to_end(tags={**selection, **continuation, **naming.scale_tags(*scale),
+        run.defer_to_end(tags={**selection, **continuation, **weights, **naming.scale_tags(*scale),
                                naming.NOTE_TAG: naming.fit_description(
                                    run.name or name, *scale, fidelity=run.tags.get("fidelity"),
                                    continued_from=start)})
