@@ -339,3 +339,68 @@ def test_the_run_active_in_another_thread_is_found(tracked):
         thread.join()
     assert found[0] is not None and found[0].info.run_id == run.info.run_id
     assert store.active_run_in_process() is None  # ended: nothing active anywhere
+
+
+@pytest.fixture
+def fresh_context(monkeypatch):
+    """MLflow's run context resolved anew for the test (it is cached per process), and again after it."""
+    from mnist_mlp.tracking import store
+
+    store.mlflow_context_tags.cache_clear()
+    yield monkeypatch
+    store.mlflow_context_tags.cache_clear()
+
+
+def test_runs_carry_mlflows_context_tags_and_the_packages_own_tags_win(tracked, flat_digits, fresh_context):
+    import subprocess
+
+    from mlflow.tracking.context.registry import resolve_tags
+
+    # A script in this git checkout, and a context provider that names the run itself.
+    fresh_context.setattr(sys, "argv", [__file__])
+    fresh_context.setenv("MLFLOW_RUN_CONTEXT",
+                         '{"team": "vision", "mlflow.runName": "not the fit", "mlflow.parentRunId": "elsewhere"}')
+    X, y, _, _ = flat_digits
+    with mlflow.start_run() as outer:
+        clf = MLPClassifier(**FAST).fit(X[:300], y[:300])
+    tags = tracked.get_run(clf.run_id_).data.tags
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert tags["mlflow.source.git.commit"] == commit and tags["mlflow.source.name"] == __file__
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"] and tags["team"] == "vision"
+    expected = {k: v for k, v in resolve_tags().items() if k not in ("mlflow.runName", "mlflow.parentRunId")}
+    assert {k: tags.get(k) for k in expected} == expected  # what mlflow.start_run would have set
+    assert tags["mlflow.runName"].startswith("MLP 16") and tags["mlflow.parentRunId"] == outer.info.run_id
+
+
+def test_mlflow_context_falls_back_to_this_process_when_mlflow_moves_it(fresh_context, caplog):
+    import builtins
+
+    from mnist_mlp.tracking import store
+
+    real_import = builtins.__import__
+
+    def moved(name, *args, **kwargs):
+        if name == "mlflow.tracking.context.registry":
+            raise ImportError("moved")
+        return real_import(name, *args, **kwargs)
+
+    fresh_context.setattr(builtins, "__import__", moved)
+    fresh_context.setattr(sys, "argv", ["train.py"])
+    tags = store.mlflow_context_tags()
+    assert tags["mlflow.source.name"] == "train.py" and tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
+    assert "resolve_tags) is unavailable (ImportError: moved)" in caplog.text
+
+
+def test_mlflow_last_active_run_finds_the_fit_after_it(tracked, flat_digits):
+    # MLflow keeps the last run it ended in a private thread-local this package must set too: if this
+    # fails after an MLflow upgrade, see tracking.store.remember_last_active_run.
+    X, y, _, _ = flat_digits
+    with mlflow.start_run():
+        pass
+    clf = MLPClassifier(**FAST).fit(X[:300], y[:300])
+    assert mlflow.active_run() is None and mlflow.last_active_run().info.run_id == clf.run_id_
+    other = MLPClassifier(**FAST)
+    with pytest.raises(ValueError):
+        other.fit(X[:300], y[:300, None].repeat(2, axis=1))  # bad input: no run, nothing remembered
+    assert mlflow.last_active_run().info.run_id == clf.run_id_

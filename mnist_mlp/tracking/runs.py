@@ -395,7 +395,9 @@ class FitRun:
                 order_by=["attributes.start_time DESC"], max_results=1)
             if earlier:
                 return cls._reopened(client, earlier[0])
-        tags.update(store.library_versions())
+        # As mlflow.start_run would: who started it and from where (the UI's User and Source);
+        # the package's own tags (runName, parentRunId, ...) win.
+        tags = {**store.mlflow_context_tags(), **tags, **store.library_versions()}
         tags["mlflow.runName"] = run_name
         run = store.retrying(
             client.create_run, experiment_id,
@@ -619,6 +621,8 @@ class FitRun:
                 self.log_metric_series(self._end_metrics, tags, results=self._end_results)
         self._store(self.client.set_terminated, self.run_id, status,
                     local=lambda: self.fallback.update_json("info.json", {"status": status}))
+        if not self.lost:  # as MLflow's end_run does, for autologging users' mlflow.last_active_run()
+            store.remember_last_active_run(self.run_id, self.tracking_uri)
 
     def __enter__(self):
         return self
