@@ -112,7 +112,11 @@ class MLPClassifier(KerasClassifier):
         Strength of ``penalty``: ``alpha * sum(w**2)`` (l2) or
         ``alpha * sum(|w|)`` (l1) is added to the loss, Keras's convention
         (scikit-learn's MLP divides by the sample count instead). Ignored
-        when ``penalty`` is None.
+        when ``penalty`` is None, where scikit-learn's MLP would apply it as
+        L2: ``fit`` then warns (``UserWarning``) if ``alpha`` is not its
+        default, so that a search over ``alpha`` alone is not read as one.
+        Applying it by default instead would change every unpenalised fit,
+        the study's figures among them.
     dropout : float, default=0.0
         Dropout rate after each hidden layer; 0 means no dropout layer.
     batch_size : int, default=256
@@ -664,6 +668,9 @@ class MLPClassifier(KerasClassifier):
     def _fit_call(self, X, y, sample_weight, kwargs, *, partial, classes=None):
         """``fit`` or ``partial_fit``: validate, train (tracked or not), with MLflow's autologging off."""
         self.validate_hyperparameters()
+        if self.penalty is None and self.alpha != inspect.signature(MLPClassifier).parameters["alpha"].default:
+            warnings.warn(f"alpha={self.alpha!r} has no effect with penalty=None: set penalty='l2' or 'l1' "
+                          "for it to apply", UserWarning, stacklevel=3)
         target_type = type_of_target(y, input_name="y", raise_unknown=True)
         if target_type not in ("binary", "multiclass"):
             raise ValueError(
