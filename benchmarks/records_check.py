@@ -56,7 +56,9 @@ def _mismatches(search, folds, label):
         compared = {k: float(v) for k, v in row.items() if k in ("alpha", "learning_rate_init")}
         if compared != _logged_settings(run, compared):
             wrong += 1
-    rounds = sorted({run.data.tags.get("iter", run.data.tags.get("iteration", "-")) for run in folds})
+    # The round: a halving search's iteration, a Hyperband search's bracket and rung.
+    rounds = sorted({run.data.tags.get("iteration") or "/".join(run.data.tags[k] for k in ("bracket", "rung")
+                                                                 if k in run.data.tags) or "-" for run in folds})
     print(f"{label}: {wrong} of {len(folds)} fold runs' candidate tag points at a cv_results_ row "
           f"with other parameters; round tag values: {rounds}")
 
