@@ -111,8 +111,12 @@ def main():
             run = client.get_run(clf.run_id_)
             shown = {k: v for k, v in {**run.data.params, **run.data.tags}.items() if "weight" in k}
             print(f"{label}: name={run.info.run_name!r}; weight params/tags={json.dumps(shown, sort_keys=True)}")
-        same = client.get_run(plain.run_id_).data.params == client.get_run(weighted.run_id_).data.params
-        print(f"unweighted and sample-weighted fits log identical params: {same}")
+        def record(clf):  # what tells a fit apart: its params, weight tags and name
+            run = client.get_run(clf.run_id_)
+            return run.data.params, {k: v for k, v in run.data.tags.items() if "weight" in k}, run.info.run_name
+
+        print(f"unweighted and sample-weighted fits log identical params, weight tags and names: "
+              f"{record(plain) == record(weighted)}")
         tags = client.get_run(weighted.run_id_).data.tags
         context = {k: tags[k] for k in ("mlflow.user", "mlflow.source.name", "mlflow.source.type",
                                         "mlflow.source.git.commit") if k in tags}
