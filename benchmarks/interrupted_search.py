@@ -11,6 +11,7 @@ Scenarios (``--scenario``):
 - ``ours``: ``mnist_mlp.GridSearchCV(MLPClassifier, n_jobs=2)`` inside the user's run;
 - ``sklearn``: scikit-learn's own ``GridSearchCV(MLPClassifier, n_jobs=2)`` inside the user's run;
 - ``sklearn-threads``: the same on joblib's threading backend;
+- ``sklearn-dask``: the same on joblib's Dask backend, a local cluster of 2 worker processes;
 - ``cli``: ``mnist-mlp study 2.2 --n-jobs 2`` (quick fidelity).
 
 Usage::
@@ -47,10 +48,13 @@ _SEARCH = textwrap.dedent("""
         from sklearn.model_selection import GridSearchCV
     search = GridSearchCV(MLPClassifier(epochs=400, batch_size=32, random_state=0),
                           {"hidden_layer_sizes": [(64,), (32,)]}, cv=2, n_jobs=2)
+    if scenario == "sklearn-dask":
+        from dask.distributed import Client, LocalCluster
+        client = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True))
     with mlflow.start_run(run_name="user's run"):
-        if scenario == "sklearn-threads":
+        if scenario in ("sklearn-threads", "sklearn-dask"):
             from joblib import parallel_backend
-            with parallel_backend("threading", n_jobs=2):
+            with parallel_backend(scenario.split("-")[1], n_jobs=2):
                 search.fit(x, y)
         else:
             search.fit(x, y)
@@ -147,7 +151,7 @@ def once(scenario, folder, rng):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=["ours", "sklearn", "sklearn-threads", "cli"], action="append")
+    parser.add_argument("--scenario", choices=["ours", "sklearn", "sklearn-threads", "sklearn-dask", "cli"], action="append")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)

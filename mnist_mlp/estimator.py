@@ -112,7 +112,11 @@ class MLPClassifier(KerasClassifier):
         Strength of ``penalty``: ``alpha * sum(w**2)`` (l2) or
         ``alpha * sum(|w|)`` (l1) is added to the loss, Keras's convention
         (scikit-learn's MLP divides by the sample count instead). Ignored
-        when ``penalty`` is None.
+        when ``penalty`` is None, where scikit-learn's MLP would apply it as
+        L2: ``fit`` then warns (``UserWarning``) if ``alpha`` is not its
+        default, so that a search over ``alpha`` alone is not read as one.
+        Applying it by default instead would change every unpenalised fit,
+        the study's figures among them.
     dropout : float, default=0.0
         Dropout rate after each hidden layer; 0 means no dropout layer.
     batch_size : int, default=256
@@ -664,6 +668,9 @@ class MLPClassifier(KerasClassifier):
     def _fit_call(self, X, y, sample_weight, kwargs, *, partial, classes=None):
         """``fit`` or ``partial_fit``: validate, train (tracked or not), with MLflow's autologging off."""
         self.validate_hyperparameters()
+        if self.penalty is None and self.alpha != inspect.signature(MLPClassifier).parameters["alpha"].default:
+            warnings.warn(f"alpha={self.alpha!r} has no effect with penalty=None: set penalty='l2' or 'l1' "
+                          "for it to apply", UserWarning, stacklevel=3)
         target_type = type_of_target(y, input_name="y", raise_unknown=True)
         if target_type not in ("binary", "multiclass"):
             raise ValueError(
@@ -704,14 +711,15 @@ class MLPClassifier(KerasClassifier):
                 if not tracking_enabled(self.tracking):
                     train()
                 else:
-                    self._tracked_fit(X, y, example, train, continued, epochs=1 if partial else None)
+                    self._tracked_fit(X, y, example, train, continued, epochs=1 if partial else None,
+                                      sample_weight=sample_weight)
         finally:
             del self._checked_X
         if kept is not None and self.classes_ is None:
             self.classes_ = kept
         return self
 
-    def _tracked_fit(self, X, y, example, train, continued, epochs):
+    def _tracked_fit(self, X, y, example, train, continued, epochs, sample_weight=None):
         from mnist_mlp import tracking
 
         def fit(callbacks):
@@ -722,7 +730,8 @@ class MLPClassifier(KerasClassifier):
                 del self._tracking_callbacks
 
         with tracking.inherited_run(self):
-            run = tracking.track_fit(self, X, fit, example, y=y, continued=continued, epochs=epochs)
+            run = tracking.track_fit(self, X, fit, example, y=y, continued=continued, epochs=epochs,
+                                     sample_weight=sample_weight)
         self.run_id_, self.tracking_uri_ = run.run_id, run.tracking_uri
         return self
 

@@ -337,3 +337,21 @@ def test_predictions_from_many_threads_at_once_equal_sequential_ones(flat_digits
         got = list(pool.map(lambda call: np.asarray(call[0](call[1])), calls))
     for want, have in zip(expected, got):
         np.testing.assert_array_equal(have, want)
+
+
+def test_alpha_without_a_penalty_warns_that_it_does_nothing(flat_digits):
+    import warnings
+
+    from sklearn.model_selection import GridSearchCV
+
+    X, y, _, _ = flat_digits
+    fast = dict(hidden_layer_sizes=(8,), epochs=1, batch_size=64, random_state=0, tracking=False)
+    with pytest.warns(UserWarning, match=r"alpha=0\.01 has no effect with penalty=None: set penalty='l2' or 'l1'"):
+        MLPClassifier(**fast, alpha=0.01).fit(X[:200], y[:200])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="alpha=")  # the study's settings stay quiet
+        MLPClassifier(**fast).fit(X[:200], y[:200])
+        MLPClassifier(**fast, penalty="l2", alpha=0.01).fit(X[:200], y[:200])
+    with pytest.warns(UserWarning, match="alpha=0.1 has no effect") as caught:
+        GridSearchCV(MLPClassifier(**fast), {"alpha": [1e-4, 1e-1]}, cv=2).fit(X[:200], y[:200])
+    assert sum("has no effect" in str(w.message) for w in caught) >= 2  # each fold fit of alpha=0.1

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
-from sklearn.model_selection import GridSearchCV, cross_validate
+from joblib import parallel_backend
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401
+from sklearn.model_selection import GridSearchCV, HalvingGridSearchCV, cross_validate
 
 from mnist_mlp import MLPClassifier, make_pipeline
 
@@ -74,6 +78,46 @@ def test_a_plain_grid_search_logs_metrics_for_folds_and_a_model_for_the_refit(tr
         ("1", "0", '{"classifier__alpha": 0.01}'), ("1", "1", '{"classifier__alpha": 0.01}')]
     assert all(_n_models(tracked, r.info.run_id) == 0 for r in folds)
     assert all("loss" in r.data.metrics for r in folds)  # metrics are still there
+
+
+@pytest.mark.parametrize("backend", ["sequential", "threading"])
+def test_a_plain_halving_search_tags_each_fold_with_its_cv_results_row_and_round(tracked, user_run, flat_digits,
+                                                                                 backend):
+    # Rounds 0 and 1 each number their candidates from 0: the tag must add the earlier rounds'.
+    # In a thread of its own, a fit reads the rounds from the search scikit-learn hands it.
+    X, y, _, _ = flat_digits
+    with parallel_backend(backend, n_jobs=1 if backend == "sequential" else 2):
+        search = HalvingGridSearchCV(MLPClassifier(**FAST, penalty="l2"), {"alpha": [1e-4, 1e-3, 1e-2]},
+                                     factor=2, cv=2, min_resources=150, random_state=0).fit(X[:400], y[:400])
+    children = tracked.search_runs(["0"], filter_string=f"tags.`mlflow.parentRunId` = '{user_run.info.run_id}'")
+    folds = [r.data.tags for r in children if r.data.tags.get("role") == "fold"]
+    rows = search.cv_results_
+    assert len(folds) == 2 * len(rows["params"]) == 10 and list(rows["iter"]) == [0, 0, 0, 1, 1]
+    assert sorted((int(t["candidate"]), int(t["fold"])) for t in folds) == [(i, f) for i in range(5) for f in (0, 1)]
+    for tags in folds:
+        row = int(tags["candidate"])
+        assert tags["candidate_params"] == json.dumps(rows["params"][row], sort_keys=True)
+        assert tags["iteration"] == str(rows["iter"][row])
+
+
+def test_weighted_fits_say_so_in_their_params_tags_and_names(tracked, flat_digits, digits):
+    X, y, _, _ = flat_digits
+    plain = tracked.get_run(MLPClassifier(**FAST).fit(X[:300], y[:300]).run_id_)
+    balanced = tracked.get_run(MLPClassifier(**FAST, class_weight="balanced").fit(X[:300], y[:300]).run_id_)
+    per_class = tracked.get_run(MLPClassifier(**FAST, class_weight={0: 5.0}).fit(X[:300], y[:300]).run_id_)
+    weights = np.where(y[:300] == 0, 5.0, 1.0)
+    weighted = tracked.get_run(MLPClassifier(**FAST).fit(X[:300], y[:300], sample_weight=weights).run_id_)
+    x, labels, _, _ = digits
+    piped = tracked.get_run(make_pipeline(**FAST).fit(x[:300], labels[:300], classifier__sample_weight=weights).run_id_)
+    assert [r.data.params["class_weight"] for r in (plain, balanced, per_class)] == ["null", "balanced", '{"0": 5.0}']
+    names = [r.info.run_name for r in (plain, balanced, per_class, weighted, piped)]
+    assert names[0] == "MLP 16 adam lr=0.001 batch=64 epochs=2 seed=0"
+    assert names[1:] == [names[0].replace(" batch", f" {mark} batch") for mark in (
+        "class_weight=balanced", "class_weight=dict", "sample_weighted", "sample_weighted")]
+    summary = weighted.data.tags["sample_weight"]
+    assert summary.startswith(f"n=300 min=1 max=5 mean={weights.mean():.4g} digest=")
+    assert piped.data.tags["sample_weight"] == summary and "sample_weight" not in plain.data.tags
+    assert "sample_weighted" in piped.data.tags["mlflow.note.content"]
 
 
 def test_log_models_true_logs_every_fold_and_false_none(tracked, user_run, flat_digits):

@@ -339,3 +339,76 @@ def test_the_run_active_in_another_thread_is_found(tracked):
         thread.join()
     assert found[0] is not None and found[0].info.run_id == run.info.run_id
     assert store.active_run_in_process() is None  # ended: nothing active anywhere
+
+
+@pytest.fixture
+def fresh_context(monkeypatch):
+    """MLflow's run context resolved anew for the test (it is cached per process), and again after it."""
+    from mnist_mlp.tracking import store
+
+    store.mlflow_context_tags.cache_clear()
+    yield monkeypatch
+    store.mlflow_context_tags.cache_clear()
+
+
+def test_runs_carry_mlflows_context_tags_and_the_packages_own_tags_win(tracked, flat_digits, fresh_context):
+    from mlflow.tracking.context.registry import resolve_tags
+
+    # A context provider (MLFLOW_RUN_CONTEXT) that names the run and its parent itself.
+    fresh_context.setenv("MLFLOW_RUN_CONTEXT",
+                         '{"team": "vision", "mlflow.runName": "not the fit", "mlflow.parentRunId": "elsewhere"}')
+    X, y, _, _ = flat_digits
+    with mlflow.start_run() as outer:
+        clf = MLPClassifier(**FAST).fit(X[:300], y[:300])
+    tags = tracked.get_run(clf.run_id_).data.tags
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"] and tags["mlflow.source.name"]
+    assert tags["team"] == "vision"
+    expected = {k: v for k, v in resolve_tags().items() if k not in ("mlflow.runName", "mlflow.parentRunId")}
+    assert {k: tags.get(k) for k in expected} == expected  # what mlflow.start_run would have set
+    assert tags["mlflow.runName"].startswith("MLP 16") and tags["mlflow.parentRunId"] == outer.info.run_id
+
+
+def test_a_script_in_a_git_checkout_is_tagged_with_its_commit():
+    # In a process of its own: MLflow caches the git lookup of the first source it resolves.
+    import json
+    import subprocess
+
+    code = ("import json, sys; sys.argv[0] = sys.argv[1]; from mnist_mlp.tracking import store; "
+            "print(json.dumps(store.mlflow_context_tags()))")
+    tags = json.loads(run_child([sys.executable, "-c", code, __file__], check=True, timeout=300).stdout.splitlines()[-1])
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True)
+    commit = head.stdout.strip() if head.returncode == 0 else None  # a checkout that is no repository: none
+    assert tags.get("mlflow.source.git.commit") == commit and tags["mlflow.source.name"] == __file__
+
+
+def test_mlflow_context_falls_back_to_this_process_when_mlflow_moves_it(fresh_context, caplog):
+    import builtins
+
+    from mnist_mlp.tracking import store
+
+    real_import = builtins.__import__
+
+    def moved(name, *args, **kwargs):
+        if name == "mlflow.tracking.context.registry":
+            raise ImportError("moved")
+        return real_import(name, *args, **kwargs)
+
+    fresh_context.setattr(builtins, "__import__", moved)
+    fresh_context.setattr(sys, "argv", ["train.py"])
+    tags = store.mlflow_context_tags()
+    assert tags["mlflow.source.name"] == "train.py" and tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
+    assert "resolve_tags) is unavailable (ImportError: moved)" in caplog.text
+
+
+def test_mlflow_last_active_run_finds_the_fit_after_it(tracked, flat_digits):
+    # MLflow keeps the last run it ended in a private thread-local this package must set too: if this
+    # fails after an MLflow upgrade, see tracking.store.remember_last_active_run.
+    X, y, _, _ = flat_digits
+    with mlflow.start_run():
+        pass
+    clf = MLPClassifier(**FAST).fit(X[:300], y[:300])
+    assert mlflow.active_run() is None and mlflow.last_active_run().info.run_id == clf.run_id_
+    other = MLPClassifier(**FAST)
+    with pytest.raises(ValueError):
+        other.fit(X[:300], y[:300, None].repeat(2, axis=1))  # bad input: no run, nothing remembered
+    assert mlflow.last_active_run().info.run_id == clf.run_id_

@@ -22,6 +22,15 @@ thread, in whatever process runs the fit. If a release renames what it reads,
 the answer is None (the fit is then logged as a standalone one), and
 ``tests/test_model_selection_search.py`` fails on :func:`check`.
 
+``candidate_progress`` numbers a candidate within one ``evaluate_candidates``
+call, which a successive-halving search makes once per round: the
+candidate's row in ``cv_results_`` adds the candidates of the earlier rounds,
+read from ``evaluate_candidates``'s own frame (``all_candidate_params``) when
+the fit runs in its thread, else from the search scikit-learn >= 1.9 hands
+the fit (``caller``: a halving search's ``n_candidates_`` per round so far).
+Where neither tells, and the search is not one that evaluates all its
+candidates at once, the row is left unknown rather than guessed.
+
 Why not ``sklearn.callback`` (scikit-learn 1.9, experimental)? Its callbacks
 observe (``on_fit_begin``/``on_fit_task_end``) rather than wrap a fit, they
 need scikit-learn >= 1.9 while this package supports 1.6, and the API may
@@ -128,7 +137,9 @@ class SearchFit:
     ----------
     role : {"fold", "refit"}
     candidate : int or None
-        The candidate's row in ``cv_results_`` (a search's fold fit).
+        The candidate's row in ``cv_results_`` (a search's fold fit), where it can be known.
+    iteration : int or None
+        The round of a successive-halving search (``cv_results_["iter"]``).
     fold : int or None
         The split's index (a search's fold fit).
     params : dict or None
@@ -139,6 +150,7 @@ class SearchFit:
     candidate: int | None = None
     fold: int | None = None
     params: dict | None = None
+    iteration: int | None = None
 
 
 def sklearn_fit_in_progress():
@@ -161,9 +173,33 @@ def sklearn_fit_in_progress():
         if frame.f_code is fold_code:
             arguments = frame.f_locals
             split, candidate = arguments.get("split_progress"), arguments.get("candidate_progress")
-            return SearchFit("fold", candidate=int(candidate[0]) if candidate else None,
-                             fold=int(split[0]) if split else None, params=arguments.get("parameters") or None)
+            offset, iteration = _earlier_candidates(frame, arguments.get("caller")) if candidate else (None, None)
+            return SearchFit("fold", candidate=None if offset is None else offset + int(candidate[0]),
+                             fold=int(split[0]) if split else None, params=arguments.get("parameters") or None,
+                             iteration=iteration)
         if frame.f_code is refit_code:
             return SearchFit("refit")
         frame = frame.f_back
     return None
+
+
+def _earlier_candidates(fold_frame, caller):
+    """``(candidates evaluated in earlier rounds, this round)`` for a fold fit of a search.
+
+    Either is None where it cannot be known (see the module docstring).
+    """
+    frame = fold_frame.f_back
+    while frame is not None:  # this thread: the search's evaluate_candidates, before it records this round
+        if frame.f_code.co_name == "evaluate_candidates" and "all_candidate_params" in frame.f_code.co_freevars:
+            arguments = frame.f_locals
+            more = arguments.get("more_results") or {}
+            iteration = more.get("iter", [None])[0]
+            return len(arguments["all_candidate_params"]), None if iteration is None else int(iteration)
+        frame = frame.f_back
+    rounds = getattr(caller, "n_candidates_", None)  # another process or thread: a halving search's rounds
+    if isinstance(rounds, list) and rounds:
+        return sum(rounds[:-1]), len(rounds) - 1
+    single_round = (_search.GridSearchCV._run_search, _search.RandomizedSearchCV._run_search)
+    if caller is not None and getattr(type(caller), "_run_search", None) in single_round:
+        return 0, None
+    return None, None

@@ -22,7 +22,7 @@ import numpy as np
 from mnist_mlp.tracking import naming, runs, values
 
 __all__ = ["dataset_inputs", "estimator_params", "log_evaluation", "log_fit_results", "log_model", "model_wanted",
-           "sklearn_selection_tags", "track_fit"]
+           "sample_weight_summary", "sklearn_selection_tags", "track_fit"]
 
 
 def estimator_params(estimator, n_samples):
@@ -54,6 +54,7 @@ def estimator_params(estimator, n_samples):
         "kernel_initializer": values.describe(estimator.kernel_initializer),
         "penalty": str(estimator.penalty).lower(),
         "alpha": estimator.alpha,
+        "class_weight": estimator.class_weight,
         "dropout": estimator.dropout,
         "validation_split": estimator.validation_split,
         "shuffle": estimator.shuffle,
@@ -94,6 +95,20 @@ def _digest(*arrays):
     return digest.hexdigest()
 
 
+def sample_weight_summary(sample_weight):
+    """The ``sample_weight`` a fit was given, in a tag's few words: ``n=400 min=1 max=5 mean=1.4 digest=...``.
+
+    Enough to tell weighted fits from unweighted ones and from each other at a
+    glance (the digest, as for datasets: see :func:`_digest`), without
+    storing the weights.
+    """
+    weights = np.asarray(sample_weight, dtype=float).ravel()
+    if not len(weights):
+        return "n=0"
+    return (f"n={len(weights)} min={weights.min():g} max={weights.max():g} mean={weights.mean():.4g} "
+            f"digest={_digest(weights)}")
+
+
 def dataset_inputs(X, y, n_train, name):
     """The fit's training and validation rows as MLflow dataset inputs (name, digest, rows)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
@@ -121,8 +136,10 @@ def sklearn_selection_tags(run):
     ``cross_validate`` makes, where no search of this package describes it
     already (its runs carry ``role``): ``role`` (``"fold"`` or
     ``"refit"``), ``refit`` (``"true"``/``"false"``), and for a search's fold
-    its ``candidate`` index, ``fold`` index and ``candidate_params`` (JSON),
-    as far as scikit-learn lets them be known. Empty otherwise.
+    its ``candidate`` (its row in ``cv_results_``), ``fold`` index,
+    ``iteration`` (a successive-halving search's round, as this package's
+    searches tag it) and ``candidate_params`` (JSON), as far as scikit-learn
+    lets them be known. Empty otherwise.
 
     Parameters
     ----------
@@ -140,7 +157,7 @@ def sklearn_selection_tags(run):
     if found is None:
         return {}
     tags = {"role": found.role, "refit": str(found.role == "refit").lower()}
-    for key in ("candidate", "fold"):
+    for key in ("candidate", "fold", "iteration"):
         if getattr(found, key) is not None:
             tags[key] = getattr(found, key)
     if found.params:
@@ -175,7 +192,7 @@ def model_wanted(estimator, run, owned, role=None):
     return run.log_model and role != "fold"
 
 
-def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=None):
+def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=None, sample_weight=None):
     """Run ``fit(callbacks)`` as one tracked fit of ``estimator``; return its run.
 
     The fit logs into the run of an enclosing tracked estimator (a pipeline)
@@ -207,6 +224,9 @@ def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=No
         and ``continued_run_id``; its epochs are numbered on from them.
     epochs : int, default=None
         Epochs this fit trains, if not the estimator's ``epochs`` (1 for ``partial_fit``).
+    sample_weight : array-like, default=None
+        The fit's sample weights: summarised in the run's ``sample_weight``
+        tag (:func:`sample_weight_summary`) and named in a standalone run's name.
 
     Returns
     -------
@@ -214,8 +234,12 @@ def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=No
     """
     from mnist_mlp.tracking.callbacks import DivergenceMonitor, EpochMetricsLogger
 
-    name = naming.standalone_run_name(estimator)
+    weighted = sample_weight is not None
+    name = naming.standalone_run_name(estimator, sample_weighted=weighted)
     with runs.owned_run(name) as (run, owned):
+        weights = {"sample_weight": sample_weight_summary(sample_weight)} if weighted else {}
+        if weighted and not owned and run.name == naming.standalone_run_name(estimator):
+            run.name = weights["mlflow.runName"] = name  # a pipeline's run, named before its steps saw the weights
         params = estimator_params(estimator, len(X))
         if epochs is not None:
             params["epochs"] = epochs
@@ -230,7 +254,7 @@ def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=No
         # A Hyperband rung or a warm-started fit continuing a network: it has epochs + start in all.
         start = int(continuation.get("continued_from", run.tags.get("continued_from", 0)))
         scale = (params["epochs"] + start, params["n_train"], params["n_val"], params["dataset"])
-        run.defer_to_end(tags={**selection, **continuation, **naming.scale_tags(*scale),
+        run.defer_to_end(tags={**selection, **continuation, **weights, **naming.scale_tags(*scale),
                                naming.NOTE_TAG: naming.fit_description(
                                    run.name or name, *scale, fidelity=run.tags.get("fidelity"),
                                    continued_from=start)})

@@ -94,8 +94,14 @@ def fit_run_name(parameters, varying, *, role=None, seed=None, fold=None, resour
     return " ".join(parts) or role or "fit"
 
 
-def standalone_run_name(estimator):
-    """The salient settings of an ``MLPClassifier``'s fit: ``MLP 128-256 adam lr=0.001 epochs=100 seed=0``."""
+def standalone_run_name(estimator, *, sample_weighted=False):
+    """The salient settings of an ``MLPClassifier``'s fit: ``MLP 128-256 adam lr=0.001 epochs=100 seed=0``.
+
+    A fit whose loss weighs its samples says so, after its regularisation:
+    ``class_weight=balanced`` (``class_weight=dict`` for weights per class,
+    given in full in its ``class_weight`` param) and ``sample_weighted``
+    (summarised in its ``sample_weight`` tag) when ``sample_weighted``.
+    """
     params = estimator.get_params(deep=False)
     parts = ["MLP", format_value(params["hidden_layer_sizes"]), format_value(params["optimizer"]),
              setting("learning_rate_init", params["learning_rate_init"])]
@@ -103,6 +109,11 @@ def standalone_run_name(estimator):
         parts.append(f"{params['penalty']}={format_value(params['alpha'])}")
     if params.get("dropout"):
         parts.append(setting("dropout", params["dropout"]))
+    if params.get("class_weight") is not None:
+        weights = params["class_weight"]
+        parts.append(f"class_weight={weights if isinstance(weights, str) else type(weights).__name__}")
+    if sample_weighted:
+        parts.append("sample_weighted")
     parts += [setting("batch_size", params["batch_size"]), setting("epochs", params["epochs"])]
     if params.get("random_state") is not None and isinstance(params["random_state"], int):
         parts.append(setting("random_state", params["random_state"]))

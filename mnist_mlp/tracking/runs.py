@@ -404,7 +404,9 @@ class FitRun:
                 order_by=["attributes.start_time DESC"], max_results=1)
             if earlier:
                 return cls._reopened(client, earlier[0])
-        tags.update(store.library_versions())
+        # As mlflow.start_run would: who started it and from where (the UI's User and Source);
+        # the package's own tags (runName, parentRunId, ...) win.
+        tags = {**store.mlflow_context_tags(), **tags, **store.library_versions()}
         tags["mlflow.runName"] = run_name
         run = store.retrying(
             client.create_run, experiment_id,
@@ -637,6 +639,8 @@ class FitRun:
         ledger.closed(self)
         if self._ledger_entry is not None:
             self._ledger_entry.close()
+        if not self.lost:  # as MLflow's end_run does, for autologging users' mlflow.last_active_run()
+            store.remember_last_active_run(self.run_id, self.tracking_uri)
 
     def __enter__(self):
         return self

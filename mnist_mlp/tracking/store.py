@@ -31,8 +31,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["FALLBACK_DIR_ENV", "IncompleteStoreError", "STORE_ERRORS", "TrackingLostWarning",
            "TrackingRefusedWarning", "TrackingUnavailableError", "active_run_in_process", "check_reachable", "client",
-           "current_experiment_id", "experiment_id_for", "library_versions", "reachable", "resolve_tracking_uri",
-           "retrying"]
+           "current_experiment_id", "experiment_id_for", "library_versions", "mlflow_context_tags", "reachable",
+           "remember_last_active_run", "resolve_tracking_uri", "retrying"]
 
 _LOCK_RETRIES = 8
 
@@ -421,3 +421,56 @@ def library_versions():
         except metadata.PackageNotFoundError:
             pass
     return tags
+
+
+@functools.lru_cache(maxsize=1)
+def mlflow_context_tags():
+    """The tags ``mlflow.start_run`` gives a new run about where it was started, resolved once per process.
+
+    ``mlflow.user``, ``mlflow.source.name`` and ``mlflow.source.type`` (the
+    MLflow UI's User and Source), ``mlflow.source.git.commit`` where the source
+    is in a git repository, and whatever else MLflow's run context providers
+    add (Databricks, Docker, plugins): from ``mlflow.tracking.context.registry
+    .resolve_tags``, what ``start_run`` itself calls (its providers are MLflow's
+    plugin interface). Resolving git costs tenths of a second: once per
+    process, not per fit. Should MLflow move it, the user and the command
+    stand in, and a warning says why.
+    """
+    try:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        return {k: str(v) for k, v in resolve_tags().items()}
+    except Exception as exc:  # MLflow moved it, or a provider failed: its nearest equivalent
+        import getpass
+        import sys
+
+        logger.warning("MLflow's run context (mlflow.tracking.context.registry.resolve_tags) is unavailable "
+                       "(%s: %s); runs get mlflow.user and mlflow.source.name from this process instead",
+                       type(exc).__name__, exc)
+        tags = {"mlflow.source.name": sys.argv[0] if sys.argv and sys.argv[0] else "<console>",
+                "mlflow.source.type": "LOCAL"}
+        with contextlib.suppress(Exception):
+            tags["mlflow.user"] = getpass.getuser()
+        return tags
+
+
+def remember_last_active_run(run_id, tracking_uri):
+    """Make ``mlflow.last_active_run()`` in this thread find ``run_id``, a run this package just ended.
+
+    MLflow sets it only in its own ``end_run``, and offers no setter: this
+    writes its private ``mlflow.tracking.fluent._last_active_run_id`` (a
+    thread-local variable in MLflow 3), the one place the package does.
+    Only for a run in the store in force, which ``last_active_run`` reads.
+    Should MLflow change it, nothing is written (a debug line says so), and
+    ``tests/test_tracking_runs.py`` fails.
+    """
+    from mlflow.tracking import fluent
+
+    if tracking_uri != resolve_tracking_uri():
+        return
+    last = getattr(fluent, "_last_active_run_id", None)
+    if callable(getattr(last, "set", None)):
+        last.set(run_id)
+    else:
+        logger.debug("mlflow.tracking.fluent._last_active_run_id is gone or has no set(): "
+                     "mlflow.last_active_run() will not find run %s", run_id)
