@@ -13,9 +13,12 @@ The contract other folders (the CLI) use:
   runs back into the report;
 - :func:`format_section`, :func:`format_tuning`: a section's results table
   for the terminal;
+- :func:`environment_note`: where the running versions differ from those
+  the committed report was made with (a checkout only);
 - :func:`progress_display`, :class:`ProgressCallback`: long work on a terminal.
 
-Modules: ``experiments``, ``runner``, ``side_by_side``, ``report``, ``terminal``, ``progress``.
+Modules: ``experiments``, ``runner``, ``side_by_side``, ``report``, ``terminal``, ``progress``,
+``environment`` (the versions a report's figures came from).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ _EXPORTS = {
     **dict.fromkeys(["collect", "collect_section", "write_report"], "report"),
     **dict.fromkeys(["format_section", "format_tuning"], "terminal"),
     **dict.fromkeys(["ProgressCallback", "progress_display"], "progress"),
+    "environment_note": "environment",
 }
 
 __all__ = sorted(_EXPORTS)
