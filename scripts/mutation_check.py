@@ -106,7 +106,7 @@ MUTANTS += [
      "momentum_slot = momentum * s2 + increment", "momentum_slot = s2 + increment"),
     ("xla-nesterov-as-momentum", "Nesterov update taken as plain momentum", XLA,
      "return w + (velocity * momentum - g * step), velocity, s1, s2", "return w + velocity, velocity, s1, s2"),
-    ("xla-sigmoid-sign", "sigmoid of -z", XLA, "return 1.0 / (1.0 + jnp.exp(-z))", "return 1.0 / (1.0 + jnp.exp(z))"),
+    ("xla-sigmoid-sign", "sigmoid of -z", XLA, "return jax.nn.sigmoid(z)", "return jax.nn.sigmoid(-z)"),
     ("xla-gradient-not-averaged", "batch loss (and gradient) summed, not averaged over rows", XLA,
      "return jnp.mean(losses), right", "return jnp.sum(losses), right"),
     ("xla-step-counted-twice", "the optimizer's step count advanced by 2", XLA, "    t = t + 1\n", "    t = t + 2\n"),
