@@ -54,7 +54,7 @@ _SEARCH = textwrap.dedent("""
     with mlflow.start_run(run_name="user's run"):
         if scenario in ("sklearn-threads", "sklearn-dask"):
             from joblib import parallel_backend
-            with parallel_backend(scenario.split("-")[1], n_jobs=2):
+            with parallel_backend({"sklearn-threads": "threading", "sklearn-dask": "dask"}[scenario], n_jobs=2):
                 search.fit(x, y)
         else:
             search.fit(x, y)
@@ -120,6 +120,9 @@ def once(scenario, folder, rng):
         while running_folds(db) < 1 and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(rng.uniform(0.5, 3.0))  # somewhere in the fits' epochs
+        if child.poll() is not None:  # it ended (or failed) before the interrupt: nothing to measure
+            return {"scenario": scenario, "rc": child.returncode, "ended_before_interrupt": True,
+                    "runs": run_table(db), "tail": child.stdout.read().strip().splitlines()[-5:]}
         started = time.monotonic()
         os.killpg(pgid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         try:

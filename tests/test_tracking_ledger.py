@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -83,6 +84,42 @@ def test_a_run_a_thread_leaves_open_at_exit_ends_killed(tracked, tmp_path):
     run = tracked.get_run(done.stdout.split()[0])
     assert run.info.status == "KILLED"
     assert "exited while the fit was running" in run.data.tags["error"]
+
+
+_EXITS_BEFORE_ITS_WORKER = textwrap.dedent("""
+    import pickle, subprocess, sys
+    from mnist_mlp.tracking import FitRun
+    worker_script, context_path = sys.argv[1], sys.argv[2]
+    with FitRun.open(run_name="search") as parent:
+        with open(context_path, "wb") as file:
+            pickle.dump(parent.fit_context(role="fold"), file)
+        worker = subprocess.Popen([sys.executable, "-c", worker_script, context_path], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                  start_new_session=True)
+        print(worker.pid, worker.stdout.readline().strip(), flush=True)
+""")
+
+
+def test_runs_of_workers_that_outlive_the_process_end_killed_once_they_are_gone(tracked, tmp_path):
+    # A local Dask cluster's workers are killed only after the client's atexit hooks have run.
+    from mnist_mlp.tracking import ledger
+
+    sleeper = _WORKER.replace("sys.stdin.readline()", "__import__('time').sleep(3600)", 1)
+    done = run_child([sys.executable, "-c", _EXITS_BEFORE_ITS_WORKER, sleeper, tmp_path / "context.pkl"],
+                     timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    worker_pid, run_id = done.stdout.split()
+    try:
+        time.sleep(ledger._EXIT_WAIT_S)
+        assert _status(tracked, run_id) == "RUNNING"  # its worker is alive: its run is its own
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(worker_pid), signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while _status(tracked, run_id) == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _status(tracked, run_id) == "KILLED"
+    assert tracked.get_run(run_id).data.tags["error"] == ledger.WORKER_GONE
 
 
 # A search in the user's run, interrupted by Ctrl-C (SIGINT to the whole process group, as a

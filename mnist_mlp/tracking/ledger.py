@@ -17,9 +17,14 @@ as a context manager). Two kinds of stop leave no chance to do so:
   backend, interrupted: its pool's daemon threads die with the process). Runs
   still open in this process at exit are ended KILLED by an ``atexit`` hook.
 
-Workers on other machines (a Dask cluster) keep running their fits when the
-client is interrupted, and end their runs themselves. Without ``fcntl``
-(Windows) the ledger is off and only the ``atexit`` hook applies.
+At exit, workers may still hold runs: a local Dask cluster is shut down,
+its workers killed, only after this process's ``atexit`` hook has run. Their
+entries go to a small detached process (``python -m
+mnist_mlp.tracking.ledger FOLDER``) that waits up to two minutes for each to
+be let go, ends the runs left RUNNING, and removes the folder. Workers on
+other machines keep running their fits when the client is interrupted, and
+end their runs themselves. Without ``fcntl`` (Windows) the ledger is off and
+only the ``atexit`` hook applies.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import logging
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -51,8 +58,10 @@ PROCESS_EXITED = "the process exited while the fit was running"
 
 # How often the watcher thread looks for runs of dead workers.
 _WATCH_S = 0.25
-# How long a process at exit waits for workers that still hold runs (being killed, or ending them).
-_EXIT_WAIT_S = 10.0
+# How long a process at exit waits for workers that still hold runs (being killed, or ending them),
+# before it hands their entries to a detached reaper, and how long that one waits.
+_EXIT_WAIT_S = 2.0
+_REAPER_WAIT_S = 120.0
 
 _lock = threading.Lock()
 _folder = None  # this process's ledger folder, made on first use
@@ -234,5 +243,26 @@ def _at_exit():
             _end_if_running(run.tracking_uri, run.run_id, PROCESS_EXITED)
     with contextlib.suppress(Exception):
         reap(wait_s=_EXIT_WAIT_S)  # joblib's workers are being killed as this process ends
-    if _folder is not None:
-        shutil.rmtree(_folder, ignore_errors=True)
+    if _folder is None:
+        return
+    if any(_folder.glob("*.json")):  # workers alive still (a local cluster closes after this hook)
+        with contextlib.suppress(OSError):
+            subprocess.Popen([sys.executable, "-m", __name__, str(_folder)], start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return
+    shutil.rmtree(_folder, ignore_errors=True)
+
+
+def _reap_after(folder):
+    """The detached reaper: wait for the workers of an exited process to let go, end what they left."""
+    global _folder
+    _folder = Path(folder)
+    try:
+        reap(wait_s=_REAPER_WAIT_S)
+    finally:
+        if not any(_folder.glob("*.json")):
+            shutil.rmtree(_folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    _reap_after(sys.argv[1])
