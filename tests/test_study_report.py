@@ -157,3 +157,8 @@ def test_a_differing_environment_is_named_with_the_pinned_install(tmp_path):
     assert "not-installed not installed here, 2.0 there" in note and "numba" not in note
     assert "-c constraints.txt" in note
     assert difference_note(tmp_path / "absent.json") is None
+    # The same versions on another CPU: the pins cannot help, and the note says so.
+    report.write_text(json.dumps({"environment": {"numpy": [here["version.numpy"]], "cpu": ["some-other-cpu"]}}))
+    note = difference_note(report)
+    assert f"cpu {here['cpu']} here, some-other-cpu there" in note
+    assert "another CPU or BLAS kernel" in note and "constraints.txt" not in note

@@ -1,7 +1,8 @@
 """The versions a report's figures came from, and how the running environment differs.
 
 Every run records the versions of Python and of the libraries whose releases
-can move a figure (its ``python`` and ``version.*`` tags, see
+can move a figure, and the machine's CPU and BLAS kernel, which move them too
+(its ``python``, ``version.*``, ``cpu`` and ``blas`` tags, see
 :func:`mnist_mlp.tracking.library_versions`). A report states those of its runs
 (:func:`of_runs`); ``mnist-mlp study`` and ``report``, run from a checkout, say
 when the running environment differs from the committed report's
@@ -22,6 +23,14 @@ COMMITTED_REPORT = _CHECKOUT / "benchmarks" / "results" / "study_report" / "repo
 PINS = _CHECKOUT / "constraints.txt"
 
 
+# Tags that are not versions but move figures as releases do: Python, the CPU, the BLAS kernel.
+_MACHINE = ("python", "cpu", "blas")
+
+
+def _running_key(name):
+    return name if name in _MACHINE else f"version.{name}"
+
+
 def of_runs(client, run_ids):
     """``{library: [versions]}`` recorded by the runs ``run_ids`` (one version each, where they agree)."""
     from mnist_mlp.tracking import retrying
@@ -29,7 +38,7 @@ def of_runs(client, run_ids):
     found = {}
     for run_id in sorted(set(run_ids)):
         for key, value in retrying(client.get_run, run_id).data.tags.items():
-            if key == "python" or key.startswith("version."):
+            if key in _MACHINE or key.startswith("version."):
                 found.setdefault(key.removeprefix("version."), set()).add(value)
     return {name: sorted(values) for name, values in sorted(found.items())}
 
@@ -43,9 +52,8 @@ def differences(recorded, running=None):
     from mnist_mlp.tracking import library_versions
 
     running = library_versions() if running is None else running
-    return [(name, running.get(name if name == "python" else f"version.{name}"), ", ".join(versions))
-            for name, versions in recorded.items()
-            if running.get(name if name == "python" else f"version.{name}") not in versions]
+    return [(name, running.get(_running_key(name)), ", ".join(versions))
+            for name, versions in recorded.items() if running.get(_running_key(name)) not in versions]
 
 
 def difference_note(report=None, running=None):
@@ -64,9 +72,11 @@ def difference_note(report=None, running=None):
     if not moved:
         return None
     listed = "; ".join(f"{name} {here or 'not installed'} here, {there} there" for name, here, there in moved)
+    advice = (f"the pinned install reproduces it: pip install -e '.[test]' -c {PINS.name}"
+              if any(name not in ("cpu", "blas") for name, _, _ in moved) else
+              "the same versions on another CPU or BLAS kernel can give other figures")
     return (f"this environment differs from the one the committed study report came from ({listed}): "
-            f"figures may differ from it. The pinned install reproduces it: "
-            f"pip install -e '.[test]' -c {PINS.name}")
+            f"figures may differ from it; {advice}")
 
 
 def environment_note():

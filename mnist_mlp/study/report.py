@@ -500,9 +500,9 @@ Both protocols, the same parameters:
 {% if environment %}
 ## Environment
 
-The versions these figures came from (the runs' `python` and `version.*` tags); another release
-of these libraries can move a figure. `constraints.txt` pins the tested ones
-(`pip install -e . -c constraints.txt`).
+The versions and machine these figures came from (the runs' `python`, `version.*`, `cpu` and `blas`
+tags); another release of these libraries, or another CPU or BLAS kernel, can move a figure.
+`constraints.txt` pins the tested versions (`pip install -e . -c constraints.txt`).
 
 | | version |
 | --- | --- |

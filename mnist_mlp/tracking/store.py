@@ -420,7 +420,32 @@ def library_versions():
             tags[f"version.{dist}"] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
+    # The same releases can give other figures on another CPU: the compiled loop is built for the
+    # host CPU (LLVM's name for it), and NumPy's BLAS picks its kernel by CPU (both change sum orders).
+    tags.update(_machine())
     return tags
+
+
+def _machine():
+    found = {}
+    try:
+        import llvmlite.binding
+
+        found["cpu"] = llvmlite.binding.get_host_cpu_name()
+    except Exception as exc:  # noqa: BLE001 - a tag, never a reason to fail a fit
+        logger.debug("host CPU name not read: %r", exc)
+    try:
+        import numpy as np
+        from threadpoolctl import threadpool_info
+
+        np.ones((2, 2)) @ np.ones((2, 2))  # loads the BLAS, so that threadpoolctl sees it
+        blas = [f"{i['internal_api']} {i.get('architecture') or ''}".strip()
+                for i in threadpool_info() if i.get("user_api") == "blas"]
+        if blas:
+            found["blas"] = ", ".join(sorted(set(blas)))
+    except Exception as exc:  # noqa: BLE001
+        logger.debug("BLAS kernel not read: %r", exc)
+    return found
 
 
 @functools.lru_cache(maxsize=1)
