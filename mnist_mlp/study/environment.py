@@ -46,14 +46,16 @@ def of_runs(client, run_ids):
 def differences(recorded, running=None):
     """``[(library, here, there)]`` where the running versions differ from ``recorded`` (:func:`of_runs`).
 
-    A library recorded but not installed here reads ``None`` here; one
-    installed here but not recorded (made before it was recorded) is not a difference.
+    A library recorded but not installed here is not a difference (an
+    optional extra, such as JAX, which the default loop does not use: a loop
+    that needs it says so), nor is one installed here but not recorded.
     """
     from mnist_mlp.tracking import library_versions
 
     running = library_versions() if running is None else running
     return [(name, running.get(_running_key(name)), ", ".join(versions))
-            for name, versions in recorded.items() if running.get(_running_key(name)) not in versions]
+            for name, versions in recorded.items()
+            if running.get(_running_key(name)) is not None and running.get(_running_key(name)) not in versions]
 
 
 def difference_note(report=None, running=None):
@@ -71,7 +73,7 @@ def difference_note(report=None, running=None):
     moved = differences(recorded, running)
     if not moved:
         return None
-    listed = "; ".join(f"{name} {here or 'not installed'} here, {there} there" for name, here, there in moved)
+    listed = "; ".join(f"{name} {here} here, {there} there" for name, here, there in moved)
     advice = (f"the pinned install reproduces it: pip install -e '.[test]' -c {PINS.name}"
               if any(name not in ("cpu", "blas") for name, _, _ in moved) else
               "the same versions on another CPU or BLAS kernel can give other figures")
