@@ -67,13 +67,18 @@ def test_nothing_is_raised_after_the_block():
 def test_a_deferred_interrupt_is_raised_once_the_block_is_whole():
     import signal
 
-    done = []
-    with pytest.raises(KeyboardInterrupt):
-        with interrupts.deferred():
-            signal.raise_signal(signal.SIGINT)
-            done.append("after the signal")
-    assert done == ["after the signal"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own Ctrl-C handler, whatever this process inherited (a background job ignores SIGINT).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.deferred():
+                signal.raise_signal(signal.SIGINT)
+                done.append("after the signal")
+        assert done == ["after the signal"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 # Ctrl-C while the first fit imports TensorFlow, then a fit in the same process (a notebook).
