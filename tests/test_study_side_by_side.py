@@ -245,7 +245,7 @@ def test_a_worker_that_cannot_stop_after_its_command_died_ends_its_runs_and_exit
         gone, alive = psutil.wait_procs([worker], timeout=60)
         assert not alive, "the stuck worker outlived its grace period"
     [run] = MlflowClient(uri).search_runs(["0"])
-    assert run.info.status == "KILLED"
+    assert run.info.status == "KILLED", stderr.text()[-3000:]
     assert "did not stop within 2 s" in run.data.tags["error"]
 
 

@@ -36,6 +36,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -136,10 +137,12 @@ def _stop_when_orphaned(tag):
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(_STOP_GRACE_S)  # a daemon thread: gone with the worker if it stops in time
         if tracking.tracking_enabled():
-            with contextlib.suppress(Exception):  # the store gone too: nothing more can be done
+            try:
                 tracking.end_runs_left_running(
                     {WORKER_TAG: tag}, f"its study command was killed, and its worker process did not "
                                        f"stop within {_STOP_GRACE_S} s")
+            except Exception as exc:  # noqa: BLE001 - the store gone too: nothing more can be done but say so
+                print(f"mnist-mlp: worker {tag}: its runs could not be ended: {exc!r}", file=sys.stderr, flush=True)
         os._exit(128 + signal.SIGTERM)  # not sys.exit: the main thread is what does not stop
 
     threading.Thread(target=watch, name="mnist-mlp stop when orphaned", daemon=True).start()
