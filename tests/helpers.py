@@ -175,3 +175,11 @@ def artifact_paths(client, run_id, path=None):
             inner = path[len(name) + 1:] or None
             found += [f"{name}/{a.path}" for a in client.list_logged_model_artifacts(model.model_id, inner)]
     return sorted(found)
+
+
+def error_lines(err):
+    """A command's stderr lines, less the note that this environment differs from the committed
+    report's (mnist_mlp.study.environment): on a machine whose BLAS kernel or versions differ
+    from the report's, every ``study`` prints it, rightly, before its own lines."""
+    return [line for line in err.strip().splitlines()
+            if "differs from the one the committed study report came from" not in line]

@@ -11,7 +11,7 @@ import pytest
 
 from mnist_mlp.cli import main
 from mnist_mlp.data import load_mnist
-from tests.helpers import child_process, run_child
+from tests.helpers import child_process, error_lines, run_child
 
 
 def test_fit_on_embedded_data_writes_results(tmp_path, capsys, monkeypatch):
@@ -106,7 +106,7 @@ def test_ctrl_c_ends_the_runs_killed_with_one_line_and_status_130(tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err[-2000:]
-    assert err.strip().splitlines() == ["mnist-mlp: interrupted; the runs in progress were ended KILLED"], err[-2000:]
+    assert error_lines(err) == ["mnist-mlp: interrupted; the runs in progress were ended KILLED"], err[-2000:]
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert {r.info.status for r in runs} == {"KILLED"} and len(runs) >= 2  # the search and its fit
 

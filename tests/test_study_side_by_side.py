@@ -15,7 +15,7 @@ import pytest
 
 from mnist_mlp.study import load_experiment
 from mnist_mlp.study.side_by_side import STEP_COST_IN_ROWS, planned_work, run_side_by_side
-from tests.helpers import child_process
+from tests.helpers import child_process, error_lines
 
 
 def _all_runs(client):
@@ -156,7 +156,7 @@ def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(t
     took = time.monotonic() - sent
     runs = _all_runs(client)
     assert proc.returncode == status, err[-2000:]
-    assert err.strip().splitlines() == [line], (err[-2000:], _left(runs), f"{took:.1f} s")
+    assert error_lines(err) == [line], (err[-2000:], _left(runs), f"{took:.1f} s")
     assert {r.info.status for r in runs} == {"KILLED"}, (_left(runs), f"{took:.1f} s")
     assert {r.data.tags.get("section") for r in runs} == {"2.2", "2.3"}
     assert len({r.data.tags["study_worker"] for r in runs}) == 2  # each section's runs carry its worker's tag
