@@ -392,9 +392,9 @@ def _report(args):
 
 def _note_environment():
     """Say on stderr where this environment differs from the committed report's (a checkout only)."""
-    from mnist_mlp.study import environment_note
+    from mnist_mlp.study import difference_note
 
-    note = environment_note()
+    note = difference_note()
     if note:
         print(f"mnist-mlp: {note}", file=sys.stderr)
 

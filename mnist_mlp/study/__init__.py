@@ -13,7 +13,7 @@ The contract other folders (the CLI) use:
   runs back into the report;
 - :func:`format_section`, :func:`format_tuning`: a section's results table
   for the terminal;
-- :func:`environment_note`: where the running versions differ from those
+- :func:`difference_note`: where the running versions differ from those
   the committed report was made with (a checkout only);
 - :func:`progress_display`, :class:`ProgressCallback`: long work on a terminal.
 
@@ -33,7 +33,7 @@ _EXPORTS = {
     **dict.fromkeys(["collect", "collect_section", "write_report"], "report"),
     **dict.fromkeys(["format_section", "format_tuning"], "terminal"),
     **dict.fromkeys(["ProgressCallback", "progress_display"], "progress"),
-    "environment_note": "environment",
+    "difference_note": "environment",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["COMMITTED_REPORT", "PINS", "difference_note", "differences", "environment_note", "of_runs"]
+__all__ = ["COMMITTED_REPORT", "PINS", "difference_note", "differences", "of_runs"]
 
 _CHECKOUT = Path(__file__).resolve().parents[2]
 #: The committed report (in a checkout of the repository; absent from an installed wheel).
@@ -79,8 +79,3 @@ def difference_note(report=None, running=None):
               "the same versions on another CPU or BLAS kernel can give other figures")
     return (f"this environment differs from the one the committed study report came from ({listed}): "
             f"figures may differ from it; {advice}")
-
-
-def environment_note():
-    """:func:`difference_note` for the committed report, read when asked (tests may point it elsewhere)."""
-    return difference_note(COMMITTED_REPORT)
