@@ -40,10 +40,13 @@ import json
 
 import numpy as np
 
-__all__ = ["CONTRACT_KEY", "Background", "InputContract", "InvalidInputError", "ServedModel", "example_rows"]
+__all__ = ["CONTRACT_KEY", "FORWARD_KEY", "Background", "InputContract", "InvalidInputError", "ServedModel", "example_rows"]
 
 #: Key of the contract in the logged model's ``MLmodel`` metadata.
 CONTRACT_KEY = "mnist_mlp_input_contract"
+#: Key, in the logged model's ``python_function`` flavour, of the file holding its
+#: forward model (:func:`mnist_mlp.inference.forward_model`, pickled).
+FORWARD_KEY = "mnist_mlp_forward_model"
 
 
 def example_rows(X, n=5):
@@ -436,15 +439,29 @@ class ServedModel:
 
 
 def _load_pyfunc(path):
-    """MLflow's loader-module hook: the model directory -> :class:`ServedModel`."""
-    import mlflow.sklearn
+    """MLflow's loader-module hook: the model directory -> :class:`ServedModel`.
+
+    A model logged with its forward model (:mod:`mnist_mlp.inference`) predicts
+    from its weight arrays, without TensorFlow; an older one, or one whose
+    network is not computed there, through its ``sklearn`` flavour.
+    """
+    import pickle
+    from pathlib import Path
+
     from mlflow.models import Model
 
-    metadata = Model.load(path).metadata or {}
+    saved = Model.load(path)
+    metadata = saved.metadata or {}
     contract = metadata.get(CONTRACT_KEY)
     if isinstance(contract, str):
         contract = json.loads(contract)
     contract = None if contract is None else InputContract.from_dict(contract)
+    forward = saved.flavors.get("python_function", {}).get(FORWARD_KEY)
+    if forward is not None:
+        with open(Path(path) / forward, "rb") as file:
+            return ServedModel(pickle.load(file), contract)
+    import mlflow.sklearn
+
     served = ServedModel(mlflow.sklearn.load_model(path), contract)
     if served.contract is not None and served.contract.columns is None:
         # One prediction now compiles the prediction kernels (Numba, seconds), so that

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import math
+import pickle
 import platform
 import shutil
 import sys
@@ -421,7 +422,8 @@ def log_model(run, model, input_example):
     from mlflow.models import Model, ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema, TensorSpec
 
-    from mnist_mlp.serving import CONTRACT_KEY, InputContract
+    from mnist_mlp.inference import forward_model
+    from mnist_mlp.serving import CONTRACT_KEY, FORWARD_KEY, InputContract
 
     # A pipeline's contract was learned from all its training data (images: their background).
     contract = (InputContract.from_dict(model.input_contract_) if hasattr(model, "input_contract_")
@@ -456,6 +458,12 @@ def log_model(run, model, input_example):
         # The documented MLmodel field naming a pyfunc flavour's loader.
         saved = Model.load(str(path))
         saved.flavors["python_function"]["loader_module"] = "mnist_mlp.serving"
+        # The pyfunc flavour predicts from the weight arrays, without TensorFlow, where it can.
+        forward = forward_model(model, example)
+        if forward is not None:
+            with open(path / "forward_model.pkl", "wb") as file:
+                pickle.dump(forward, file)
+            saved.flavors["python_function"][FORWARD_KEY] = "forward_model.pkl"
         saved.save(str(path / "MLmodel"))
     run.defer_to_end(tags={"model_uri": f"models:/{logged.model_id}" if logged else f"runs:/{run.run_id}/model"})
 
