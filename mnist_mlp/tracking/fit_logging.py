@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import math
-import pickle
 import platform
 import shutil
 import sys
@@ -418,6 +417,7 @@ def log_model(run, model, input_example):
         (k, 28, 28): the model's input example and the source of its contract.
         A DataFrame's column names and types go into the signature.
     """
+    import cloudpickle
     import mlflow.sklearn
     from mlflow.models import Model, ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema, TensorSpec
@@ -462,7 +462,7 @@ def log_model(run, model, input_example):
         forward = forward_model(model, example)
         if forward is not None:
             with open(path / "forward_model.pkl", "wb") as file:
-                pickle.dump(forward, file)
+                cloudpickle.dump(forward, file)  # as the sklearn flavour: a step may hold a lambda
             saved.flavors["python_function"][FORWARD_KEY] = "forward_model.pkl"
         saved.save(str(path / "MLmodel"))
     run.defer_to_end(tags={"model_uri": f"models:/{logged.model_id}" if logged else f"runs:/{run.run_id}/model"})
