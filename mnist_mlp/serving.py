@@ -40,7 +40,8 @@ import json
 
 import numpy as np
 
-__all__ = ["CONTRACT_KEY", "FORWARD_KEY", "Background", "InputContract", "InvalidInputError", "ServedModel", "example_rows"]
+__all__ = ["CONTRACT_KEY", "FORWARD_KEY", "Background", "InputContract", "InvalidInputError", "ServedModel",
+           "example_rows"]
 
 #: Key of the contract in the logged model's ``MLmodel`` metadata.
 CONTRACT_KEY = "mnist_mlp_input_contract"
