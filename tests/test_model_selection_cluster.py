@@ -68,6 +68,7 @@ def _runs(uri, parent_id):
                               max_results=500)
 
 
+@pytest.mark.slow
 def test_search_on_the_cluster_matches_local_and_files_every_run(cluster, digits):
     x_train, y_train, _, _ = digits
     with on_cluster(cluster["address"]):
@@ -94,6 +95,7 @@ def test_a_local_store_is_refused_before_any_work(tmp_path, monkeypatch):
             pass
 
 
+@pytest.mark.slow
 def test_broadcast_data_stays_on_every_worker_for_the_block(cluster):
     """Dask's Active Memory Manager drops all replicas but one of idle data within seconds;
     the worker holding the last copy would then take the search's data with it when it dies
@@ -144,6 +146,7 @@ def _error(result):
     return "no error" if exc is None else "".join(traceback.format_exception(exc))
 
 
+@pytest.mark.slow
 def test_a_killed_worker_does_not_stop_the_search(cluster, digits, tmp_path):
     import cloudpickle
 

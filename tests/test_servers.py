@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 from mnist_mlp import GridSearchCV, evaluate, make_pipeline
 from tests.helpers import BIN, artifact_paths, start_http_server, start_mlflow_server
 
+pytestmark = pytest.mark.slow  # every test starts a server
+
 FAST = dict(hidden_layer_sizes=(16,), epochs=2, batch_size=64, random_state=0)
 
 

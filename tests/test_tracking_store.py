@@ -201,6 +201,7 @@ def test_fits_in_threads_of_one_process_into_one_sqlite_store(tracked, fallback)
     _assert_all_recorded(tracked, 4 * 2, fallback)
 
 
+@pytest.mark.slow
 def test_fits_in_processes_into_one_sqlite_store(tracked, fallback):
     _in_processes(3, 2)
     _assert_all_recorded(tracked, 3 * 2, fallback)
@@ -359,6 +360,7 @@ def postgres_server(postgres, tmp_path, monkeypatch):
         server.stop()
 
 
+@pytest.mark.slow
 def test_concurrent_writers_on_a_postgresql_backed_server_lose_nothing(postgres_server, fallback):
     """The documented cluster path (docs/cluster.md): threads and processes writing at once."""
     _same_dataset_at_once(postgres_server)
