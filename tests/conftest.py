@@ -1,5 +1,5 @@
 """Shared fixtures: small slices of the embedded MNIST subset, so tests train in seconds; and the
-fast tier's own time limit."""
+fast tier's rules: a shorter time limit, no server."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mnist_mlp.data import load_embedded_mnist
+from tests import helpers
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
@@ -22,6 +23,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("slow") is None and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(FAST_TIER_TIMEOUT))
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures, a module-scoped server's among them
+def pytest_runtest_setup(item):
+    helpers.servers_allowed = item.get_closest_marker("slow") is not None
 
 
 @pytest.fixture(scope="session")

@@ -95,10 +95,19 @@ def run_child(args, *, timeout=600, check=False, **popen_kwargs):
     return done
 
 
+# Whether servers may start now: tests/conftest.py sets it, before each test's fixtures, to whether
+# the test is marked slow, so that a server started from the fast tier fails at once instead of
+# slowing it unnoticed. Benchmarks that use these helpers outside pytest keep the default.
+servers_allowed = True
+
+
 class ServerProcess:
     """A real server on 127.0.0.1, stopped (and its log kept) when the test ends."""
 
     def __init__(self, args, log_path, env=None):
+        if not servers_allowed:
+            raise RuntimeError(f"{Path(args[0]).name} started by a test not marked slow: servers belong in the "
+                               "slow tier (@pytest.mark.slow, docs/development.md)")
         self.log_path = log_path
         self.log = open(log_path, "wb")
         full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
