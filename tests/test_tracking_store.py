@@ -21,7 +21,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_mlp.tracking import TrackingLostWarning, retrying
-from tests.helpers import BIN, all_runs, child_process, free_port, logged_models, start_http_server
+from tests.helpers import (BIN, MLFLOW_SERVER_ENV, all_runs, child_process, free_port, logged_models,
+                           start_http_server)
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 200
@@ -348,7 +349,7 @@ def postgres_server(postgres, tmp_path, monkeypatch):
         lambda port: [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                       "--backend-store-uri", postgres, "--artifacts-destination", str(tmp_path / "artifacts"),
                       "--workers", "2"],
-        tmp_path / "server.log", "/health",
+        tmp_path / "server.log", "/health", env=MLFLOW_SERVER_ENV,
     )
     try:
         uri = f"http://127.0.0.1:{port}"
