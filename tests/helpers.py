@@ -147,8 +147,8 @@ def start_http_server(args_for_port, log_path, probe, env=None, attempts=5):
 
 
 # MLflow 3's server also starts a job runner (a Huey consumer per job queue: seven more Pythons
-# importing MLflow) for its GenAI jobs, which nothing here uses; without it a server is ready in
-# about half the time on a busy 2-core machine (benchmarks/server_start.py).
+# importing MLflow) for its GenAI jobs, which nothing here uses; without it a server was ready in
+# 42 s instead of 74 s on the busy 2-core machine (benchmarks/results/server_start.json).
 MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
