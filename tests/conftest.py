@@ -1,5 +1,5 @@
 """Shared fixtures: small slices of the embedded MNIST subset, so tests train in seconds; and the
-fast tier's rules: a shorter time limit, no server."""
+fast tier's rule: no server."""
 
 from __future__ import annotations
 
@@ -12,18 +12,6 @@ from mnist_mlp.data import load_embedded_mnist
 from tests import helpers
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-
-# A test of the fast tier (not marked slow) that runs this long has hung or belongs in the slow
-# tier; pyproject's 600 s stays the limit of slow tests that set none of their own. Generous, for
-# the first fit of a fresh checkout, which compiles the loop, on a busy machine.
-FAST_TIER_TIMEOUT = 300
-
-
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.get_closest_marker("slow") is None and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(FAST_TIER_TIMEOUT))
-
 
 @pytest.hookimpl(tryfirst=True)  # before the test's fixtures, a module-scoped server's among them
 def pytest_runtest_setup(item):
