@@ -276,6 +276,7 @@ def test_any_label_kind_fits_and_logs_with_tracking_on(tracked, flat_digits, kin
     np.testing.assert_array_equal(np.asarray(model.predict(X_test[:20])), np.asarray(predicted))
 
 
+@pytest.mark.slow
 def test_sklearn_searches_in_worker_processes_file_every_fit_under_the_active_run(tracked, digits):
     """scikit-learn's own searches and cross-validation, n_jobs=2 (loky processes), in a run."""
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
