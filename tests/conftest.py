@@ -1,4 +1,5 @@
-"""Shared fixtures: small slices of the embedded MNIST subset, so tests train in seconds."""
+"""Shared fixtures: small slices of the embedded MNIST subset, so tests train in seconds; and the
+fast tier's rule: no server."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import numpy as np
 import pytest
 
 from mnist_mlp.data import load_embedded_mnist
+from tests import helpers
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures, a module-scoped server's among them
+def pytest_runtest_setup(item):
+    helpers.servers_allowed = item.get_closest_marker("slow") is not None
 
 
 @pytest.fixture(scope="session")

@@ -95,10 +95,19 @@ def run_child(args, *, timeout=600, check=False, **popen_kwargs):
     return done
 
 
+# Whether servers may start now: tests/conftest.py sets it, before each test's fixtures, to whether
+# the test is marked slow, so that a server started from the fast tier fails at once instead of
+# slowing it unnoticed. Benchmarks that use these helpers outside pytest keep the default.
+servers_allowed = True
+
+
 class ServerProcess:
     """A real server on 127.0.0.1, stopped (and its log kept) when the test ends."""
 
     def __init__(self, args, log_path, env=None):
+        if not servers_allowed:
+            raise RuntimeError(f"{Path(args[0]).name} started by a test not marked slow: servers belong in the "
+                               "slow tier (@pytest.mark.slow, docs/development.md)")
         self.log_path = log_path
         self.log = open(log_path, "wb")
         full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
@@ -137,13 +146,19 @@ def start_http_server(args_for_port, log_path, probe, env=None, attempts=5):
     raise AssertionError("unreachable")
 
 
+# MLflow 3's server also starts a job runner (a Huey consumer per job queue: seven more Pythons
+# importing MLflow) for its GenAI jobs, which nothing here uses; without it a server was ready in
+# 42 s instead of 74 s on the busy 2-core machine (benchmarks/results/server_start.json).
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def start_mlflow_server(tmp_path):
     """A real ``mlflow server`` (SQLite backend, local artifacts) on 127.0.0.1; returns (server, uri)."""
     server, port = start_http_server(
         lambda port: [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                       "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
                       "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-        tmp_path / "server.log", "/health",
+        tmp_path / "server.log", "/health", env=MLFLOW_SERVER_ENV,
     )
     return server, f"http://127.0.0.1:{port}"
 

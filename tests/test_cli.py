@@ -50,6 +50,7 @@ def test_argument_errors_exit_2(capsys):
     assert "comma-separated" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigterm_ends_the_run_killed_not_running(tmp_path):
     import os
@@ -79,6 +80,7 @@ def test_sigterm_ends_the_run_killed_not_running(tmp_path):
     assert "SIGTERM" in run.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_the_runs_killed_with_one_line_and_status_130(tmp_path):
     import os
     import signal
@@ -123,6 +125,7 @@ def test_import_is_quick_and_tensorflow_free():
     assert proc.stderr == ""
 
 
+@pytest.mark.slow
 def test_tensorflow_start_up_noise_is_hidden():
     code = "from mnist_mlp import MLPClassifier"
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
@@ -131,6 +134,7 @@ def test_tensorflow_start_up_noise_is_hidden():
     assert "oneDNN" not in proc.stderr and "absl::InitializeLog" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_first_fit_into_a_new_store_prints_no_mlflow_set_up_noise(tmp_path):
     import os
 
@@ -233,6 +237,7 @@ def test_progress_names_the_fit_that_is_training(tmp_path, monkeypatch):
         assert epochs.description.strip() == "alpha=0.1 seed=2 fold=0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "entry, params",
     [

@@ -149,6 +149,7 @@ def test_skipped_blocks_are_rare_and_say_why():
     assert len(skipped) <= 2, skipped
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", _pages_with_python(), ids=lambda page: str(page.relative_to(ROOT)))
 def test_python_blocks_run_as_written(page, page_results):
     failure = page_results[str(page)]

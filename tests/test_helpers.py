@@ -1,5 +1,5 @@
 """The child processes tests start: Ctrl-C reaches them whatever their parent ignores, and
-nothing they started outlives the test."""
+nothing they started outlives the test; a server starts only in a slow test."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import child_process
+from tests.helpers import ServerProcess, child_process
 
 
 def _running(pid):
@@ -53,3 +53,9 @@ def test_a_failing_test_leaves_neither_its_child_nor_the_childs_children_running
     while _running(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _running(worker)
+
+
+def test_a_test_outside_the_slow_tier_cannot_start_a_server(tmp_path):
+    with pytest.raises(RuntimeError, match="python.* started by a test not marked slow"):
+        ServerProcess([sys.executable, "-c", "pass"], tmp_path / "server.log")
+    assert not (tmp_path / "server.log").exists()  # refused before anything started

@@ -116,6 +116,7 @@ for _ in range(2):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("then, results", [(_ESTIMATOR, ["interrupted", "fitted"]), (_CLI, ["130", "0"])],
                          ids=["estimator", "cli"])
 def test_a_ctrl_c_during_tensorflows_import_leaves_the_process_able_to_fit(then, results, monkeypatch, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,9 +32,10 @@ def _wait_for_workers(address, n, timeout=60):
         client.wait_for_workers(n, timeout=timeout)
 
 
-@pytest.fixture
-def cluster(tmp_path, monkeypatch):
-    """A dask scheduler, two single-thread workers and an mlflow server on 127.0.0.1."""
+@contextlib.contextmanager
+def _cluster(tmp_path):
+    """A dask scheduler, two single-thread workers and an mlflow server on 127.0.0.1, tracking
+    pointed at the server, for the block."""
     env = {"MNIST_MLP_TF_THREADS": "1"}
     mlflow_server, uri = start_mlflow_server(tmp_path)
     # Port 0: the scheduler binds a port itself and writes its address into the
@@ -53,13 +55,28 @@ def cluster(tmp_path, monkeypatch):
             workers.append(ServerProcess([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--no-dashboard",
                                           "--host", "127.0.0.1"], tmp_path / f"worker{i}.log", env=env))
         _wait_for_workers(address, 2)
-        monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        monkeypatch.chdir(tmp_path)
-        yield {"address": address, "uri": uri, "workers": workers}
+        with pytest.MonkeyPatch.context() as tracking:
+            tracking.delenv("MNIST_MLP_TRACKING", raising=False)
+            tracking.setenv("MLFLOW_TRACKING_URI", uri)
+            tracking.chdir(tmp_path)
+            yield {"address": address, "uri": uri, "workers": workers}
     finally:
         for server in workers + servers:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One cluster for the tests that only use it (starting one is most of such a test's time)."""
+    with _cluster(tmp_path_factory.mktemp("cluster")) as started:
+        yield started
+
+
+@pytest.fixture
+def cluster_to_break(tmp_path):
+    """A cluster of the test's own, for a test that kills one of its workers."""
+    with _cluster(tmp_path) as started:
+        yield started
 
 
 def _runs(uri, parent_id):
@@ -68,6 +85,7 @@ def _runs(uri, parent_id):
                               max_results=500)
 
 
+@pytest.mark.slow
 def test_search_on_the_cluster_matches_local_and_files_every_run(cluster, digits):
     x_train, y_train, _, _ = digits
     with on_cluster(cluster["address"]):
@@ -94,6 +112,7 @@ def test_a_local_store_is_refused_before_any_work(tmp_path, monkeypatch):
             pass
 
 
+@pytest.mark.slow
 def test_broadcast_data_stays_on_every_worker_for_the_block(cluster):
     """Dask's Active Memory Manager drops all replicas but one of idle data within seconds;
     the worker holding the last copy would then take the search's data with it when it dies
@@ -144,7 +163,8 @@ def _error(result):
     return "no error" if exc is None else "".join(traceback.format_exception(exc))
 
 
-def test_a_killed_worker_does_not_stop_the_search(cluster, digits, tmp_path):
+@pytest.mark.slow
+def test_a_killed_worker_does_not_stop_the_search(cluster_to_break, digits, tmp_path):
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers can't import tests/
@@ -154,7 +174,7 @@ def test_a_killed_worker_does_not_stop_the_search(cluster, digits, tmp_path):
 
     def search():
         try:
-            with on_cluster(cluster["address"]):
+            with on_cluster(cluster_to_break["address"]):
                 pipe = make_pipeline(epochs=6, random_state=0, callbacks=[PauseOnce(marker, epoch=2)])
                 s = GridSearchCV(pipe, GRID, cv=2)
                 result["search"] = s.fit(x_train[:1500], y_train[:1500])
@@ -168,12 +188,12 @@ def test_a_killed_worker_does_not_stop_the_search(cluster, digits, tmp_path):
         assert time.monotonic() < deadline and thread.is_alive(), _error(result)
         time.sleep(0.1)
     paused = int(marker.read_text())
-    (victim,) = [w for w in cluster["workers"] if os.getpgid(paused) == w.process.pid]
+    (victim,) = [w for w in cluster_to_break["workers"] if os.getpgid(paused) == w.process.pid]
     os.killpg(victim.process.pid, signal.SIGKILL)
     thread.join(timeout=400)
     assert not thread.is_alive() and "search" in result, _error(result)
 
-    children = _runs(cluster["uri"], result["search"].run_id_)
+    children = _runs(cluster_to_break["uri"], result["search"].run_id_)
     folds = [r for r in children if r.data.tags["role"] == "fold"]
     finished = sorted((r.data.tags["candidate"], r.data.tags["fold"]) for r in folds
                       if r.info.status == "FINISHED")

@@ -65,6 +65,7 @@ def _fold_results(runs):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sigkill_mid_study_then_rerun(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"

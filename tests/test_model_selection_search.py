@@ -21,6 +21,7 @@ def _tree(client):
     return parent, children, runs
 
 
+@pytest.mark.slow
 def test_grid_search_n_jobs_2_is_one_parent_with_a_child_per_fit(tracked, digits):
     from mnist_mlp.tracking import dataset
 

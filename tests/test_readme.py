@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,6 +28,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert install_and_test in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_the_serving_example_answers_digits_as_pasted(tmp_path):
     block = _block_after("## Serve a logged model", "docs/serving.md")
     (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)  # the block's $PWD/.venv

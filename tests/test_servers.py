@@ -17,6 +17,8 @@ from mlflow.tracking import MlflowClient
 from mnist_mlp import GridSearchCV, evaluate, make_pipeline
 from tests.helpers import BIN, artifact_paths, start_http_server, start_mlflow_server
 
+pytestmark = pytest.mark.slow  # every test starts a server
+
 FAST = dict(hidden_layer_sizes=(16,), epochs=2, batch_size=64, random_state=0)
 
 
@@ -74,21 +76,31 @@ def _post(url, payload, content_type="application/json"):
         return err.code, json.loads(raw or b"{}"), len(raw)
 
 
-def _local_store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)
-    return uri
-
-
-def _serve(pipe, uri, tmp_path):
-    """``mlflow models serve`` of ``pipe``'s logged model: ``(server, port)``."""
-    return start_http_server(
-        lambda port: [str(BIN / "mlflow"), "models", "serve", "-m", f"runs:/{pipe.run_id_}/model",
-                      "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        tmp_path / "serve.log", "/ping", env={"MLFLOW_TRACKING_URI": uri},
-    )
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, digits):
+    """One logged model served by ``mlflow models serve`` for the module's tests, which only send it
+    requests (a server is most of a test's time): ``(pipe, invocations URL, the logged request
+    example)``; its log holds no traceback once it stops."""
+    folder = tmp_path_factory.mktemp("served")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    x_train, y_train, _, _ = digits
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MNIST_MLP_TRACKING", raising=False)
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        env.chdir(folder)
+        pipe = make_pipeline(**dict(FAST, epochs=4)).fit(x_train, y_train)
+        example = json.loads(Path(MlflowClient(uri).download_artifacts(
+            pipe.run_id_, "model/serving_input_example.json", str(folder))).read_text())
+        server, port = start_http_server(
+            lambda port: [str(BIN / "mlflow"), "models", "serve", "-m", f"runs:/{pipe.run_id_}/model",
+                          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+            folder / "serve.log", "/ping", env={"MLFLOW_TRACKING_URI": uri},
+        )
+        try:
+            yield pipe, f"http://127.0.0.1:{port}/invocations", example
+        finally:
+            server.stop()
+    assert "Traceback" not in server.output()
 
 
 def _bad_payloads(image):
@@ -111,80 +123,64 @@ def _bad_payloads(image):
     }
 
 
-def test_logged_model_serves_digits_and_refuses_what_it_was_not_trained_for(tmp_path, monkeypatch, digits):
-    x_train, y_train, x_test, _ = digits
-    uri = _local_store(tmp_path, monkeypatch)
-    pipe = make_pipeline(**dict(FAST, epochs=4)).fit(x_train, y_train)
-    example = json.loads(Path(MlflowClient(uri).download_artifacts(
-        pipe.run_id_, "model/serving_input_example.json", str(tmp_path))).read_text())
+def test_logged_model_serves_digits_and_refuses_what_it_was_not_trained_for(served, digits):
+    _, _, x_test, _ = digits
+    pipe, url, example = served
+    expected = pipe.predict(x_test[:20])
+    for good in (x_test[:20].tolist(), x_test[:20].astype(float).tolist(),
+                 x_test[:20].reshape(20, -1).tolist(), x_test[:20, ..., None].tolist()):
+        # uint8, integer-valued floats, flattened, with a channel axis
+        status, answer, _ = _post(url, {"inputs": good})
+        assert status == 200, answer
+        np.testing.assert_array_equal(answer["predictions"], expected)
+    status, answer, _ = _post(url, example)  # docs/serving.md's request: the logged example, as is
+    assert status == 200 and len(answer["predictions"]) == len(example["inputs"])
 
-    server, port = _serve(pipe, uri, tmp_path)
-    try:
-        url = f"http://127.0.0.1:{port}/invocations"
-        expected = pipe.predict(x_test[:20])
-        for good in (x_test[:20].tolist(), x_test[:20].astype(float).tolist(),
-                     x_test[:20].reshape(20, -1).tolist(), x_test[:20, ..., None].tolist()):
-            # uint8, integer-valued floats, flattened, with a channel axis
-            status, answer, _ = _post(url, {"inputs": good})
-            assert status == 200, answer
-            np.testing.assert_array_equal(answer["predictions"], expected)
-        status, answer, _ = _post(url, example)  # docs/serving.md's request: the logged example, as is
-        assert status == 200 and len(answer["predictions"]) == len(example["inputs"])
+    report = {}
+    for name, (payload, word) in _bad_payloads(x_test[0]).items():
+        status, answer, size = _post(url, payload)
+        report[name] = (status, size)
+        message = answer.get("message", "")
+        assert status == 400, (name, status, answer)
+        assert size < 500, (name, size, message)
+        assert word in message.lower(), (name, message)
+        assert "Traceback" not in message and "site-packages" not in message and "stack_trace" not in answer
+        assert not message.startswith("Failed to predict data"), (name, message)  # no dump of the input
+    print("\n".join(f"{name}: HTTP {status}, {size} bytes" for name, (status, size) in report.items()))
 
-        report = {}
-        for name, (payload, word) in _bad_payloads(x_test[0]).items():
-            status, answer, size = _post(url, payload)
-            report[name] = (status, size)
-            message = answer.get("message", "")
-            assert status == 400, (name, status, answer)
-            assert size < 500, (name, size, message)
-            assert word in message.lower(), (name, message)
-            assert "Traceback" not in message and "site-packages" not in message and "stack_trace" not in answer
-            assert not message.startswith("Failed to predict data"), (name, message)  # no dump of the input
-        print("\n".join(f"{name}: HTTP {status}, {size} bytes" for name, (status, size) in report.items()))
+    # The reason, alone, whatever the batch: MLflow's server would prefix a printout of the input.
+    sizes = {}
+    for n in (1, 5, 64):
+        status, answer, sizes[n] = _post(url, {"inputs": (x_test[:n] / 255.0).tolist()})
+        assert status == 400 and answer["message"] == (
+            "input looks scaled to [0, 1]; this model takes raw uint8 values 0..255, as it was trained: "
+            "send round(x * 255)"), answer
+    assert len(set(sizes.values())) == 1 and sizes[64] < 300, sizes
 
-        # The reason, alone, whatever the batch: MLflow's server would prefix a printout of the input.
-        sizes = {}
-        for n in (1, 5, 64):
-            status, answer, sizes[n] = _post(url, {"inputs": (x_test[:n] / 255.0).tolist()})
-            assert status == 400 and answer["message"] == (
-                "input looks scaled to [0, 1]; this model takes raw uint8 values 0..255, as it was trained: "
-                "send round(x * 255)"), answer
-        assert len(set(sizes.values())) == 1 and sizes[64] < 300, sizes
-
-        # A CSV's first line is its header: one without it is refused, saying how to send it.
-        rows = x_test[:5].reshape(5, -1)
-        status, answer, _ = _post(url, pd.DataFrame(rows).to_csv(index=False).encode(), "text/csv")
-        assert status == 200 and answer["predictions"] == expected[:5].tolist(), answer
-        for name, csv in {"no header": pd.DataFrame(rows).to_csv(index=False, header=False),
-                          "an index column": pd.DataFrame(rows).to_csv()}.items():
-            status, answer, size = _post(url, csv.encode(), "text/csv")
-            assert status == 400 and size < 500, (name, status, answer)
-            assert answer["message"].startswith("a table's columns must be the pixel positions 0..783"), answer
-            assert "send a CSV with the header 0,1,...,783" in answer["message"], answer
-    finally:
-        server.stop()
-    assert "Traceback" not in server.output()
+    # A CSV's first line is its header: one without it is refused, saying how to send it.
+    rows = x_test[:5].reshape(5, -1)
+    status, answer, _ = _post(url, pd.DataFrame(rows).to_csv(index=False).encode(), "text/csv")
+    assert status == 200 and answer["predictions"] == expected[:5].tolist(), answer
+    for name, csv in {"no header": pd.DataFrame(rows).to_csv(index=False, header=False),
+                      "an index column": pd.DataFrame(rows).to_csv()}.items():
+        status, answer, size = _post(url, csv.encode(), "text/csv")
+        assert status == 400 and size < 500, (name, status, answer)
+        assert answer["message"].startswith("a table's columns must be the pixel positions 0..783"), answer
+        assert "send a CSV with the header 0,1,...,783" in answer["message"], answer
 
 
-def test_a_served_model_answers_concurrent_requests(tmp_path, monkeypatch, digits):
+def test_a_served_model_answers_concurrent_requests(served, digits):
     """8 threads x 20 requests to one served model: every answer 200 and right."""
-    x_train, y_train, x_test, _ = digits
-    uri = _local_store(tmp_path, monkeypatch)
-    pipe = make_pipeline(**FAST).fit(x_train[:500], y_train[:500])
-    server, port = _serve(pipe, uri, tmp_path)
-    try:
-        url = f"http://127.0.0.1:{port}/invocations"
-        batches = [x_test[i:i + 5] for i in range(0, 40, 5)]
-        expected = [pipe.predict(b).tolist() for b in batches]
+    _, _, x_test, _ = digits
+    pipe, url, _ = served
+    batches = [x_test[i:i + 5] for i in range(0, 40, 5)]
+    expected = [pipe.predict(b).tolist() for b in batches]
 
-        def client(i):
-            return [_post(url, {"inputs": batches[(i + k) % 8].tolist()})[:2] + ((i + k) % 8,)
-                    for k in range(20)]
+    def client(i):
+        return [_post(url, {"inputs": batches[(i + k) % 8].tolist()})[:2] + ((i + k) % 8,)
+                for k in range(20)]
 
-        with ThreadPoolExecutor(8) as pool:
-            answers = [a for chunk in pool.map(client, range(8)) for a in chunk]
-    finally:
-        server.stop()
+    with ThreadPoolExecutor(8) as pool:
+        answers = [a for chunk in pool.map(client, range(8)) for a in chunk]
     assert len(answers) == 160
     assert [(s, a.get("predictions")) for s, a, _ in answers] == [(200, expected[b]) for _, _, b in answers]

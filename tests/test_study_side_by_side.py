@@ -33,6 +33,7 @@ def test_planned_work_counts_rows_and_weighs_each_optimizer_step():
         (360 + 2 * 50) * 1000 * (1 + STEP_COST_IN_ROWS / 256))
 
 
+@pytest.mark.slow
 def test_sections_side_by_side_give_what_they_give_in_turn_and_start_longest_first(tracked, embedded):
     """Two sections at once, each in a worker process, under the caller's active run: the same
     runs, the same figures (to the bit) as one after the other, filed under that run."""
@@ -67,6 +68,7 @@ def test_sections_side_by_side_give_what_they_give_in_turn_and_start_longest_fir
     assert by_name and all(len(v) == 2 and v[0] == v[1] for v in by_name.values()), by_name
 
 
+@pytest.mark.slow
 def test_a_failing_section_stops_the_others_and_raises_its_own_error(tracked, embedded):
     with pytest.raises(ValueError, match="grid.*unknown|Invalid parameter|parameter") as caught:
         run_side_by_side(["2.3", "2.2"], embedded, n_jobs=2, epochs=1, n_train=300,
@@ -143,6 +145,7 @@ def _stacks(processes, stderr):
     return "".join(stderr.chunks)[-6000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, status, line", [
     (signal.SIGINT, 130, "mnist-mlp: interrupted; the runs in progress were ended KILLED"),
     (signal.SIGTERM, 143, "mnist-mlp: terminated; the runs in progress were ended KILLED"),
@@ -163,6 +166,7 @@ def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(t
     assert not (tmp_path / "out.json").exists()  # no results written for an unfinished study
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_leaves_no_run_running(tmp_path):
     """A worker killed outright cannot end its runs: the command ends them KILLED, saying why,
     stops the other section, and fails naming the section."""
@@ -180,6 +184,7 @@ def test_a_worker_that_dies_leaves_no_run_running(tmp_path):
     assert f"study section {died[0].data.tags['section']}: its worker process ended (exit code -9)" in err
 
 
+@pytest.mark.slow
 def test_workers_stop_and_end_their_runs_when_the_command_is_killed(tmp_path):
     """``kill -9`` of the command: its workers notice, stop as if told to, and end their runs KILLED."""
     import psutil
@@ -225,6 +230,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_stop_after_its_command_died_ends_its_runs_and_exits(tmp_path):
     """Nobody is left to end the runs of a worker whose command was killed and whose main thread
     does not stop: it ends them itself after the grace period, and exits."""
@@ -249,6 +255,7 @@ def test_a_worker_that_cannot_stop_after_its_command_died_ends_its_runs_and_exit
     assert "did not stop within 2 s" in run.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_the_command_line_runs_sections_side_by_side(tmp_path, tracked):
     from mnist_mlp.cli import main
 

@@ -47,6 +47,7 @@ class _KillServer(keras.callbacks.Callback):
             self.server.stop()
 
 
+@pytest.mark.slow
 def test_server_lost_mid_fit_training_finishes_and_nothing_is_lost(quick_http, monkeypatch, tmp_path, digits):
     server, uri = start_mlflow_server(tmp_path)
     try:

@@ -37,6 +37,7 @@ def _status(client, run_id):
     return client.get_run(run_id).info.status
 
 
+@pytest.mark.slow
 def test_a_killed_workers_run_ends_killed_and_a_live_or_finished_one_is_left_alone(tracked, tmp_path):
     from mnist_mlp.tracking import FitRun, ledger
 
@@ -66,6 +67,7 @@ def test_a_killed_workers_run_ends_killed_and_a_live_or_finished_one_is_left_alo
     assert not any(os.scandir(context.ledger[1]))  # no entry left behind
 
 
+@pytest.mark.slow
 def test_a_run_a_thread_leaves_open_at_exit_ends_killed(tracked, tmp_path):
     script = textwrap.dedent("""
         import threading, time
@@ -100,6 +102,7 @@ _EXITS_BEFORE_ITS_WORKER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_runs_of_workers_that_outlive_the_process_end_killed_once_they_are_gone(tracked, tmp_path):
     # A local Dask cluster's workers are killed only after the client's atexit hooks have run.
     from mnist_mlp.tracking import ledger
@@ -150,6 +153,7 @@ _SEARCH = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("search", ["ours", "sklearn"])
 def test_an_interrupted_parallel_search_leaves_no_run_running(tracked, tmp_path, search):
     with child_process([sys.executable, "-c", _SEARCH, search], cwd=tmp_path, stdout=subprocess.PIPE,

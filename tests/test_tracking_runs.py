@@ -221,6 +221,7 @@ def test_a_model_that_fails_to_save_publishes_nothing_and_is_marked_failed(track
     assert tracked.list_logged_model_artifacts(model.model_id) == []
 
 
+@pytest.mark.slow
 def test_concurrent_processes_share_a_fresh_store(tmp_path, monkeypatch):
     """2 processes x 10 fits, starting from a store that does not exist yet."""
     uri = f"sqlite:///{tmp_path}/fresh/mlflow.db"
@@ -275,6 +276,7 @@ def test_any_label_kind_fits_and_logs_with_tracking_on(tracked, flat_digits, kin
     np.testing.assert_array_equal(np.asarray(model.predict(X_test[:20])), np.asarray(predicted))
 
 
+@pytest.mark.slow
 def test_sklearn_searches_in_worker_processes_file_every_fit_under_the_active_run(tracked, digits):
     """scikit-learn's own searches and cross-validation, n_jobs=2 (loky processes), in a run."""
     from sklearn.experimental import enable_halving_search_cv  # noqa: F401
@@ -305,6 +307,7 @@ def test_sklearn_searches_in_worker_processes_file_every_fit_under_the_active_ru
           f"{len(runs) - 1 - len(children)} other runs")
 
 
+@pytest.mark.slow
 def test_an_estimator_unpickled_after_its_run_ended_starts_a_run_of_its_own(tracked, flat_digits):
     X, y, _, _ = flat_digits
     code = textwrap.dedent("""
@@ -368,6 +371,7 @@ def test_runs_carry_mlflows_context_tags_and_the_packages_own_tags_win(tracked, 
     assert tags["mlflow.runName"].startswith("MLP 16") and tags["mlflow.parentRunId"] == outer.info.run_id
 
 
+@pytest.mark.slow
 def test_a_script_in_a_git_checkout_is_tagged_with_its_commit():
     # In a process of its own: MLflow caches the git lookup of the first source it resolves.
     import json

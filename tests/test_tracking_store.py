@@ -21,7 +21,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mnist_mlp.tracking import TrackingLostWarning, retrying
-from tests.helpers import BIN, all_runs, child_process, free_port, logged_models, start_http_server
+from tests.helpers import (BIN, MLFLOW_SERVER_ENV, all_runs, child_process, free_port, logged_models,
+                           start_http_server)
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 200
@@ -201,6 +202,7 @@ def test_fits_in_threads_of_one_process_into_one_sqlite_store(tracked, fallback)
     _assert_all_recorded(tracked, 4 * 2, fallback)
 
 
+@pytest.mark.slow
 def test_fits_in_processes_into_one_sqlite_store(tracked, fallback):
     _in_processes(3, 2)
     _assert_all_recorded(tracked, 3 * 2, fallback)
@@ -347,7 +349,7 @@ def postgres_server(postgres, tmp_path, monkeypatch):
         lambda port: [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                       "--backend-store-uri", postgres, "--artifacts-destination", str(tmp_path / "artifacts"),
                       "--workers", "2"],
-        tmp_path / "server.log", "/health",
+        tmp_path / "server.log", "/health", env=MLFLOW_SERVER_ENV,
     )
     try:
         uri = f"http://127.0.0.1:{port}"
@@ -359,6 +361,7 @@ def postgres_server(postgres, tmp_path, monkeypatch):
         server.stop()
 
 
+@pytest.mark.slow
 def test_concurrent_writers_on_a_postgresql_backed_server_lose_nothing(postgres_server, fallback):
     """The documented cluster path (docs/cluster.md): threads and processes writing at once."""
     _same_dataset_at_once(postgres_server)

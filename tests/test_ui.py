@@ -21,6 +21,8 @@ if not shutil.which("chromium"):
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # a browser, and the study store it reads
+
 
 def _script():
     spec = importlib.util.spec_from_file_location("ui_screenshots", ROOT / "benchmarks" / "ui_screenshots.py")
