@@ -1,10 +1,6 @@
 """The network an ``MLPClassifier``'s parameters describe: each part checked, and the Keras model built.
 
-:class:`~mnist_mlp.estimator.MLPClassifier` stores its parameters and asks
-here for what they mean: the hidden layer sizes, the Keras activation, a fresh
-optimizer and kernel initializer for one fit, and the ``keras.Sequential``
-model. A bad value is a ``ValueError`` naming the estimator's parameter, raised
-before any data is touched or a model built.
+A bad value is a ``ValueError`` naming the estimator's parameter.
 """
 
 from __future__ import annotations
@@ -118,20 +114,8 @@ def initializer(value):
 def build(params, n_features, n_classes, compile_kwargs):
     """The compiled ``keras.Sequential``: Dense hidden layers (each with its dropout), then a softmax.
 
-    Parameters
-    ----------
-    params : dict
-        The estimator's ``hidden_layer_sizes``, ``activation``,
-        ``kernel_initializer`` (hidden and output layers), ``penalty``
-        (hidden kernels only), ``alpha`` and ``dropout``.
-    n_features, n_classes : int
-        Inputs and softmax outputs.
-    compile_kwargs : dict
-        For ``model.compile``.
-
-    Returns
-    -------
-    keras.Sequential
+    ``params``: the estimator's ``hidden_layer_sizes``, ``activation``, ``kernel_initializer``
+    (hidden and output layers), ``penalty`` (hidden kernels only), ``alpha`` and ``dropout``.
     """
     penalty = {"l1": keras.regularizers.L1, "l2": keras.regularizers.L2}.get(params["penalty"])
     hidden = activation(params["activation"])

@@ -1,22 +1,14 @@
 """Whether a fit records, and under which parent run: decided here, once.
 
-The estimator, the tracked pipeline and the tracked searches all start their
-fit with ``with decide(self) as records:``. It answers from, in order:
-
-1. the object's ``tracking`` parameter (objects without one, the searches,
-   record), and then :func:`~mnist_mlp.tracking.tracking_enabled`: a search's
-   :class:`~mnist_mlp.tracking.FitContext` in force (it decided, wherever the
-   fit runs), else the ``MNIST_MLP_TRACKING`` environment variable;
-2. for a fit that records, the parent: the run the object carried when it was
-   pickled (:func:`carried`), made the fit's parent for the block when no
-   search, pipeline or active run here says otherwise; every other parent
-   (an enclosing pipeline's run, a search's context, the user's active run)
-   is found where the run is opened (:func:`~mnist_mlp.tracking.owned_run`,
-   in the order ``runs`` documents).
-
-For a fit that records, MLflow's autologging is off in the block: the package
-records its own fits, once (``docs/interop.md``). Light: MLflow is imported only for a fit that
-records.
+The estimator, the tracked pipeline and the tracked searches start their fit
+with ``with decide(self) as records:``. A fit records unless its ``tracking``
+parameter is False or :func:`~mnist_mlp.tracking.tracking_enabled` says off (a
+search's :class:`~mnist_mlp.tracking.FitContext` in force overrides the
+``MNIST_MLP_TRACKING`` environment variable). Its parent is the run it carried
+through a pickle (:func:`carried`), else what
+:func:`~mnist_mlp.tracking.owned_run` finds as the run opens (``runs``'s
+order: an enclosing pipeline's run, a search's context, an active run).
+Light: MLflow is imported only for a fit that records.
 """
 
 from __future__ import annotations
@@ -74,10 +66,8 @@ def carried(estimator):
     Returns
     -------
     dict
-        Entries to add to its pickled state: the run active in this process,
-        when the estimator records, MLflow is loaded (without it no run can be
-        active) and no search or pipeline of ours decides already
-        (:func:`~mnist_mlp.tracking.runs.context_to_inherit`); else empty.
+        Entries for its pickled state: the run active in this process, where
+        it records and no search or pipeline of ours decides already; else empty.
     """
     if "mlflow" not in sys.modules or not tracking_enabled(getattr(estimator, "tracking", True)):
         return {}
