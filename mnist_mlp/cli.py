@@ -89,6 +89,7 @@ def _layer_sizes(text):
 
 
 def build_parser():
+    """The ``mnist-mlp`` argument parser: one sub-command per job, each built by its own function."""
     parser = argparse.ArgumentParser(
         prog="mnist-mlp",
         description="Train, study and tune Keras MLPs on MNIST the scikit-learn way. Every fit is an "
@@ -100,6 +101,13 @@ def build_parser():
     def command(name, **kwargs):
         return commands.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
 
+    for add in (_add_fit_command, _add_study_command, _add_tune_command, _add_report_command,
+                _add_predict_command):
+        add(command)
+    return parser
+
+
+def _add_fit_command(command):
     fit = command(
         "fit",
         help="fit one pipeline and evaluate it on the test set",
@@ -133,6 +141,8 @@ def build_parser():
     _add_tracking_args(fit, "MLflow experiment of the run (default: $MLFLOW_EXPERIMENT_NAME, else Default)")
     fit.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
 
+
+def _add_study_command(command):
     study = command(
         "study", help="run study experiments, tracked in MLflow",
         description="Run one experiment of the study (a section such as 2.2) or all of them. "
@@ -158,6 +168,8 @@ def build_parser():
     _add_tracking_args(study, _STUDY_EXPERIMENT_HELP)
     study.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
+
+def _add_tune_command(command):
     tune = command(
         "tune", help="section 3: tune by Hyperband over epochs, then train the best afresh",
         description="Search hidden sizes, L2 alpha and learning rate for validation accuracy "
@@ -187,6 +199,8 @@ def build_parser():
     _add_tracking_args(tune, _STUDY_EXPERIMENT_HELP)
     tune.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
 
+
+def _add_report_command(command):
     report = command(
         "report", help="write the study report (Markdown and HTML) from MLflow runs",
         description="Read the study's runs back from MLflow and write a report setting our "
@@ -195,6 +209,8 @@ def build_parser():
     report.add_argument("--output", default="report", help="directory to write into")
     _add_tracking_args(report, _STUDY_EXPERIMENT_HELP)
 
+
+def _add_predict_command(command):
     predict = command(
         "predict", help="predict digits with a logged or registered model",
         description="Load a model logged by mnist-mlp (runs:/<run id>/model, models:/<model id>, "
@@ -210,7 +226,6 @@ def build_parser():
     predict.add_argument("--tracking-uri", type=_tracking_uri,
                          help="the MLflow store to resolve runs:/ and models:/ URIs in "
                               "(default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
-    return parser
 
 
 _STUDY_EXPERIMENT_HELP = ("prefix of the sections' MLflow experiments: <prefix> 2.4.1: L2 with RMSprop "
@@ -482,28 +497,19 @@ def _print_where(experiment_names, run=None):
         print(f"Open: mlflow ui --backend-store-uri {shlex.quote(uri)}   then http://127.0.0.1:5000/{page}")
 
 
+# The fit command's options that are MLPClassifier parameters of the same name.
+_CLASSIFIER_ARGS = ("hidden_layer_sizes", "activation", "optimizer", "learning_rate_init", "kernel_initializer",
+                    "penalty", "alpha", "dropout", "batch_size", "epochs", "validation_split", "random_state",
+                    "verbose")
+
+
 def _fit(args):
     from mnist_mlp.evaluation import evaluate
     from mnist_mlp.pipeline import make_pipeline
 
     splits = _load_data(args)
     (x_train, y_train), (x_test, y_test) = splits
-    pipeline = make_pipeline(
-        scaler=args.scaler,
-        hidden_layer_sizes=args.hidden_layer_sizes,
-        activation=args.activation,
-        optimizer=args.optimizer,
-        learning_rate_init=args.learning_rate_init,
-        kernel_initializer=args.kernel_initializer,
-        penalty=args.penalty,
-        alpha=args.alpha,
-        dropout=args.dropout,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        validation_split=args.validation_split,
-        random_state=args.random_state,
-        verbose=args.verbose,
-    )
+    pipeline = make_pipeline(scaler=args.scaler, **{name: getattr(args, name) for name in _CLASSIFIER_ARGS})
     print(f"data: {splits.describe()}")
     from mnist_mlp.study import progress_display
     from mnist_mlp.tracking import dataset
@@ -538,19 +544,22 @@ def _fit(args):
         f"macro F1 {result['test_f1_macro']:.4f}; fit {result['fit_time_s']:.1f} s "
         f"({counted(result['epochs_run'], 'epoch')}, {counted(result['weight_updates'], 'weight update')}; {loop})"
     )
-    if result["run_id"]:
-        from mnist_mlp.tracking import client, retrying
-
-        uri = _store_uri()
-        experiment = retrying(client(uri).get_run, result["run_id"]).info.experiment_id
-        name = retrying(client(uri).get_experiment, experiment).name
-        run_name = retrying(client(uri).get_run, result["run_id"]).info.run_name
-        _print_where([name], run=(run_name, result["run_id"]))
-        print(f"Predict with it: mnist-mlp predict runs:/{result['run_id']}/model IMAGE.png")
-    else:
-        _print_where([])
+    _print_fit_run(result["run_id"])
     _write_json(args.json, result)
     return 0
+
+
+def _print_fit_run(run_id):
+    """Where the fit's run is and how to predict with its model (or where runs would be, untracked)."""
+    if not run_id:
+        _print_where([])
+        return
+    from mnist_mlp.tracking import client, retrying
+
+    uri = _store_uri()
+    run = retrying(client(uri).get_run, run_id)
+    _print_where([retrying(client(uri).get_experiment, run.info.experiment_id).name], run=(run.info.run_name, run_id))
+    print(f"Predict with it: mnist-mlp predict runs:/{run_id}/model IMAGE.png")
 
 
 def main(argv=None):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import sys
 import time
 import warnings
 from numbers import Integral, Real
@@ -17,34 +16,19 @@ from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import validate_data
 
-from mnist_mlp._switch import tracking_enabled
+from mnist_mlp import network
 from mnist_mlp._tensorflow import keras
-from mnist_mlp.serving import example_rows
-from mnist_mlp.tracking import autolog_suspended
+from mnist_mlp.network import OPTIMIZERS  # noqa: F401  (documented here: mnist_mlp.estimator.OPTIMIZERS)
+from mnist_mlp.tracking import autolog_suspended, carried, decide
 from mnist_mlp.training import DIVERGENCE_THRESHOLD, diverged, seeded, train
 
-from scikeras._utils import route_params, unflatten_params  # noqa: E402  (after keras)
+from scikeras._utils import route_params  # noqa: E402  (after keras)
 from scikeras.utils.transformers import ClassifierLabelEncoder, TargetReshaper  # noqa: E402
 from scikeras.wrappers import KerasClassifier  # noqa: E402
 from sklearn.pipeline import make_pipeline as _sk_make_pipeline  # noqa: E402
 from sklearn.preprocessing import OneHotEncoder  # noqa: E402
 
 __all__ = ["DivergedModelWarning", "MLPClassifier"]
-
-#: Optimizers accepted by name, mapped to their Keras classes.
-OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "rmsprop": keras.optimizers.RMSprop,
-    "sgd": keras.optimizers.SGD,
-    "adagrad": keras.optimizers.Adagrad,
-    "adadelta": keras.optimizers.Adadelta,
-    "adamax": keras.optimizers.Adamax,
-    "nadam": keras.optimizers.Nadam,
-}
-
-# scikit-learn's MLPClassifier names, accepted as aliases of Keras's.
-_ACTIVATION_ALIASES = {"identity": "linear", "logistic": "sigmoid"}
 
 # Prefixes scikeras routes to Keras objects (``optimizer__rho=0.99``).
 _ROUTING_PREFIXES = frozenset(KerasClassifier._routing_prefixes | {"callbacks"})
@@ -373,17 +357,9 @@ class MLPClassifier(KerasClassifier):
             from mnist_mlp import persistence
 
             return persistence.plain_state(state, state["model_"])
-        # Pickled unfitted while an MLflow run is active (scikit-learn's own
-        # searches and cross_validate send clones to worker processes this
-        # way): carry that run, so the worker's fit becomes its child rather
-        # than an unrelated top-level run. Only read when MLflow is loaded:
-        # without it no run can be active.
-        if ("mlflow" in sys.modules and tracking_enabled(self.tracking)):
-            from mnist_mlp import tracking
-
-            inherited = tracking.context_to_inherit()
-            if inherited is not None:
-                state["_inherited_run"] = inherited
+        # Pickled unfitted, as scikit-learn's own searches send clones to worker
+        # processes: the worker's fit becomes a child of the run active here.
+        state.update(carried(self))
         return state
 
     def __setstate__(self, state):
@@ -398,74 +374,12 @@ class MLPClassifier(KerasClassifier):
 
     # -- validation ------------------------------------------------------------
 
-    def _hidden_layer_sizes(self):
-        sizes = self.hidden_layer_sizes
-        sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
-        if not sizes or not all(
-            isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes
-        ):
-            raise ValueError(
-                "The 'hidden_layer_sizes' parameter of MLPClassifier must be a positive "
-                f"int or a non-empty sequence of positive ints. Got {self.hidden_layer_sizes!r}."
-            )
-        return [int(s) for s in sizes]
-
-    def _activation(self):
-        name = _ACTIVATION_ALIASES.get(self.activation, self.activation)
-        try:
-            keras.activations.get(name)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(
-                f"The 'activation' parameter of MLPClassifier must be a Keras activation; "
-                f"got {self.activation!r} ({exc})"
-            ) from None
-        return name
-
     def _routed(self, prefix):
         return route_params(self.get_params(deep=False), destination=prefix, pass_filter=set())
 
     def _make_optimizer(self):
         """A fresh optimizer for one fit, with ``learning_rate_init`` and routed settings."""
-        opt, routed = self.optimizer, self._routed("optimizer")
-        if isinstance(opt, str):
-            if opt.lower() not in OPTIMIZERS:
-                raise ValueError(
-                    f"The 'optimizer' parameter of MLPClassifier must be one of "
-                    f"{sorted(OPTIMIZERS)}, a Keras optimizer class or instance. Got {opt!r}."
-                )
-            opt = OPTIMIZERS[opt.lower()]
-        if isinstance(opt, keras.optimizers.Optimizer):
-            if routed:
-                raise ValueError(
-                    f"optimizer__ parameters {sorted(routed)} cannot be combined with an "
-                    "optimizer instance; set them on the instance or pass its class"
-                )
-            return type(opt).from_config(opt.get_config())
-        if not (isinstance(opt, type) and issubclass(opt, keras.optimizers.Optimizer)):
-            raise ValueError(
-                "The 'optimizer' parameter of MLPClassifier must be a name, a Keras "
-                f"optimizer class or instance. Got {opt!r}."
-            )
-        routed.setdefault("learning_rate", self.learning_rate_init)
-        try:
-            return unflatten_params(items=opt, params=routed)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"optimizer__ parameters {routed} rejected by {opt.__name__}: {exc}") from None
-
-    def _make_initializer(self):
-        """A new kernel initializer for one layer."""
-        init = self.kernel_initializer
-        if isinstance(init, keras.initializers.Initializer):
-            # A fresh copy per layer: an unseeded copy draws its seed inside
-            # scikeras's seeded build, so random_state governs it.
-            return type(init).from_config(init.get_config())
-        try:
-            return keras.initializers.get(init)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(
-                f"The 'kernel_initializer' parameter of MLPClassifier must be a Keras "
-                f"initializer or its name; got {init!r} ({exc})"
-            ) from None
+        return network.optimizer(self.optimizer, self.learning_rate_init, self._routed("optimizer"))
 
     def network_spec(self):
         """The network these parameters build, as the fit will build it.
@@ -483,8 +397,8 @@ class MLPClassifier(KerasClassifier):
         ValueError
             Naming the parameter that is invalid.
         """
-        return {"hidden_layer_sizes": self._hidden_layer_sizes(), "activation": self._activation(),
-                "optimizer": self._make_optimizer()}
+        return {"hidden_layer_sizes": network.hidden_layer_sizes(self.hidden_layer_sizes),
+                "activation": network.activation(self.activation), "optimizer": self._make_optimizer()}
 
     def validate_hyperparameters(self):
         """Check every parameter, before any data is touched or a model built.
@@ -504,10 +418,8 @@ class MLPClassifier(KerasClassifier):
         ]
         if unknown:
             raise ValueError(f"Unknown parameters for MLPClassifier: {sorted(unknown)}")
-        self._hidden_layer_sizes()
-        self._activation()
-        self._make_initializer()
-        self._make_optimizer()
+        self.network_spec()
+        network.initializer(self.kernel_initializer)
 
     def _check_data(self, X, y=None, reset=False):
         """scikit-learn's checks of ``X`` (and ``y``): a 2-D float32 array of finite
@@ -568,32 +480,7 @@ class MLPClassifier(KerasClassifier):
         return kwargs
 
     def _keras_build_fn(self, compile_kwargs):
-        penalty = {"l1": keras.regularizers.L1, "l2": keras.regularizers.L2}.get(self.penalty)
-        activation = self._activation()
-        layers = [keras.Input(shape=(self.n_features_in_,), name="pixels")]
-        for i, units in enumerate(self._hidden_layer_sizes(), start=1):
-            layers.append(
-                keras.layers.Dense(
-                    units,
-                    activation=activation,
-                    kernel_initializer=self._make_initializer(),
-                    kernel_regularizer=penalty(self.alpha) if penalty else None,
-                    name=f"hidden_{i}",
-                )
-            )
-            if self.dropout > 0:
-                layers.append(keras.layers.Dropout(self.dropout, name=f"dropout_{i}"))
-        layers.append(
-            keras.layers.Dense(
-                self.n_classes_,
-                activation="softmax",
-                kernel_initializer=self._make_initializer(),
-                name="output",
-            )
-        )
-        model = keras.Sequential(layers, name="mlp")
-        model.compile(**compile_kwargs)
-        return model
+        return network.build(self.get_params(deep=False), self.n_features_in_, self.n_classes_, compile_kwargs)
 
     def dense_weights(self):
         """The fitted network's Dense kernels and biases, input side first.
@@ -677,15 +564,12 @@ class MLPClassifier(KerasClassifier):
                 f"MLPClassifier needs a single column of class labels; y is {target_type!r}"
             )
         continuing = "model_" in self.__dict__ and (partial or self.warm_start)
-        # A DataFrame's first rows as given: its column names go into the model's signature.
-        example = example_rows(X) if hasattr(X, "columns") and hasattr(X, "iloc") else None
+        given = X  # as the user gave it: a DataFrame's column names go into the logged model's signature
         # Bad X, or X and y of different lengths, fail here, before any MLflow run
         # exists; a continued fit compares them with the data it continues from.
         X, y = self._check_data(X, y, reset=not continuing)
         if not continuing and len(np.unique(y if classes is None else classes)) < 2:
             raise ValueError("MLPClassifier needs at least 2 classes in y; got 1 class")
-        if example is None:
-            example = X[:5]
         # scikeras's KerasClassifier.fit resets classes_ and sets it again only
         # when it builds a new model: a warm-started fit would end with classes_
         # None (scorers and Pipeline.classes_ then fail). Keep them.
@@ -702,24 +586,24 @@ class MLPClassifier(KerasClassifier):
             else:
                 super(MLPClassifier, self).fit(X, y, sample_weight=sample_weight, **kwargs)
 
-        # The package records its fits itself: MLflow's autologging would log scikeras's
-        # label-encoder pipeline as a run, and a keras.Model.fit fallback would start
-        # TensorFlow's autologging (which crashes without TensorBoard).
+        # MLflow's autologging stays out, tracked or not: it would log scikeras's label-encoder
+        # pipeline as a run, and a keras.Model.fit fallback would start TensorFlow's
+        # autologging (which crashes without TensorBoard).
         self._checked_X = X  # see _validate_data: scikeras is handed the array checked above
         try:
-            with autolog_suspended():
-                if not tracking_enabled(self.tracking):
-                    train()
-                else:
-                    self._tracked_fit(X, y, example, train, continued, epochs=1 if partial else None,
+            with autolog_suspended(), decide(self) as records:
+                if records:
+                    self._tracked_fit(X, y, given, train, continued, epochs=1 if partial else None,
                                       sample_weight=sample_weight)
+                else:
+                    train()
         finally:
             del self._checked_X
         if kept is not None and self.classes_ is None:
             self.classes_ = kept
         return self
 
-    def _tracked_fit(self, X, y, example, train, continued, epochs, sample_weight=None):
+    def _tracked_fit(self, X, y, given, train, continued, epochs, sample_weight=None):
         from mnist_mlp import tracking
 
         def fit(callbacks):
@@ -729,9 +613,8 @@ class MLPClassifier(KerasClassifier):
             finally:
                 del self._tracking_callbacks
 
-        with tracking.inherited_run(self):
-            run = tracking.track_fit(self, X, fit, example, y=y, continued=continued, epochs=epochs,
-                                     sample_weight=sample_weight)
+        run = tracking.track_fit(self, X, fit, given, y=y, continued=continued, epochs=epochs,
+                                 sample_weight=sample_weight)
         self.run_id_, self.tracking_uri_ = run.run_id, run.tracking_uri
         return self
 

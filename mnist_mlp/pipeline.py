@@ -7,7 +7,7 @@ from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_array, check_consistent_length
 
-from mnist_mlp._switch import tracking_enabled
+from mnist_mlp import tracking
 from mnist_mlp.estimator import MLPClassifier
 from mnist_mlp.preprocessing import FixedRangeScaler, ImageFlattener
 from mnist_mlp.serving import InputContract, example_rows
@@ -57,10 +57,14 @@ class TrackedPipeline(Pipeline):
         if (X.shape[0] if hasattr(X, "shape") else len(X)) == 0:
             check_array(X, allow_nd=True, dtype=None)  # scikit-learn's "Found array with 0 sample(s)"
         clf = self._final_estimator
-        if not (isinstance(clf, MLPClassifier) and tracking_enabled(clf.tracking)):
+        if not isinstance(clf, MLPClassifier):
             self._fit_steps(X, y, **params)
-        else:
-            self._tracked_fit(clf, X, y, **params)
+            return self
+        with tracking.decide(clf) as records:
+            if records:
+                self._tracked_fit(clf, X, y, **params)
+            else:
+                self._fit_steps(X, y, **params)
         return self
 
     def _fit_steps(self, X, y, **params):
@@ -72,12 +76,8 @@ class TrackedPipeline(Pipeline):
         self.input_contract_ = InputContract.from_training(X, image_shape=image_shape).to_dict()
 
     def _tracked_fit(self, clf, X, y, **params):
-        from mnist_mlp import tracking
-
         clf.validate_hyperparameters()  # bad parameters fail before a run exists
-        # The pipeline records its own fit: MLflow's autologging stays out (docs/interop.md).
-        with tracking.autolog_suspended(), tracking.inherited_run(clf), \
-                tracking.owned_run(tracking.standalone_run_name(clf)) as (run, owned):
+        with tracking.owned_run(tracking.standalone_run_name(clf)) as (run, owned):
             # Written together with the classifier's params, in one call.
             run.defer_params({f"step.{n}": type(step).__name__ for n, step in self.steps})
             self._fit_steps(X, y, **params)

@@ -123,7 +123,7 @@ def test_the_sklearn_hook_still_applies_and_fails_loudly_when_it_does_not(monkey
     renames it or stops calling it by name must fail with a clear error."""
     from sklearn.model_selection import _search
 
-    from mnist_mlp.model_selection import sklearn_internals
+    from mnist_mlp import sklearn_internals
 
     sklearn_internals.check()  # this scikit-learn: the hook applies
     monkeypatch.delattr(_search, "_fit_and_score")
@@ -170,7 +170,7 @@ def test_a_search_files_its_parent_where_its_parameters_say(tmp_path, monkeypatc
 def test_the_sklearn_hook_sees_when_search_fit_stops_calling_it(monkeypatch):
     from sklearn.model_selection import _search
 
-    from mnist_mlp.model_selection import sklearn_internals
+    from mnist_mlp import sklearn_internals
 
     def fit(self, X, y=None, **params):  # a future BaseSearchCV.fit that never names it
         return self

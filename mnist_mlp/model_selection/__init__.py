@@ -12,16 +12,15 @@ The contract other folders use:
 - :class:`TrainValidationSplit`: train on the head, validate on the last
   fraction, as Keras's ``validation_split``;
 - :func:`on_cluster`: run a search's fits on a Dask cluster;
-- :func:`epochs_per_fit`: the epochs of a search's longest fit;
-- :func:`sklearn_fit_in_progress`: whether a plain scikit-learn search (or
-  ``cross_validate``) is fitting now, which fold or refit, with which params.
+- :func:`epochs_per_fit`: the epochs of a search's longest fit.
 
 Modules: ``search`` (the tracked searches), ``hyperband`` (Hyperband over
-epochs), ``sklearn_internals`` (the one place that reaches into scikit-learn's
-search internals), ``resume`` (fit fingerprints, reuse of
+epochs), ``resume`` (fit fingerprints, reuse of
 finished runs), ``companion_scores`` (every classifier fit also scored by
 accuracy and macro F1, so that a search by another of them can reuse it),
-``cluster`` (Dask), ``split``.
+``cluster`` (Dask), ``split``. The one place that reaches into
+scikit-learn's search internals sits below tracking and this folder alike:
+:mod:`mnist_mlp.sklearn_internals`.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ _EXPORTS = {
     "HyperbandSearchCV": "hyperband",
     "TrainValidationSplit": "split",
     "on_cluster": "cluster",
-    "sklearn_fit_in_progress": "sklearn_internals",
 }
 
 __all__ = sorted(_EXPORTS)

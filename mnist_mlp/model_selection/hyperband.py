@@ -42,7 +42,7 @@ from sklearn.model_selection._search import BaseSearchCV
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 
-from mnist_mlp.model_selection import sklearn_internals
+from mnist_mlp import sklearn_internals
 from mnist_mlp.model_selection.search import (TRACKING_ATTRIBUTES_DOC, TRACKING_PARAMS_DOC, TrackedSearchMixin,
                                               tracked_init)
 

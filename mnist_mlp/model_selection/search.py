@@ -29,8 +29,8 @@ from sklearn.model_selection import GridSearchCV as _GridSearchCV
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import HalvingGridSearchCV as _HalvingGridSearchCV
 
-from mnist_mlp._switch import tracking_enabled
-from mnist_mlp.model_selection import resume, sklearn_internals
+from mnist_mlp import sklearn_internals, tracking
+from mnist_mlp.model_selection import resume
 from mnist_mlp.model_selection.companion_scores import COMPANIONS, CompanionScorer
 from mnist_mlp.tracking.values import jsonable
 
@@ -174,15 +174,17 @@ class TrackedSearchMixin:
         -------
         self
         """
-        if not tracking_enabled():
-            return super().fit(X, y, **params)
-        from mnist_mlp import tracking
+        with tracking.decide(self) as records:
+            if not records:
+                return super().fit(X, y, **params)
+            self._tracked_fit(X, y, **params)
+        return self
 
+    def _tracked_fit(self, X, y, **params):
         fingerprint = resume.search_fingerprint(self, X, y)
         name = self.run_name or type(self).__name__
         attempt, started = uuid.uuid4().hex[:16], time.perf_counter()
-        # The search records itself: MLflow's autologging stays out (docs/interop.md).
-        with tracking.autolog_suspended(), tracking.FitRun.open(
+        with tracking.FitRun.open(
             run_name=name,
             tags={"role": "search", "fingerprint": fingerprint, tracking.NOTE_TAG: self._description(name, X),
                   **self._scale(X), **(self.run_tags or {})},
@@ -213,7 +215,6 @@ class TrackedSearchMixin:
             self._log_results(parent)
             self._log_attempt(parent, attempt, time.perf_counter() - started)
         self.run_id_ = parent.run_id
-        return self
 
     def _log_attempt(self, parent, attempt, wall_time_s):
         """What this call trained and what it reused, on the search's run (resumed or new) and here.

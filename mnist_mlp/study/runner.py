@@ -180,8 +180,6 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
     from sklearn.base import clone
 
     from mnist_mlp import tracking
-    from mnist_mlp.evaluation import evaluate
-    from mnist_mlp.serving import InputContract
 
     experiment = load_experiment(section)
     (x_train, y_train), (x_test, y_test) = data
@@ -217,32 +215,17 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
         final_epochs_used = final_epochs or experiment.final_epochs
         level = search.run_tags["fidelity"] if final_epochs in (None, experiment.final_epochs) else "quick"
         for protocol in final_protocols:
-            split, description = FINAL_PROTOCOLS[protocol]
             # The experiment's own pipeline with the best parameters, trained afresh.
             final = clone(search.estimator).set_params(
-                **best, classifier__epochs=final_epochs_used,
-                classifier__validation_split=split, classifier__random_state=seed,
-                classifier__callbacks=None,
+                **best, classifier__epochs=final_epochs_used, classifier__random_state=seed,
+                classifier__validation_split=FINAL_PROTOCOLS[protocol][0], classifier__callbacks=None,
             )
-            rows = len(x_train) if not split else len(x_train) - int(len(x_train) * split)
-            with tracking.FitRun.open(
-                run_name=f"final network, {description} · {level}: {counted(final_epochs_used, 'epoch')}, "
-                         f"{rows:,} images",
+            finals.append(_final_network(
+                final, protocol, jsonable(best), ((x_train, y_train), (x_test, y_test)),
+                dataset=getattr(data, "name", "mnist"), register=protocol == final_protocols[0],
                 experiment_name=experiment.experiment_name,
                 tags={"section": section, "study": "mnist-mlp", "role": "final", "space": space,
-                      "final_protocol": description, "fidelity": level},
-            ) as run, run.as_current():
-                final.fit(x_train, y_train)
-                scores = evaluate(final, x_test, y_test)
-                tracking.log_model(run, final, x_train[:5])
-            finals.append({"run_id": run.run_id, "protocol": protocol, "params": jsonable(best),
-                           **{k: v for k, v in scores.items() if k != "confusion_matrix"}})
-            if run.model_id is not None and protocol == final_protocols[0]:
-                finals[-1]["registered"] = tracking.register_model(
-                    run.model_id, run.run_id, dataset=getattr(data, "name", "mnist"),
-                    test_accuracy=scores["test_accuracy"], fidelity=level,
-                    description=f"{run.name}: test accuracy {scores['test_accuracy']:.2%}",
-                    input_contract=InputContract.from_training(x_train[:5]))
+                      "final_protocol": FINAL_PROTOCOLS[protocol][1], "fidelity": level}))
     return {
         "section": section,
         "searches": searches,
@@ -254,6 +237,32 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
 
 #: The final network's protocols: validation_split and the run's ``final_protocol`` tag.
 FINAL_PROTOCOLS = {"ours": (0.0, "ours (all rows)"), "study": (0.2, "study (validation_split 0.2)")}
+
+
+def _final_network(final, protocol, params, data, *, dataset, register, experiment_name, tags):
+    """Train a tuning section's final network in a run of its own, evaluate it on the test set and
+    log it; the first protocol's is registered. Returns its summary (``params``: the best, as JSON)."""
+    from mnist_mlp import tracking
+    from mnist_mlp.evaluation import evaluate
+    from mnist_mlp.serving import InputContract
+
+    (x_train, y_train), (x_test, y_test) = data
+    epochs, split = final.get_params()["classifier__epochs"], FINAL_PROTOCOLS[protocol][0]
+    rows = len(x_train) if not split else len(x_train) - int(len(x_train) * split)
+    name = (f"final network, {tags['final_protocol']} · {tags['fidelity']}: {counted(epochs, 'epoch')}, "
+            f"{rows:,} images")
+    with tracking.FitRun.open(run_name=name, experiment_name=experiment_name, tags=tags) as run, run.as_current():
+        final.fit(x_train, y_train)
+        scores = evaluate(final, x_test, y_test)
+        tracking.log_model(run, final, x_train[:5])
+    summary = {"run_id": run.run_id, "protocol": protocol, "params": params,
+               **{k: v for k, v in scores.items() if k != "confusion_matrix"}}
+    if run.model_id is not None and register:
+        summary["registered"] = tracking.register_model(
+            run.model_id, run.run_id, dataset=dataset, test_accuracy=scores["test_accuracy"],
+            fidelity=tags["fidelity"], description=f"{run.name}: test accuracy {scores['test_accuracy']:.2%}",
+            input_contract=InputContract.from_training(x_train[:5]))
+    return summary
 
 
 def attempt_summary(search):

@@ -3,11 +3,13 @@
 The contract other folders use (nothing else in ``mnist_mlp.tracking`` is
 theirs to import):
 
+- whether a fit records, and under which parent: :func:`decide` (the one
+  place that decides, asked by the estimator, the pipeline and the searches)
+  and :func:`carried` (the run an unfitted estimator pickled now takes to the
+  process that fits it);
 - where a fit logs: :func:`owned_run` (its enclosing tracked estimator's run,
   or a new one), :class:`FitContext` / :func:`fit_context` (a search's child,
-  in whatever process runs it), :func:`context_to_inherit` /
-  :func:`inherited_run` (a child of the run active where scikit-learn's own
-  process pool pickled the estimator), :func:`launched_by` (a worker
+  in whatever process runs it), :func:`launched_by` (a worker
   process's runs filed under the run of the process that started it),
   :func:`dataset` and :func:`test_set`;
 - runs a worker left: :func:`runs_tagged` (every run a block opens tagged)
@@ -40,7 +42,8 @@ its writes, the local fallback, artifact staging, how it ends),
 divergence), ``values`` (describing values), ``naming`` (run names, scale,
 descriptions), ``registry`` (registered versions and the champion),
 ``autolog`` (MLflow's autologging suspended inside the package's fits),
-``ledger`` (runs of killed workers, and of threads at exit, ended KILLED).
+``ledger`` (runs of killed workers, and of threads at exit, ended KILLED),
+``decision`` (whether a fit records, and under which parent).
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ from mnist_mlp._switch import TRACKING_ENV, tracking_enabled  # noqa: F401  (in 
 _EXPORTS = {
     **dict.fromkeys(["estimator_params", "log_evaluation", "log_fit_results", "log_model", "model_wanted",
                      "sklearn_selection_tags", "track_fit"], "fit_logging"),
-    **dict.fromkeys(["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run",
-                     "current_test_set", "dataset", "end_runs_left_running", "fit_context", "inherited_run",
+    **dict.fromkeys(["FitContext", "FitRun", "current_dataset", "current_run",
+                     "current_test_set", "dataset", "end_runs_left_running", "fit_context",
                      "launched_by", "owned_run", "runs_tagged", "test_set"], "runs"),
     **dict.fromkeys(["FALLBACK_DIR_ENV", "IncompleteStoreError", "STORE_ERRORS", "TrackingLostWarning",
                      "TrackingRefusedWarning", "TrackingUnavailableError", "active_run_in_process",
@@ -63,6 +66,7 @@ _EXPORTS = {
                      "reachable", "resolve_tracking_uri", "retrying"], "store"),
     **dict.fromkeys(["describe", "jsonable", "param_value"], "values"),
     "autolog_suspended": "autolog",
+    **dict.fromkeys(["carried", "decide"], "decision"),
     "end_runs_of_stopped_workers": "ledger",
     **dict.fromkeys(["CHAMPION", "register_model", "registered_name"], "registry"),
     **dict.fromkeys(["NOTE_TAG", "counted", "fit_run_name", "format_value", "grid_values", "scale_tags", "short_key",

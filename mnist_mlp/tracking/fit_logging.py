@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_mlp.serving import example_rows
 from mnist_mlp.tracking import naming, runs, values
 
 __all__ = ["dataset_inputs", "estimator_params", "log_evaluation", "log_fit_results", "log_model", "model_wanted",
@@ -151,9 +152,9 @@ def sklearn_selection_tags(run):
     """
     if "role" in run.tags or "sklearn.model_selection._validation" not in sys.modules:
         return {}  # a search of ours decided, or scikit-learn's model selection never ran here
-    from mnist_mlp import model_selection
+    from mnist_mlp.sklearn_internals import sklearn_fit_in_progress
 
-    found = model_selection.sklearn_fit_in_progress()
+    found = sklearn_fit_in_progress()
     if found is None:
         return {}
     tags = {"role": found.role, "refit": str(found.role == "refit").lower()}
@@ -192,7 +193,7 @@ def model_wanted(estimator, run, owned, role=None):
     return run.log_model and role != "fold"
 
 
-def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=None, sample_weight=None):
+def track_fit(estimator, X, fit, given=None, y=None, continued=None, epochs=None, sample_weight=None):
     """Run ``fit(callbacks)`` as one tracked fit of ``estimator``; return its run.
 
     The fit logs into the run of an enclosing tracked estimator (a pipeline)
@@ -212,9 +213,10 @@ def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=No
         model's input example).
     fit : callable
         ``fit(callbacks)`` trains ``estimator`` with these Keras callbacks added.
-    example : ndarray or DataFrame, default=None
-        The first rows as the user gave them (a DataFrame keeps its column
-        names in the model's signature); default: ``X[:5]``.
+    given : array-like, default=None
+        ``X`` as the user gave it: a DataFrame's first rows are the model's
+        input example (its column names go into the model's signature);
+        otherwise ``X[:5]`` is.
     y : ndarray, default=None
         The labels: with ``X``, the training and validation datasets' digests.
     continued : (int, str or None), default=None
@@ -267,7 +269,8 @@ def track_fit(estimator, X, fit, example=None, y=None, continued=None, epochs=No
             raise
         log_fit_results(run, estimator, monitor.diverged, epochs_logger.take_pending())
         if model_wanted(estimator, run, owned, selection.get("role")):
-            log_model(run, estimator, X[:5] if example is None else example)
+            is_frame = hasattr(given, "columns") and hasattr(given, "iloc")
+            log_model(run, estimator, example_rows(given) if is_frame else X[:5])
     return run
 
 

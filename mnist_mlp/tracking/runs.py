@@ -146,16 +146,16 @@ def context_to_inherit():
 
 
 @contextlib.contextmanager
-def inherited_run(estimator):
-    """Fit in the block as a child of the run ``estimator`` was pickled under, if any.
+def inherited_run(inherited):
+    """Fit in the block as a child of ``inherited``, the run an estimator was pickled under, if any.
 
-    Only in another process than the one that pickled it, when nothing here
-    decides otherwise (a search's context, an enclosing tracked estimator, an
-    active run in this thread), and while that run is still RUNNING: an
-    estimator unpickled long after its run ended starts a run of its own.
-    The context is used once.
+    ``inherited`` is what :func:`context_to_inherit` returned where the
+    estimator was pickled (None: nothing changes). Only in another process
+    than that one, when nothing here decides otherwise (a search's context, an
+    enclosing tracked estimator, an active run in this thread), and while that
+    run is still RUNNING: an estimator unpickled long after its run ended
+    starts a run of its own. :func:`mnist_mlp.tracking.decide` calls it.
     """
-    inherited = estimator.__dict__.pop("_inherited_run", None)
     if inherited is None or inherited[0] == os.getpid() or _decided_here() or mlflow.active_run() is not None:
         yield
         return

@@ -27,10 +27,7 @@ import math
 __all__ = ["DIVERGENCE_THRESHOLD", "THREADS_ENV", "TrainingResult", "diverged", "predict_proba", "released", "seeded",
            "train"]
 
-#: Environment variable: threads of the compiled loop, a whole number, -1 (every core) or
-#: ``auto``, the default (:mod:`mnist_mlp.training.threads`). What ``mnist-mlp --threads`` sets.
-THREADS_ENV = "MNIST_MLP_THREADS"
-
+from mnist_mlp.training.codes import THREADS_ENV  # noqa: E402, F401  (in __all__; light: no imports)
 from mnist_mlp.training.seeding import released, seeded  # noqa: E402  (light: no TensorFlow)
 
 

@@ -28,7 +28,8 @@ import time
 import numpy as np
 
 from mnist_mlp._tensorflow import tf
-from mnist_mlp.training import THREADS_ENV, kernels
+from mnist_mlp.training import kernels
+from mnist_mlp.training.codes import THREADS_ENV
 
 __all__ = ["THREADS_ENV", "compiled_section", "idle_cores", "n_threads", "requested", "threading_layer"]
 

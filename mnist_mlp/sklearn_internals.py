@@ -1,5 +1,10 @@
 """The one place that reaches into scikit-learn's search internals.
 
+Below both its users: the tracked searches (:mod:`mnist_mlp.model_selection`)
+wrap scikit-learn's per-fit function with it, and tracking
+(:mod:`mnist_mlp.tracking`) asks it which fit of a plain scikit-learn search is
+running.
+
 A tracked search must run code *around* each fold fit, in whatever process
 runs it: set the fit's MLflow parent, candidate and fold (a context variable
 the fit reads), reuse a finished fit on resume, record the result. scikit-learn
@@ -94,7 +99,7 @@ def check():
         raise SklearnChangedError(
             f"scikit-learn {sklearn.__version__} changed what mnist_mlp's tracked searches hook into: "
             + "; ".join(problems) + ". Pin scikit-learn to a version that works, or update "
-            "mnist_mlp/model_selection/sklearn_internals.py."
+            "mnist_mlp/sklearn_internals.py."
         )
 
 
