@@ -86,7 +86,7 @@ LAYERS = (
     ("mnist_mlp", "mnist_mlp._lazy", "mnist_mlp._switch", "mnist_mlp.interrupts", "mnist_mlp._tensorflow",
      "mnist_mlp.data", "mnist_mlp.preprocessing", "mnist_mlp.plots", "mnist_mlp.persistence",
      "mnist_mlp.sklearn_internals"),
-    ("mnist_mlp.training", "mnist_mlp.network"),  # the network and its loops
+    ("mnist_mlp.training", "mnist_mlp.network", "mnist_mlp.inference"),  # the network: its loops, its forward pass
     ("mnist_mlp.serving",),  # a logged model's loader and input contract
     ("mnist_mlp.tracking",),  # every fit an MLflow run
     ("mnist_mlp.estimator", "mnist_mlp.evaluation"),
