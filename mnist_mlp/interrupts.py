@@ -71,8 +71,7 @@ def _record(signum, frame):
     global _request
     if _request is None:
         _request = Stopped(signum)
-    if threading.current_thread() is threading.main_thread():  # always, for a signal handler
-        raise Stopped(signum)
+    raise Stopped(signum)  # in the main thread, where Python runs signal handlers: it unwinds now
 
 
 @contextlib.contextmanager
