@@ -42,8 +42,10 @@ from interrupted_search import group_members, kill_group, statuses  # noqa: E402
 _LIMIT_S = 10.0
 
 
-def _ignore_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _sigint(disposition):
+    """A ``preexec_fn`` setting the command's SIGINT: this script may itself run as a background
+    job (SIGINT ignored, which a child inherits), and the trial must not depend on that."""
+    return lambda: signal.signal(signal.SIGINT, disposition)
 
 
 def once(python, mode, folder, wait_s):
@@ -54,8 +56,9 @@ def once(python, mode, folder, wait_s):
                "--n-train", "600"]
     log = Path(folder) / "stderr.txt"  # a file, not a pipe: a full pipe would block the command
     with open(log, "w") as stderr:
+        disposition = signal.SIG_IGN if mode == "background" else signal.SIG_DFL
         child = subprocess.Popen(command, cwd=folder, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                                 stderr=stderr, preexec_fn=_ignore_sigint if mode == "background" else None)
+                                 stderr=stderr, preexec_fn=_sigint(disposition))
     pgid = child.pid
     ignored_sigint = None
     try:

@@ -213,6 +213,8 @@ def test_workers_stop_and_end_their_runs_when_the_command_is_killed(tmp_path):
         assert not alive, ("workers still running after their command was killed", stderr.text()[-3000:])
     runs = _all_runs(client)
     assert {r.info.status for r in runs} == {"KILLED"}, _left(runs)
+    # Each worker stopped itself (its own stop request), not the fallback after the grace period.
+    assert {r.data.tags.get("error") for r in runs} == {"Stopped: stopped by SIGTERM"}, _left(runs)
 
 
 _STUCK_WORKER = """
