@@ -4,7 +4,8 @@ Starts ``mnist-mlp study 2.2,2.3 --n-jobs 2`` (two quick sections side by
 side, each in a worker process; the embedded data, 600 rows, epochs enough to
 outlast the trial) in a process group of its own with a fresh SQLite store,
 waits a random time (uniform in ``--earliest``..``--latest`` s after the start:
-during imports, compilation, or training), then stops it:
+during imports, compilation, or training; with ``--moment training``, after
+its first fit has opened its run), then stops it:
 
 - ``--mode sigint``: SIGINT to the whole group, as Ctrl-C at a terminal does
   (expected exit status 130);
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from interrupted_search import group_members, kill_group, statuses  # noqa: E402  (the same store and group reads)
+from interrupted_search import group_members, kill_group, running_folds, statuses  # noqa: E402  (the same store and group reads)
 
 _LIMIT_S = 10.0
 
@@ -48,7 +49,7 @@ def _sigint(disposition):
     return lambda: signal.signal(signal.SIGINT, disposition)
 
 
-def once(python, mode, folder, wait_s):
+def once(python, mode, folder, wait_s, moment="start"):
     db = Path(folder) / "mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "MNIST_MLP_TRACKING": "1"}
     env.pop("MNIST_MLP_DATA_DIR", None)
@@ -62,6 +63,9 @@ def once(python, mode, folder, wait_s):
     pgid = child.pid
     ignored_sigint = None
     try:
+        deadline = time.monotonic() + 300
+        while moment == "training" and running_folds(db) < 1 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
         time.sleep(wait_s)
         if mode == "background":
             os.killpg(pgid, signal.SIGINT)  # a Ctrl-C at the terminal does not reach a background job; if one did
@@ -98,6 +102,8 @@ def main():
     parser.add_argument("--trials", type=int, default=25)
     parser.add_argument("--earliest", type=float, default=1.0)
     parser.add_argument("--latest", type=float, default=25.0)
+    parser.add_argument("--moment", choices=["start", "training"], default="start",
+                        help="count the random wait from the command's start, or from its first fit training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -105,11 +111,12 @@ def main():
     trials = []
     for _ in range(args.trials):
         with tempfile.TemporaryDirectory() as folder:
-            trials.append(once(args.python, args.mode, folder, rng.uniform(args.earliest, args.latest)))
+            trials.append(once(args.python, args.mode, folder, rng.uniform(args.earliest, args.latest), args.moment))
         print(json.dumps(trials[-1]), flush=True)
     summary = {
         "command": "mnist-mlp study 2.2,2.3 --n-jobs 2 --epochs 100000 --n-train 600",
-        "python": args.python, "mode": args.mode, "trials": len(trials),
+        "python": args.python, "mode": args.mode, "moment": args.moment,
+        "wait_s": [args.earliest, args.latest], "trials": len(trials),
         "ok": sum(t["ok"] for t in trials),
         "stopped_within_10s": sum(t["rc"] is not None and t["all_gone_s"] <= _LIMIT_S for t in trials),
         "expected_exit_status": sum(t["rc"] == (143 if args.mode == "background" else 130) for t in trials),

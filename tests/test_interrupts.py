@@ -152,7 +152,7 @@ print("result: fitted", flush=True)
 """
 
 # The command line run twice in one process: it imports TensorFlow through the same module,
-# under its own Ctrl-C handler (interrupts.redelivered's). 130: interrupted; 0: fitted.
+# under its own Ctrl-C handler (interrupts.handled's). 130: interrupted; 0: fitted.
 _CLI = """
 from mnist_mlp.cli import main
 for _ in range(2):
