@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -104,6 +105,16 @@ def group_members(pgid):
     return members
 
 
+def kill_group(child):
+    """SIGKILL ``child``'s process group (a session of its own), whatever is left of it."""
+    if child.poll() is None:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    for pid in group_members(child.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def once(scenario, folder, rng):
     db = Path(folder) / "mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}", "PYTHONUNBUFFERED": "1"}
@@ -143,11 +154,7 @@ def once(scenario, folder, rng):
         table = run_table(db)
         output = child.stdout.read()
     finally:
-        if child.poll() is None:
-            os.killpg(pgid, signal.SIGKILL)
-            child.wait()
-        for pid in group_members(pgid):
-            os.kill(pid, signal.SIGKILL)
+        kill_group(child)
     return {"scenario": scenario, "rc": rc, "exit_s": round(exited_s, 2), "processes_left": len(left),
             "runs_at_exit": at_exit, "runs_5s_later": later, "runs": table, "tail": output.strip().splitlines()[-3:]}
 

@@ -14,7 +14,6 @@ import os
 import shlex
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -567,17 +566,18 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     command = {"fit": _fit, "study": _study, "tune": _tune, "report": _report, "predict": _predict}[args.command]
     try:
-        with _environment(args), _project_run(args), _terminate_as_interrupt(), interrupts.redelivered():
+        # SIGTERM (``kill``, a CI timeout, ``mlflow run`` cancelled) stops as Ctrl-C does: Python's
+        # default is to die on the spot, leaving the runs in progress RUNNING for ever.
+        with _environment(args), _project_run(args), interrupts.handled():
             return command(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"mnist-mlp: error: {exc}", file=sys.stderr)
         return 2
-    except _Terminated:
-        print("mnist-mlp: terminated; the runs in progress were ended KILLED", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:  # Ctrl-C: the runs have ended KILLED on the way out; no traceback
-        print("mnist-mlp: interrupted; the runs in progress were ended KILLED", file=sys.stderr)
-        return 128 + signal.SIGINT
+    except KeyboardInterrupt as exc:  # the runs have ended KILLED on the way out; no traceback
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"mnist-mlp: {'terminated' if signum == signal.SIGTERM else 'interrupted'}; "
+              "the runs in progress were ended KILLED", file=sys.stderr)
+        return 128 + signum
 
 
 @contextlib.contextmanager
@@ -603,31 +603,6 @@ def _environment(args):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the work stands, so it unwinds as Ctrl-C does."""
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """Treat SIGTERM (``kill``, a CI timeout, ``mlflow run`` cancelled) like Ctrl-C.
-
-    Python's default is to die on the spot, leaving the MLflow runs in
-    progress RUNNING for ever; as an exception, every run ends KILLED.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def handler(signum, frame):
-        raise _Terminated(f"terminated by signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

@@ -1,10 +1,11 @@
-"""mnist_mlp.interrupts: an interrupt Python swallows (in a finalizer, a gc callback) is raised again."""
+"""mnist_mlp.interrupts: a stop request is recorded, so code that swallows its exception cannot lose it."""
 
 from __future__ import annotations
 
 import gc
+import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,55 +14,98 @@ from mnist_mlp import interrupts
 
 
 class _StoppedInAFinalizer:
-    """Stands for a signal handler's exception landing in a finalizer or gc callback: Python
-    reports it as unraisable and drops it."""
+    """Stands for a signal landing in a finalizer or gc callback: Python reports what its handler
+    raises as unraisable and drops it."""
 
-    def __init__(self, exc):
-        self.exc = exc
+    def __init__(self, signum):
+        self.signum = signum
 
     def __del__(self):
-        raise self.exc
+        signal.raise_signal(self.signum)
 
 
-def _swallow(exc):
-    obj = _StoppedInAFinalizer(exc)
+def _swallow(signum):
+    obj = _StoppedInAFinalizer(signum)
     del obj
     gc.collect()
 
 
-def test_without_it_python_drops_the_interrupt(monkeypatch):
+@pytest.fixture
+def python_handlers():
+    """Python's own Ctrl-C handler and the default SIGTERM, whatever this process inherited
+    (a background job ignores SIGINT); restored after."""
+    inherited = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        for signum, handler in inherited.items():
+            signal.signal(signum, handler)
+
+
+def test_without_it_python_drops_the_interrupt(monkeypatch, python_handlers):
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
-    _swallow(KeyboardInterrupt("stop"))  # nothing raised here: the hazard being guarded
+    _swallow(signal.SIGINT)  # nothing raised here: the hazard being guarded
     assert [type(u.exc_value) for u in seen] == [KeyboardInterrupt]
 
 
-def test_a_swallowed_interrupt_is_raised_again_with_its_type_and_message():
-    class Terminated(KeyboardInterrupt):
-        pass
-
-    with pytest.raises(Terminated, match="section 2.2 stopped"):
-        with interrupts.redelivered():
-            _swallow(Terminated("section 2.2 stopped"))
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:  # work going on, as training would
-                sum(range(1000))
-
-
-def test_other_unraisable_exceptions_go_to_the_previous_hook(monkeypatch):
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_swallowed_in_a_finalizer_stays_requested_until_the_block_ends(monkeypatch, python_handlers, signum):
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
-    with interrupts.redelivered():
-        _swallow(ValueError("not an interrupt"))
-        time.sleep(0.1)
-    assert [type(u.exc_value) for u in seen] == [ValueError]
-    assert sys.unraisablehook == seen.append  # restored
+    with interrupts.handled():
+        _swallow(signum)
+        assert [type(u.exc_value) for u in seen] == [interrupts.Stopped]  # swallowed...
+        with pytest.raises(interrupts.Stopped, match=f"stopped by {signal.Signals(signum).name}") as caught:
+            interrupts.check()  # ...and still there at the next safe point
+        assert caught.value.signum == signum
+        with pytest.raises(interrupts.Stopped):
+            interrupts.check()  # every safe point, until the block is left
+    assert interrupts.requested() is None
+    interrupts.check()  # forgotten: a later fit trains on
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
-def test_nothing_is_raised_after_the_block():
-    with interrupts.redelivered():
-        pass
-    time.sleep(0.05)  # no timer left armed
+def test_a_stop_is_raised_at_once_in_the_main_thread_and_checked_in_any_other(python_handlers):
+    with interrupts.handled():
+        with pytest.raises(interrupts.Stopped):
+            signal.raise_signal(signal.SIGTERM)
+        raised = []
+
+        def fit_in_a_thread():
+            try:
+                interrupts.check()
+            except interrupts.Stopped as exc:
+                raised.append(exc)
+
+        thread = threading.Thread(target=fit_in_a_thread)
+        thread.start()
+        thread.join()
+        assert [e.signum for e in raised] == [signal.SIGTERM]
+
+
+def test_a_signal_ignored_as_the_block_begins_stays_ignored(python_handlers):
+    """A background job's SIGINT: ignored; SIGTERM still stops it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with interrupts.handled():
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            pytest.fail("a SIGINT ignored as the block began stopped it")
+        assert interrupts.requested() is None
+        with pytest.raises(interrupts.Stopped, match="SIGTERM"):
+            signal.raise_signal(signal.SIGTERM)
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_a_stop_pickles_with_its_signal():
+    import pickle
+
+    assert pickle.loads(pickle.dumps(interrupts.Stopped(signal.SIGTERM))).signum == signal.SIGTERM
 
 
 def test_a_deferred_interrupt_is_raised_once_the_block_is_whole():
@@ -108,7 +152,7 @@ print("result: fitted", flush=True)
 """
 
 # The command line run twice in one process: it imports TensorFlow through the same module,
-# under its own Ctrl-C handler (interrupts.redelivered's). 130: interrupted; 0: fitted.
+# under its own Ctrl-C handler (interrupts.handled's). 130: interrupted; 0: fitted.
 _CLI = """
 from mnist_mlp.cli import main
 for _ in range(2):

@@ -104,16 +104,23 @@ class _Drained:
         return "".join(self.chunks)
 
 
+# Started as a background job is: SIGINT ignored, which the command and its workers inherit.
+_SIGINT_IGNORED = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                   "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
 @contextlib.contextmanager
-def _study_training(tmp_path):
-    """``study 2.2,2.3 --n-jobs 2`` in a child (default SIGINT, ended with its workers however the
-    test ends): yields ``(process, client, stderr)`` once both sections train with epochs logged."""
+def _study_training(tmp_path, sigint_ignored=False):
+    """``study 2.2,2.3 --n-jobs 2`` in a child (default SIGINT unless ``sigint_ignored``, ended with
+    its workers however the test ends): yields ``(process, client, stderr)`` once both sections
+    train with epochs logged."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
     env.pop("MNIST_MLP_DATA_DIR", None)
-    with child_process([sys.executable, "-m", "mnist_mlp", "study", "2.2,2.3", "--epochs", "100000",
+    start = [sys.executable, "-c", _SIGINT_IGNORED] if sigint_ignored else [sys.executable]
+    with child_process([*start, "-m", "mnist_mlp", "study", "2.2,2.3", "--epochs", "100000",
                         "--n-train", "600", "--n-jobs", "2", "--json", str(tmp_path / "out.json")],
                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
         stderr = _Drained(proc.stderr)
@@ -136,15 +143,6 @@ def _workers(proc):
     return [p for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())]
 
 
-def _stacks(processes, stderr):
-    """Where each process still alive stands (its threads' stacks, through the workers' SIGUSR1)."""
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGUSR1)
-    time.sleep(2)
-    return "".join(stderr.chunks)[-6000:]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, status, line", [
     (signal.SIGINT, 130, "mnist-mlp: interrupted; the runs in progress were ended KILLED"),
@@ -162,8 +160,30 @@ def test_interrupting_the_study_stops_every_section_and_ends_their_runs_killed(t
     assert error_lines(err) == [line], (err[-2000:], _left(runs), f"{took:.1f} s")
     assert {r.info.status for r in runs} == {"KILLED"}, (_left(runs), f"{took:.1f} s")
     assert {r.data.tags.get("section") for r in runs} == {"2.2", "2.3"}
-    assert len({r.data.tags["study_worker"] for r in runs}) == 2  # each section's runs carry its worker's tag
     assert not (tmp_path / "out.json").exists()  # no results written for an unfinished study
+
+
+@pytest.mark.slow
+def test_a_study_started_as_a_background_job_ignores_ctrl_c_and_stops_on_sigterm(tmp_path):
+    """SIGINT ignored by its parent (``mnist-mlp study ... &``): a Ctrl-C to the whole group stops
+    nothing; SIGTERM to the whole group stops the command and every worker, runs KILLED."""
+    import psutil
+
+    with _study_training(tmp_path, sigint_ignored=True) as (proc, client, stderr):
+        workers = _workers(proc)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(3)
+        assert proc.poll() is None and all(w.is_running() for w in workers), stderr.text()[-2000:]
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=180)
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        err = stderr.text()
+    took = time.monotonic() - sent
+    runs = _all_runs(client)
+    assert proc.returncode == 143 and not alive, err[-2000:]
+    assert error_lines(err) == ["mnist-mlp: terminated; the runs in progress were ended KILLED"], err[-2000:]
+    assert {r.info.status for r in runs} == {"KILLED"}, (_left(runs), f"{took:.1f} s")
 
 
 @pytest.mark.slow
@@ -196,31 +216,31 @@ def test_workers_stop_and_end_their_runs_when_the_command_is_killed(tmp_path):
         proc.wait(timeout=60)
         # They stop within seconds; one that cannot ends its runs itself after the 60 s grace.
         gone, alive = psutil.wait_procs(workers, timeout=90)
-        assert not alive, ("workers still running after their command was killed", _stacks(alive, stderr))
+        assert not alive, ("workers still running after their command was killed", stderr.text()[-3000:])
     runs = _all_runs(client)
     assert {r.info.status for r in runs} == {"KILLED"}, _left(runs)
+    # Each worker stopped itself (its own stop request), not the fallback after the grace period.
+    assert {r.data.tags.get("error") for r in runs} == {"Stopped: stopped by SIGTERM"}, _left(runs)
 
 
 _STUCK_WORKER = """
-import multiprocessing, os, signal, sys, time
+import multiprocessing, sys, time
 
-def stop(signum, frame):
-    raise KeyboardInterrupt("stopped")  # as a study worker's own handler does
-
-def worker(uri, tag):
-    signal.signal(signal.SIGTERM, stop)
-    from mlflow.tracking import MlflowClient
+def worker(uri):
+    from mnist_mlp import interrupts
     from mnist_mlp.study import side_by_side
+    from mnist_mlp.tracking import FitRun
 
     side_by_side._STOP_GRACE_S = 2
-    MlflowClient(uri).create_run("0", tags={side_by_side.WORKER_TAG: tag})
-    side_by_side._stop_when_orphaned(tag)
-    print("ready", flush=True)
-    while True:  # a main thread that swallows every stop
-        try:
-            time.sleep(100)
-        except BaseException:
-            pass
+    with interrupts.handled():
+        FitRun.open(run_name="stuck", tracking_uri=uri)
+        side_by_side._stop_when_orphaned()
+        print("ready", flush=True)
+        while True:  # a main thread that swallows every stop
+            try:
+                time.sleep(100)
+            except BaseException:
+                pass
 
 if __name__ == "__main__":
     process = multiprocessing.get_context("spawn").Process(target=worker, args=sys.argv[1:], daemon=True)
@@ -241,7 +261,7 @@ def test_a_worker_that_cannot_stop_after_its_command_died_ends_its_runs_and_exit
     script = tmp_path / "command.py"
     script.write_text(_STUCK_WORKER)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MNIST_MLP_TRACKING": "1"}
-    with child_process([sys.executable, script, uri, "worker-1"], env=env, stdout=subprocess.PIPE,
+    with child_process([sys.executable, script, uri], env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True) as proc:
         stderr = _Drained(proc.stderr)
         worker = psutil.Process(int(proc.stdout.readline()))
@@ -250,7 +270,7 @@ def test_a_worker_that_cannot_stop_after_its_command_died_ends_its_runs_and_exit
         proc.wait(timeout=60)
         gone, alive = psutil.wait_procs([worker], timeout=60)
         assert not alive, "the stuck worker outlived its grace period"
-    [run] = MlflowClient(uri).search_runs(["0"])
+    [run] = MlflowClient(uri).search_runs([e.experiment_id for e in MlflowClient(uri).search_experiments()])
     assert run.info.status == "KILLED", stderr.text()[-3000:]
     assert "did not stop within 2 s" in run.data.tags["error"]
 

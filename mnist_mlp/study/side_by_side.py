@@ -9,17 +9,15 @@ of 2.1 (batch size 1) gains less still (42 against 65 us a step). So
 ``cores // n_jobs`` threads, instead of one section after another on every core.
 
 Why processes: each section starts from a fresh TensorFlow and Numba state,
-and stopping one is a signal, not a cooperation protocol between threads.
-The worker ignores the terminal's Ctrl-C (from its start); the process that
-started it decides, and on any interruption or failure sends SIGTERM to every worker
-still running, which unwinds there as Ctrl-C does (its runs end KILLED)
-before the error is raised here. No run is left RUNNING when a worker cannot
-end its own: every run a worker opens carries its ``study_worker`` tag, and
-once it has ended, runs with its tag still RUNNING (a worker killed after the
-grace period, or one that died) are ended KILLED here, saying why. A worker
-whose starting process dies (``kill -9``) stops itself the same way, and if
-it cannot, ends its own runs after the grace period and exits. ``kill -USR1``
-of a worker prints where each of its threads stands (a hung worker explained).
+and stopping one is a signal. A worker ignores the terminal's Ctrl-C (from
+its start): the process that started it decides, and on any interruption or
+failure sends SIGTERM to every worker still running, which records a stop
+there (:mod:`mnist_mlp.interrupts`): the section stops at its next epoch and
+its runs end KILLED. Every run a worker opens is in its command's ledger
+(:mod:`mnist_mlp.tracking.ledger`), so the runs of a worker that died or had
+to be killed are ended KILLED here, saying why. A worker whose command dies
+(``kill -9``) stops itself the same way, and if it cannot, ends its own runs
+after the grace period and exits.
 
 Why longest first: a greedy schedule that starts the longest sections first
 (LPT) finishes within 4/3 of the best possible time; started last, the
@@ -31,24 +29,18 @@ optimizer step (:data:`STEP_COST_IN_ROWS`).
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
-import uuid
 from multiprocessing.connection import wait
 
-__all__ = ["STEP_COST_IN_ROWS", "WORKER_TAG", "planned_work", "run_side_by_side"]
+__all__ = ["STEP_COST_IN_ROWS", "planned_work", "run_side_by_side"]
 
 logger = logging.getLogger(__name__)
-
-#: The tag on every run a worker opens: its value names the worker.
-WORKER_TAG = "study_worker"
 
 #: What one optimizer step costs beside its rows' arithmetic, counted in rows:
 #: on the study's network, a batch-1 step takes about 60 us where a row of a
@@ -58,6 +50,8 @@ STEP_COST_IN_ROWS = 12
 
 # How long a worker has to end its runs once told to stop, before it is killed.
 _STOP_GRACE_S = 60
+# How often the starting process looks at its own stop request while it waits for its workers.
+_POLL_S = 0.5
 
 
 def planned_work(search, n_rows, *, final_epochs=0, final_fits=0):
@@ -117,61 +111,53 @@ def _cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _stop_when_orphaned(tag):
+def _stop_when_orphaned():
     """Stop this worker (as the starting process would: SIGTERM) if the process that started it dies.
 
     A starting process killed outright (``kill -9``, the OOM killer) cannot
     stop its workers; without this they would train on, their runs RUNNING.
     Nor can it end the runs of a worker that does not stop: so if this one
     has not stopped :data:`_STOP_GRACE_S` after, whatever holds its main
-    thread, it ends its own runs KILLED from here (they carry ``tag``) and exits.
+    thread, it ends the runs it holds open KILLED from here and exits.
     """
-    from mnist_mlp import tracking
-
     parent = multiprocessing.parent_process()
     if parent is None:
         return
 
     def watch():
+        from mnist_mlp import tracking
+
         wait([parent.sentinel])  # ready when the starting process has ended, however it ended
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(_STOP_GRACE_S)  # a daemon thread: gone with the worker if it stops in time
-        if tracking.tracking_enabled():
-            try:
-                tracking.end_runs_left_running(
-                    {WORKER_TAG: tag}, f"its study command was killed, and its worker process did not "
-                                       f"stop within {_STOP_GRACE_S} s")
-            except Exception as exc:  # noqa: BLE001 - the store gone too: nothing more can be done but say so
-                print(f"mnist-mlp: worker {tag}: its runs could not be ended: {exc!r}", file=sys.stderr, flush=True)
+        tracking.end_runs_open_here(f"its study command was killed, and its worker process did not "
+                                    f"stop within {_STOP_GRACE_S} s")
         os._exit(128 + signal.SIGTERM)  # not sys.exit: the main thread is what does not stop
 
     threading.Thread(target=watch, name="mnist-mlp stop when orphaned", daemon=True).start()
 
 
-def _worker(connection, name, data, run_kwargs, threads, launcher, tag):
+def _worker(connection, name, data, run_kwargs, threads, launcher, ledger):
     """A worker process: run section ``name``, send back ``("done", result)`` or ``("error", exc, text)``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the starting process decides when to stop
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt(f"section {name} stopped by the process that started it")
-
-    signal.signal(signal.SIGTERM, stop)
-    _stop_when_orphaned(tag)
-    if hasattr(signal, "SIGUSR1"):  # ``kill -USR1 <pid>``: where each of its threads stands, on stderr
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
     # One fit per worker at a time: give it its share of the cores (read by the training loop).
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    _stop_when_orphaned()
     try:
+        # Until it opens a run, a worker holds nothing: SIGTERM's default, exit at once, is the
+        # quickest stop (TensorFlow's import, seconds long, would otherwise finish first).
         from mnist_mlp import interrupts, tracking
         from mnist_mlp._tensorflow import tf
         from mnist_mlp.study.runner import run_experiment
 
-        with contextlib.suppress(RuntimeError):  # already initialised: the environment variables stand
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        with tracking.launched_by(launcher), tracking.runs_tagged(**{WORKER_TAG: tag}), interrupts.redelivered():
-            result = run_experiment(name, data, **run_kwargs)
+        with interrupts.handled():  # from here SIGTERM stops the section at its next epoch, runs KILLED
+            tracking.register_runs_in(ledger)
+            with contextlib.suppress(RuntimeError):  # already initialised: the environment variables stand
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+            with tracking.launched_by(launcher):
+                result = run_experiment(name, data, **run_kwargs)
         _send(connection, ("done", result))
     except KeyboardInterrupt:
         _send(connection, ("stopped", None))
@@ -224,7 +210,8 @@ def run_side_by_side(names, data, *, n_jobs, on_start=None, on_done=None, **run_
     KeyboardInterrupt
         Interrupted here: every worker has stopped first.
     """
-    from mnist_mlp.tracking import active_run_in_process, tracking_enabled
+    from mnist_mlp import interrupts
+    from mnist_mlp.tracking import active_run_in_process, dispatching, tracking_enabled
 
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be a positive number of sections at once; got {n_jobs}")
@@ -233,25 +220,25 @@ def run_side_by_side(names, data, *, n_jobs, on_start=None, on_done=None, **run_
     n_rows = len(data[0][0]) if not run_kwargs.get("n_train") else min(run_kwargs["n_train"], len(data[0][0]))
     pending = sorted(names, key=lambda name: -_section_work(name, n_rows, run_kwargs))
     threads = max(1, _cores() // min(n_jobs, len(names)))
-    launcher = active_run_in_process() if tracking_enabled() else None
+    launcher, ledger = (active_run_in_process(), dispatching()) if tracking_enabled() else (None, None)
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TensorFlow or Numba threads
-    running, results, started = {}, {}, []
+    running, results = {}, {}
     try:
         while pending or running:
             while pending and len(running) < n_jobs:
                 name = pending.pop(0)
                 receiver, sender = context.Pipe(duplex=False)
-                tag = uuid.uuid4().hex
                 process = context.Process(target=_worker, name=f"mnist-mlp study {name}", daemon=True,
-                                          args=(sender, name, data, run_kwargs, threads, launcher, tag))
-                with _terminal_interrupts_ignored():
+                                          args=(sender, name, data, run_kwargs, threads, launcher, ledger))
+                with _terminal_interrupts_held():
                     process.start()
-                started.append((name, process, tag))
                 sender.close()  # the worker holds the only sending end: its exit reads as EOF here
                 running[receiver] = (name, process)
                 if on_start is not None:
                     on_start(name)
-            for receiver in wait(list(running)):
+            ready = wait(list(running), timeout=_POLL_S)
+            interrupts.check()  # a stop that something in this process swallowed
+            for receiver in ready:
                 name, process = running.pop(receiver)
                 try:
                     message = receiver.recv()
@@ -264,6 +251,9 @@ def run_side_by_side(names, data, *, n_jobs, on_start=None, on_done=None, **run_
                     if on_done is not None:
                         on_done(name, message[1])
                     continue
+                if ledger is not None:
+                    _end_runs_left(f"study section {name}: its worker process ended (exit code "
+                                   f"{process.exitcode}) before it could end this run")
                 if message[0] == "error":
                     exc = message[1]
                     exc.add_note(f"in study section {name}, in its worker process:\n{message[2]}")
@@ -273,28 +263,25 @@ def run_side_by_side(names, data, *, n_jobs, on_start=None, on_done=None, **run_
                                    f"(exit code {process.exitcode})")
     except BaseException:
         killed = _stop([process for _, process in running.values()])
-        if tracking_enabled():
-            _end_left_running([(name, process, tag, process in killed)
-                               for name, process, tag in started if name not in results])
+        if ledger is not None and killed:
+            _end_runs_left(f"its study section was stopped, and its worker process did not stop "
+                           f"within {_STOP_GRACE_S} s and was killed")
         raise
     return [results[name] for name in names]
 
 
 @contextlib.contextmanager
-def _terminal_interrupts_ignored():
-    """Start a worker with SIGINT ignored, as it stays: the terminal's Ctrl-C reaches the whole
-    process group, and a worker still importing would die of it with a traceback. The starting
-    process stops its workers itself. (Signal dispositions can be set from the main thread only;
-    from another, the worker ignores SIGINT once it runs.)"""
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        yield
-        return
+def _terminal_interrupts_held():
+    """Start a worker with SIGINT blocked, as it stays: the terminal's Ctrl-C reaches the whole
+    process group, and a worker still importing would die of it with a traceback; the starting
+    process stops its workers itself. Blocked, not ignored, here: a Ctrl-C that arrives while a
+    worker starts is held, and delivered as the block ends, never lost (ignored, it was: one stop
+    in 25 left the study running). The signal mask is per thread and crosses ``exec``."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _stop(processes):
@@ -317,20 +304,16 @@ def _stop(processes):
     return killed
 
 
-def _end_left_running(workers):
-    """End KILLED the runs that ended workers left RUNNING (killed, died, or stopped at the very
-    moment a run was opened); say so where there were any. Never raises: the error that stopped
-    the study is the one to see."""
+def _end_runs_left(why):
+    """End KILLED the runs that workers gone by now left RUNNING (killed, died, or stopped at the
+    very moment a run was opened); say so where there were any. Never raises: the error that
+    stopped the study is the one to see."""
     from mnist_mlp import tracking
 
-    for name, process, tag, killed in workers:
-        why = (f"its worker process did not stop within {_STOP_GRACE_S} s and was killed" if killed
-               else f"its worker process ended (exit code {process.exitcode}) before it could end this run")
-        try:
-            left = tracking.end_runs_left_running({WORKER_TAG: tag}, f"study section {name}: {why}")
-        except Exception as exc:  # noqa: BLE001 - a store gone too: nothing more can be done here
-            logger.warning("study section %s: its runs left RUNNING could not be ended (%s)", name, exc)
-            continue
-        if left:
-            logger.warning("study section %s: %s; its %d run(s) left RUNNING were ended KILLED",
-                           name, why, len(left))
+    try:
+        left = tracking.end_runs_of_stopped_workers(wait_s=1.0, reason=why)
+    except Exception as exc:  # noqa: BLE001 - a store gone too: nothing more can be done here
+        logger.warning("runs left RUNNING could not be ended (%s): %s", exc, why)
+        return
+    if left:
+        logger.warning("%s; its %d run(s) left RUNNING were ended KILLED", why, len(left))

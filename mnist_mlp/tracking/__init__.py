@@ -12,12 +12,11 @@ theirs to import):
   in whatever process runs it), :func:`launched_by` (a worker
   process's runs filed under the run of the process that started it),
   :func:`dataset` and :func:`test_set`;
-- runs a worker left: :func:`runs_tagged` (every run a block opens tagged)
-  and :func:`end_runs_left_running` (those still RUNNING ended KILLED by
-  the process that started a worker that was killed or died);
-  :func:`end_runs_of_stopped_workers` (the runs that this process's fits in
-  joblib's worker processes left RUNNING when they were killed, ended KILLED;
-  see ``ledger``);
+- runs a worker left (see ``ledger``): :func:`end_runs_of_stopped_workers`
+  (the runs that this process's fits in joblib's worker processes, or its
+  study workers, left RUNNING when they were killed, ended KILLED);
+  :func:`dispatching` and :func:`register_runs_in` (a study worker's
+  runs registered in its command's ledger); :func:`end_runs_open_here`;
 - what a fit logs: :func:`track_fit` (the estimator's one call: params,
   per-epoch metrics, results, plots, model), :func:`log_model`,
   :func:`log_evaluation`, :func:`model_wanted` (the model logging policy),
@@ -57,9 +56,8 @@ from mnist_mlp._switch import TRACKING_ENV, tracking_enabled  # noqa: F401  (in 
 _EXPORTS = {
     **dict.fromkeys(["estimator_params", "log_evaluation", "log_fit_results", "log_model", "model_wanted",
                      "sklearn_selection_tags", "track_fit"], "fit_logging"),
-    **dict.fromkeys(["FitContext", "FitRun", "current_dataset", "current_run",
-                     "current_test_set", "dataset", "end_runs_left_running", "fit_context",
-                     "launched_by", "owned_run", "runs_tagged", "test_set"], "runs"),
+    **dict.fromkeys(["FitContext", "FitRun", "current_dataset", "current_run", "current_test_set", "dataset",
+                     "fit_context", "launched_by", "owned_run", "test_set"], "runs"),
     **dict.fromkeys(["FALLBACK_DIR_ENV", "IncompleteStoreError", "STORE_ERRORS", "TrackingLostWarning",
                      "TrackingRefusedWarning", "TrackingUnavailableError", "active_run_in_process",
                      "check_reachable", "client", "current_experiment_id", "experiment_id_for", "library_versions",
@@ -67,7 +65,8 @@ _EXPORTS = {
     **dict.fromkeys(["describe", "jsonable", "param_value"], "values"),
     "autolog_suspended": "autolog",
     **dict.fromkeys(["carried", "decide"], "decision"),
-    "end_runs_of_stopped_workers": "ledger",
+    **dict.fromkeys(["dispatching", "end_runs_of_stopped_workers", "end_runs_open_here", "register_runs_in"],
+                    "ledger"),
     **dict.fromkeys(["CHAMPION", "register_model", "registered_name"], "registry"),
     **dict.fromkeys(["NOTE_TAG", "counted", "fit_run_name", "format_value", "grid_values", "scale_tags", "short_key",
                      "standalone_run_name"], "naming"),

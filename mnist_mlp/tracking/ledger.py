@@ -13,6 +13,12 @@ as a context manager). Two kinds of stop leave no chance to do so:
   and which is still RUNNING (:func:`reap`): our searches as they return or
   are interrupted, and, for scikit-learn's own searches (nothing of ours is on
   their stack), a watcher thread within a quarter of a second, and at exit.
+- **A study worker killed** (or one that died). Each runs whole study
+  sections, opening runs of its own: :func:`register_runs_in` registers every run the
+  worker process opens in its study command's ledger, and the command ends
+  them (:func:`end_runs_of_stopped_workers`) once the worker is gone. A
+  command killed outright cannot: its workers stop themselves, and a worker
+  that cannot ends the runs it holds open (:func:`end_runs_open_here`).
 - **A process exiting while a thread of it fits** (joblib's threading
   backend, interrupted: its pool's daemon threads die with the process). Runs
   still open in this process at exit are ended KILLED by an ``atexit`` hook.
@@ -48,7 +54,8 @@ try:
 except ImportError:  # pragma: no cover - Windows: no flock, no ledger
     fcntl = None
 
-__all__ = ["Entry", "closed", "dispatching", "end_runs_of_stopped_workers", "opened", "reap", "register", "watch"]
+__all__ = ["Entry", "closed", "dispatching", "end_runs_of_stopped_workers", "end_runs_open_here", "opened", "reap",
+           "register", "register_runs_in", "watch"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +74,8 @@ _lock = threading.Lock()
 _folder = None  # this process's ledger folder, made on first use
 _watcher = None
 _open_here = set()  # runs opened and not yet ended in this process
+_served = None  # the ledger of the process this whole process works for (a study worker's command)
+_served_entries = {}  # run -> its Entry in _served
 
 
 def _ensure_exit_hook():
@@ -179,14 +188,25 @@ def _lock_by(fd, deadline):
             time.sleep(0.05)
 
 
-def end_runs_of_stopped_workers(wait_s=5.0):
+def end_runs_of_stopped_workers(wait_s=5.0, reason=WORKER_GONE):
     """End KILLED the runs that workers of this process's fits left RUNNING when they were stopped.
 
-    For a search as it returns or is interrupted: joblib is killing its
-    workers; each still holding a run is given ``wait_s`` seconds to be gone.
-    Returns the ids of the runs ended.
+    For a search as it returns or is interrupted (joblib is killing its
+    workers), or a study whose worker died: each worker still holding a run
+    is given ``wait_s`` seconds to be gone. ``reason`` goes in each run's
+    ``error`` tag. Returns the ids of the runs ended.
     """
-    return reap(WORKER_GONE, wait_s)
+    return reap(reason, wait_s)
+
+
+def register_runs_in(ledger):
+    """Register every run this process opens from now on in ``ledger`` (from :func:`dispatching`).
+
+    For a worker process that runs whole parts of another's work (a study
+    section): should it die, that process ends its runs KILLED.
+    """
+    global _served
+    _served = ledger
 
 
 def _end_if_running(tracking_uri, run_id, reason):
@@ -224,8 +244,11 @@ def _watch():
 
 def opened(run):
     """Note ``run`` open in this process (ended KILLED if the process exits first)."""
+    entry = register(_served, run.tracking_uri, run.run_id) if _served is not None else None
     with _lock:
         _open_here.add(run)
+        if entry is not None:
+            _served_entries[run] = entry
     _ensure_exit_hook()
 
 
@@ -233,14 +256,31 @@ def closed(run):
     """Note ``run`` ended."""
     with _lock:
         _open_here.discard(run)
+        entry = _served_entries.pop(run, None)
+    if entry is not None:
+        entry.close()
+
+
+def end_runs_open_here(reason=PROCESS_EXITED):
+    """End KILLED, straight in the store, the runs opened in this process and not ended; return their ids.
+
+    For a process about to end without unwinding (at exit; a study worker
+    whose main thread does not stop).
+    """
+    with _lock:
+        left = list(_open_here)
+    ended = []
+    for run in left:
+        try:
+            if _end_if_running(run.tracking_uri, run.run_id, reason):
+                ended.append(run.run_id)
+        except Exception as exc:  # noqa: BLE001 - the others still get their chance
+            logger.warning("could not end run %s: %r", run.run_id, exc)
+    return ended
 
 
 def _at_exit():
-    with _lock:
-        left = list(_open_here)
-    for run in left:  # a thread's fit, or an ending cut short: straight to the store
-        with contextlib.suppress(Exception):
-            _end_if_running(run.tracking_uri, run.run_id, PROCESS_EXITED)
+    end_runs_open_here()  # a thread's fit, or an ending cut short
     with contextlib.suppress(Exception):
         reap(wait_s=_EXIT_WAIT_S)  # joblib's workers are being killed as this process ends
     if _folder is None:

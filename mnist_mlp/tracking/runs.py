@@ -40,8 +40,7 @@ from mnist_mlp.tracking import artifacts, ledger, store, values
 from mnist_mlp.tracking.fallback import FallbackFolder
 
 __all__ = ["FitContext", "FitRun", "context_to_inherit", "current_dataset", "current_run", "current_test_set", "dataset",
-           "end_runs_left_running", "fit_context", "inherited_run", "launched_by", "owned_run", "runs_tagged",
-           "test_set"]
+           "fit_context", "inherited_run", "launched_by", "owned_run", "test_set"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +99,6 @@ _TEST_DATA: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("mnist
 _LAUNCHER: contextvars.ContextVar[mlflow.entities.Run | None] = contextvars.ContextVar(
     "mnist_mlp_launcher", default=None
 )
-_RUN_TAGS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mnist_mlp_run_tags", default=None)
 
 
 @contextlib.contextmanager
@@ -205,49 +203,6 @@ def launched_by(run):
     nothing changes.
     """
     return _bound(_LAUNCHER, run)
-
-
-def runs_tagged(**tags):
-    """Give every run opened in the block these tags, the children of its searches included
-    (in whatever process they run), and a run it resumes too.
-
-    What lets the process that started a worker find the runs the worker
-    opened: one it had to kill, or that died, cannot end them itself (see
-    :func:`end_runs_left_running`).
-    """
-    return _bound(_RUN_TAGS, {**(_RUN_TAGS.get() or {}), **{k: str(v) for k, v in tags.items()}})
-
-
-def end_runs_left_running(tags, reason, tracking_uri=None):
-    """End KILLED every run of the store still RUNNING with these tags; its ``error`` tag says why.
-
-    For the process that started a worker, once the worker has ended: the
-    runs it opened (tagged through :func:`runs_tagged`) and left RUNNING,
-    because it was killed or died before it could end them.
-
-    Parameters
-    ----------
-    tags : dict
-    reason : str
-        Recorded in each run's ``error`` tag.
-    tracking_uri : str, default=None
-        The store; None: the one in force.
-
-    Returns
-    -------
-    list of mlflow.entities.Run
-        The runs ended here.
-    """
-    client = store.client(tracking_uri or store.resolve_tracking_uri())
-    experiments = [e.experiment_id for e in store.retrying(client.search_experiments, max_results=50000)]
-    if not experiments:
-        return []
-    where = " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'RUNNING'"])
-    left = store.retrying(client.search_runs, experiments, filter_string=where, max_results=5000)
-    for run in left:
-        store.retrying(client.set_tag, run.info.run_id, "error", reason[:5000])
-        store.retrying(client.set_terminated, run.info.run_id, "KILLED")
-    return left
 
 
 def current_test_set():
@@ -373,7 +328,7 @@ class FitRun:
         -------
         FitRun
         """
-        tags = {**(_RUN_TAGS.get() or {}), **(tags or {})}
+        tags = dict(tags or {})
         context = _FIT_CONTEXT.get()
         active = None
         store.check_reachable(context.tracking_uri if context is not None
@@ -422,9 +377,6 @@ class FitRun:
     @classmethod
     def _reopened(cls, client, run):
         store.retrying(client.update_run, run.info.run_id, status="RUNNING")
-        if _RUN_TAGS.get():  # now this block's run too
-            store.retrying(client.log_batch, run.info.run_id,
-                           tags=[RunTag(k, v) for k, v in _RUN_TAGS.get().items()])
         reopened = cls(client, run.info.run_id, run.info.experiment_id, artifact_uri=run.info.artifact_uri,
                        name=run.info.run_name, tags=run.data.tags)
         reopened.resumed = True
@@ -450,7 +402,7 @@ class FitRun:
     def fit_context(self, *, log_model=False, run_name=None, **tags):
         """A :class:`FitContext` whose fits become children of this run."""
         return FitContext(
-            self.tracking_uri, self.experiment_id, self.run_id, {**(_RUN_TAGS.get() or {}), **tags}, log_model,
+            self.tracking_uri, self.experiment_id, self.run_id, tags, log_model,
             run_name,
             test_data=_TEST_DATA.get(), dataset=_DATASET.get(), ledger=ledger.dispatching(),
         )

@@ -13,7 +13,7 @@ contract around either),
 and optimizers the loop can train, their weights and slots), ``devices``
 (Keras on a GPU where a measured crossover says it is faster), ``threads``
 (threads and floating-point mode), ``seeding``, ``stopping`` (an epoch
-boundary honours a stop that something swallowed). To add an optimizer: its rule
+boundary honours a recorded stop request). To add an optimizer: its rule
 in ``kernels._update``, its options and slot lists in
 ``keras_adapter._RULES`` and ``_optimizer_rule``, in ``xla._update``, and its rows in
 ``tests/test_training_kernels.py``.
@@ -107,7 +107,7 @@ def train(model, X, y, *, keras_fit, training_loop="auto", n_jobs=None, **fit_ar
     """
     from mnist_mlp.training.stopping import StopCheck
 
-    # Every loop: a stop that something swallowed is raised again as the next epoch begins.
+    # Every loop: a recorded stop request (Ctrl-C, SIGTERM) ends the fit as the next epoch begins.
     fit_args = {**fit_args, "callbacks": [*(fit_args.get("callbacks") or []), StopCheck()]}
     if training_loop == "keras":
         return TrainingResult(keras_fit(X, y, **fit_args), "keras", "training_loop='keras'")
