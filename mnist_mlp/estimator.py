@@ -119,6 +119,13 @@ class MLPClassifier(KerasClassifier):
         the study's figures among them.
     dropout : float, default=0.0
         Dropout rate after each hidden layer; 0 means no dropout layer.
+    input_dropout : float, default=0.0
+        Dropout rate on the inputs (a Keras ``Dropout`` before the first
+        hidden layer), as the Dropout paper's networks have (0.2); 0: none.
+    max_norm : float or None, default=None
+        Max-norm constraint on every hidden kernel: each unit's incoming
+        weight vector is scaled back to this norm after every update
+        (Keras's ``MaxNorm(max_norm, axis=0)``); None: no constraint.
     batch_size : int, default=256
         Samples per optimizer step: 1 is online training, the whole
         training set (or more) is full-batch training.
@@ -262,6 +269,8 @@ class MLPClassifier(KerasClassifier):
         "penalty": [StrOptions({"l1", "l2"}), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
+        "input_dropout": [Interval(Real, 0, 1, closed="left")],
+        "max_norm": [Interval(Real, 0, None, closed="neither"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "validation_split": [Interval(Real, 0, 1, closed="left")],
@@ -295,6 +304,8 @@ class MLPClassifier(KerasClassifier):
         penalty=None,
         alpha=1e-4,
         dropout=0.0,
+        input_dropout=0.0,
+        max_norm=None,
         batch_size=256,
         epochs=100,
         validation_split=0.2,
@@ -318,6 +329,8 @@ class MLPClassifier(KerasClassifier):
         self.penalty = penalty
         self.alpha = alpha
         self.dropout = dropout
+        self.input_dropout = input_dropout
+        self.max_norm = max_norm
         self.batch_size = batch_size
         self.epochs = epochs
         self.validation_split = validation_split
@@ -571,6 +584,8 @@ class MLPClassifier(KerasClassifier):
         penalty = {"l1": keras.regularizers.L1, "l2": keras.regularizers.L2}.get(self.penalty)
         activation = self._activation()
         layers = [keras.Input(shape=(self.n_features_in_,), name="pixels")]
+        if self.input_dropout > 0:
+            layers.append(keras.layers.Dropout(self.input_dropout, name="input_dropout"))
         for i, units in enumerate(self._hidden_layer_sizes(), start=1):
             layers.append(
                 keras.layers.Dense(
@@ -578,6 +593,7 @@ class MLPClassifier(KerasClassifier):
                     activation=activation,
                     kernel_initializer=self._make_initializer(),
                     kernel_regularizer=penalty(self.alpha) if penalty else None,
+                    kernel_constraint=None if self.max_norm is None else keras.constraints.MaxNorm(self.max_norm, axis=0),
                     name=f"hidden_{i}",
                 )
             )

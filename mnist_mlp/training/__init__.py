@@ -128,9 +128,10 @@ def train(model, X, y, *, keras_fit, training_loop="auto", n_jobs=None, **fit_ar
         elif gpus:
             engine, why = "xla", (f"JAX sees a GPU ({gpus[0]}): each epoch runs there as one XLA program "
                                   "(training_loop='auto')")
-        else:  # the compiled loop could train it: unless a GPU is measured faster here
-            reason = devices.gpu_choice(keras_adapter.compiled_network(model).dims,
-                                        int(fit_args.get("batch_size") or 32))
+        else:  # the compiled loop could train it: unless it cannot at this batch size, or a GPU is faster here
+            network, batch_size = keras_adapter.compiled_network(model), int(fit_args.get("batch_size") or 32)
+            reason = keras_adapter.compiled_loop_reason(network, batch_size) \
+                or devices.gpu_choice(network.dims, batch_size)
     if reason is not None:
         return TrainingResult(keras_fit(X, y, **fit_args), "keras", reason)
     import numpy as np

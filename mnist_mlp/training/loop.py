@@ -81,7 +81,8 @@ class _CompiledEpochs:
             loss_sum, correct = kernels.train_epoch(
                 self.theta, self.grad, opt.slots, opt.iterations, self.X_train, self.y_train, order,
                 self.batch_size, network.offsets, network.dims, network.activation,
-                np.float32(network.dropout), network.penalty, np.float32(network.alpha),
+                np.float32(network.dropout), np.float32(network.input_dropout), np.float32(network.max_norm),
+                network.penalty, np.float32(network.alpha),
                 opt.code, opt.hyper, int(self.rng.integers(2**31 - 1)), self.threads,
             )
             logs = {"loss": loss_sum / n, "accuracy": correct / n}
@@ -109,7 +110,7 @@ class _XlaEpochs:
         self.network, self.opt_state = network, opt_state
         self.program = xla.EpochProgram(
             network.dims, activation=network.activation, dropout=network.dropout, penalty=network.penalty,
-            alpha=network.alpha, rule=xla.Rule(opt_state.code, tuple(float(h) for h in opt_state.hyper)),
+            alpha=network.alpha, input_dropout=network.input_dropout, max_norm=network.max_norm, rule=xla.Rule(opt_state.code, tuple(float(h) for h in opt_state.hyper)),
             batch_size=batch_size, shuffle=shuffle, seed=int(rng.integers(2**31 - 1)))
         self.theta = network.read()
         self.program.load(self.theta, opt_state.slots, int(opt_state.iterations[0]), X, labels, split_at)
