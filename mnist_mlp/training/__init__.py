@@ -9,6 +9,7 @@ Modules: ``kernels`` (the Numba-compiled epoch, forward pass and update
 rules), ``xla`` (the same epoch as one XLA program, JAX and NumPy only),
 ``codes`` (the codes both share), ``loop`` (an epoch loop with Keras's
 contract around either),
+``schedules`` (the learning-rate schedule and early stopping, epoch by epoch, for every loop),
 ``keras_adapter`` (the only code that reads Keras's internals: which models
 and optimizers the loop can train, their weights and slots), ``devices``
 (Keras on a GPU where a measured crossover says it is faster), ``threads``
@@ -24,14 +25,28 @@ from __future__ import annotations
 import dataclasses
 import math
 
-__all__ = ["DIVERGENCE_THRESHOLD", "THREADS_ENV", "TrainingResult", "diverged", "predict_proba", "released", "seeded",
-           "train"]
+__all__ = ["DIVERGENCE_THRESHOLD", "SCHEDULES", "THREADS_ENV", "TrainingResult", "diverged", "epoch_rules",
+           "predict_proba", "released", "seeded", "train"]
 
 #: Environment variable: threads of the compiled loop, a whole number, -1 (every core) or
 #: ``auto``, the default (:mod:`mnist_mlp.training.threads`). What ``mnist-mlp --threads`` sets.
 THREADS_ENV = "MNIST_MLP_THREADS"
 
 from mnist_mlp.training.seeding import released, seeded  # noqa: E402  (light: no TensorFlow)
+
+
+#: The learning-rate schedules :func:`epoch_rules` applies (:mod:`mnist_mlp.training.schedules`).
+SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
+
+
+def epoch_rules(schedule, learning_rate_init, epochs, n_train, **options):
+    """The Keras callback that applies a learning-rate schedule and early stopping in every loop.
+
+    See :class:`mnist_mlp.training.schedules.EpochRules` (imported here: it needs Keras).
+    """
+    from mnist_mlp.training.schedules import EpochRules
+
+    return EpochRules(schedule, learning_rate_init, epochs, n_train, **options)
 
 
 #: A categorical cross-entropy over 10 classes stays below about 16 (Keras

@@ -99,6 +99,9 @@ class _CompiledEpochs:
     def sync(self):
         """``theta`` and the optimizer's state are the host arrays the kernels update: nothing to copy."""
 
+    def set_learning_rate(self, rate):
+        self.opt_state.hyper[0] = rate
+
 
 class _XlaEpochs:
     """Epochs as one XLA program each (:mod:`mnist_mlp.training.xla`), on JAX's default device;
@@ -120,6 +123,10 @@ class _XlaEpochs:
 
     def sync(self):
         self.theta, self.opt_state.slots[:], self.opt_state.iterations[0] = self.program.read()
+
+    def set_learning_rate(self, rate):
+        self.opt_state.hyper[0] = rate
+        self.program.set_learning_rate(rate)
 
 
 ENGINES = {"compiled": _CompiledEpochs, "xla": _XlaEpochs}
@@ -178,6 +185,10 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
     try:
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
+            # A callback may have set the rate (a schedule, mnist_mlp.training.schedules): Keras reads it each step.
+            rate = np.float32(np.asarray(model.optimizer.learning_rate))
+            if rate != opt_state.hyper[0]:
+                trainer.set_learning_rate(rate)
             logs = {k: float(v) for k, v in trainer.run(epoch).items()}
             if reads_model:  # the model holds each epoch's weights when its callbacks run
                 trainer.sync()

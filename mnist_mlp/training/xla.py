@@ -501,6 +501,12 @@ class EpochProgram:
             logs.update(val_loss=float(sums[1]) / n_val, val_accuracy=int(counts[1]) / n_val)
         return logs
 
+    def set_learning_rate(self, rate):
+        """Train the next epochs at learning rate ``rate`` (an argument of the program: no new compilation)."""
+        hyper = np.asarray(self.rule.hyper, np.float32)
+        hyper[0] = rate
+        self._hyper = jnp.asarray(hyper)
+
     def read(self):
         """``(theta, slots, iterations)`` as :meth:`load` takes them, back on the host."""
         return _host_state(self._state)
