@@ -336,6 +336,52 @@ def test_constraints_and_dropouts_the_loops_cannot_apply_are_named(layers, reaso
     assert reason in keras_adapter.compiled_network(model)
 
 
+
+# -- epoch rules: the learning-rate schedules and early stopping, a few epochs against Keras -----
+# The rules are one callback (mnist_mlp.training.schedules.EpochRules) that keras.Model.fit and our
+# loops call alike: these rows show the loops train each epoch at the rate it sets, stop where it
+# says and end with the weights it restores. tanh: no ReLU kink for a few steps' drift to cross.
+EPOCH_RULES = {
+    "cosine": dict(schedule="cosine"),
+    "invscaling": dict(schedule="invscaling", power_t=0.25),
+    "adaptive": dict(schedule="adaptive", n_iter_no_change=1, tol=10.0),  # every epoch stalls: divided after 3
+    "early-stopping": dict(schedule="constant", early_stopping=True, n_iter_no_change=1, tol=10.0),
+}
+
+
+def compare_epochs(rule, engine="compiled", epochs=5):
+    """``epochs`` epochs of one batch each way under ``EPOCH_RULES[rule]``: the largest relative
+    difference of the weights (over their change in the fit) and of each history series."""
+    from mnist_mlp.training.schedules import EpochRules
+
+    dims, rows = (784, 96, 48, 10), 160
+    keras_model, ours, rng = _twins("adam", "l2", "tanh", dims)
+    X, y = _data(rng, rows, dims[0], dims[-1])
+    before = [w.copy() for w in keras_model.get_weights()]
+    options = dict(EPOCH_RULES[rule])
+    schedule = options.pop("schedule")
+
+    def rules():
+        return EpochRules(schedule, 3e-3, epochs, 120, **options)
+
+    fit = dict(batch_size=120, epochs=epochs, validation_split=0.25, shuffle=False, verbose=0)
+    want = keras_model.fit(X, y, callbacks=[rules()], **fit).history
+    got = loop.fit(ours, X, y, callbacks=[rules()], seed=0, engine=engine, **fit).history
+    assert got.keys() == want.keys() and len(got["loss"]) == len(want["loss"]), (got, want)
+    errors = {key: _relative_error(got[key], want[key], want[key]) for key in want}
+    weights = list(zip(ours.get_weights(), keras_model.get_weights(), before))
+    errors["weights"] = max(_relative_error(o, k, k - b) for o, k, b in weights)
+    return errors, want
+
+
+@pytest.mark.parametrize("rule", EPOCH_RULES)
+def test_epoch_rules_train_as_keras_does(rule):
+    errors, history = compare_epochs(rule)
+    assert errors.pop("weights") <= TOL_STEP["kernels"] and max(errors.values()) <= TOL_STEP["loss"], errors
+    rates = history["learning_rate"]
+    assert len(set(rates)) > 1 or rule == "early-stopping", rates  # the rate changed: the row tests it
+    assert len(rates) == (3 if rule == "early-stopping" else 5)  # the 2nd and 3rd epochs stall: 2 > 1
+
 @pytest.mark.parametrize("opt, pen, activation, shape", CASES, ids=["-".join(c) for c in CASES])
 def test_one_step_is_keras_to_float32_round_off(opt, pen, activation, shape):
     errors = compare_one_step(opt, pen, activation, shape)

@@ -165,6 +165,12 @@ def test_input_dropout_and_max_norm_step_equals_the_reference_with_the_same_mask
                             want(input_mask.astype(np.float64), [m.astype(np.float64) for m in masks]))
 
 
+@pytest.mark.parametrize("rule", k.EPOCH_RULES)
+def test_epoch_rules_train_as_keras_does(rule):
+    errors, _ = k.compare_epochs(rule, engine="xla")
+    assert errors.pop("weights") <= k.TOL_STEP["kernels"] and max(errors.values()) <= k.TOL_STEP["loss"], errors
+
+
 def test_online_training_with_the_paper_knobs_runs_in_the_xla_loop():
     """What the compiled loop refuses at batch size 1 (its online steps), the XLA loop trains."""
     model, X, y, _, _ = k.paper_knobs_case((20, 8, 3), 4)
