@@ -630,7 +630,7 @@ class MLPClassifier(KerasClassifier):
                     activation=activation,
                     kernel_initializer=self._make_initializer(),
                     kernel_regularizer=penalty(self.alpha) if penalty else None,
-                    kernel_constraint=None if self.max_norm is None else keras.constraints.MaxNorm(self.max_norm, axis=0),
+                    kernel_constraint=None if self.max_norm is None else keras.constraints.MaxNorm(self.max_norm),
                     name=f"hidden_{i}",
                 )
             )

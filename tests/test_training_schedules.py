@@ -31,7 +31,8 @@ def test_invscaling_is_scikit_learns_per_sample_decay():
 
 def test_cosine_decays_from_the_initial_rate_towards_zero_after_the_last_epoch():
     got = [scheduled_rate("cosine", 0.2, k, 4, 10) for k in range(4)]
-    np.testing.assert_allclose(got, [0.2, 0.1 * (1 + math.cos(math.pi / 4)), 0.1, 0.1 * (1 + math.cos(3 * math.pi / 4))])
+    want = [0.2, 0.1 * (1 + math.cos(math.pi / 4)), 0.1, 0.1 * (1 + math.cos(3 * math.pi / 4))]
+    np.testing.assert_allclose(got, want)
     assert scheduled_rate("constant", 0.2, 3, 4, 10) == scheduled_rate("adaptive", 0.2, 3, 4, 10) == 0.2
 
 

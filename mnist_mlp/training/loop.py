@@ -113,7 +113,8 @@ class _XlaEpochs:
         self.network, self.opt_state = network, opt_state
         self.program = xla.EpochProgram(
             network.dims, activation=network.activation, dropout=network.dropout, penalty=network.penalty,
-            alpha=network.alpha, input_dropout=network.input_dropout, max_norm=network.max_norm, rule=xla.Rule(opt_state.code, tuple(float(h) for h in opt_state.hyper)),
+            alpha=network.alpha, input_dropout=network.input_dropout, max_norm=network.max_norm,
+            rule=xla.Rule(opt_state.code, tuple(float(h) for h in opt_state.hyper)),
             batch_size=batch_size, shuffle=shuffle, seed=int(rng.integers(2**31 - 1)))
         self.theta = network.read()
         self.program.load(self.theta, opt_state.slots, int(opt_state.iterations[0]), X, labels, split_at)
