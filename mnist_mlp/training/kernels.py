@@ -713,10 +713,13 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
         outputs = List()
         masks = List()
         if input_dropout > 0:  # the input's masks are drawn first, then each hidden layer's
+            # In one call (the same stream, row by row): drawn one at a time, the inputs' 784 a row cost
+            # as much as the study net's products.
+            draws = np.random.random((rows, dims[0]))
             kept_x = np.empty((rows, dims[0]), np.float32)
             for i in range(rows):
                 for j in range(dims[0]):
-                    kept_x[i, j] = xb[i, j] * input_scale if np.random.random() >= input_dropout else _ZERO
+                    kept_x[i, j] = xb[i, j] * input_scale if draws[i, j] >= input_dropout else _ZERO
             inputs.append(kept_x)
         else:
             inputs.append(np.ascontiguousarray(xb))
