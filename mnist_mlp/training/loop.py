@@ -11,7 +11,9 @@ and hands the result back to Keras:
 - the same update per step: Keras's Adam, RMSprop and SGD rules on float32,
   the same softmax cross-entropy (from the logits, as Keras computes it for a
   softmax output), the same L1/L2 penalty on the hidden kernels, inverted
-  dropout with the same rate;
+  dropout with the same rate (on the inputs too), Keras's ``MaxNorm(axis=0)``
+  on the hidden kernels after each update, and the learning rate a callback
+  sets as an epoch begins (:mod:`mnist_mlp.training.schedules`);
 - the same batches: the training rows in order (or reshuffled each epoch
   with ``shuffle=True``), validation on the last ``validation_split`` of the
   data, split where Keras splits it;

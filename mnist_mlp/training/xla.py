@@ -10,7 +10,7 @@ and come back to the host only when the caller reads them.
 
 The mathematics is that of :mod:`mnist_mlp.training.kernels` (Keras's): the
 same softmax cross-entropy from the logits, penalty on the hidden kernels,
-inverted dropout, and the same update rules, given in the same form (an
+inverted dropout (on the inputs too), max-norm after each update, and the same update rules, given in the same form (an
 optimizer ``code`` and its ``hyper`` vector, as
 :class:`mnist_mlp.training.keras_adapter.OptimizerState` reads them from
 Keras; parameters flat, layer by layer, kernel then bias; slots ``(3,
