@@ -20,7 +20,7 @@ from mnist_mlp import network
 from mnist_mlp._tensorflow import keras
 from mnist_mlp.network import OPTIMIZERS  # noqa: F401  (documented here: mnist_mlp.estimator.OPTIMIZERS)
 from mnist_mlp.tracking import autolog_suspended, carried, decide
-from mnist_mlp.training import DIVERGENCE_THRESHOLD, diverged, seeded, train
+from mnist_mlp.training import DIVERGENCE_THRESHOLD, SCHEDULES, diverged, epoch_rules, seeded, train
 
 from scikeras._utils import route_params  # noqa: E402  (after keras)
 from scikeras.utils.transformers import ClassifierLabelEncoder, TargetReshaper  # noqa: E402
@@ -86,6 +86,26 @@ class MLPClassifier(KerasClassifier):
     learning_rate_init : float, default=0.001
         Learning rate given to an optimizer named by string or class.
         ``optimizer__learning_rate`` or an optimizer instance overrides it.
+    learning_rate : {"constant", "invscaling", "adaptive", "cosine"}, default="constant"
+        The schedule of the learning rate from ``learning_rate_init``, epoch by
+        epoch, as scikit-learn's MLP defines its three (for any optimizer here,
+        not SGD only), plus ``"cosine"``: a cosine decay over the fit's epochs
+        (:mod:`mnist_mlp.training.schedules`). Other than ``"constant"``, each
+        epoch's rate is in ``history_["learning_rate"]``.
+    power_t : float, default=0.5
+        The exponent of ``"invscaling"``: ``learning_rate_init / (t + 1) ** power_t``,
+        ``t`` the training samples seen before the epoch (as scikit-learn).
+    early_stopping : bool, default=False
+        Stop when the validation accuracy (on ``validation_split``, which must
+        be above 0) fails to improve by ``tol`` for more than
+        ``n_iter_no_change`` epochs in a row, and keep the best epoch's
+        weights. Without it a fit trains every epoch (scikit-learn's MLP
+        would also stop on a training-loss plateau).
+    n_iter_no_change : int, default=10
+        Epochs without improvement that ``early_stopping`` and ``"adaptive"``
+        tolerate.
+    tol : float, default=1e-4
+        The improvement an epoch must make to count as one.
     kernel_initializer : str or keras.initializers.Initializer, default="glorot_uniform"
         Weight initialisation of the hidden AND output layers, as in the
         study: a Keras name (``"he_normal"``) or an initializer such as
@@ -103,6 +123,13 @@ class MLPClassifier(KerasClassifier):
         the study's figures among them.
     dropout : float, default=0.0
         Dropout rate after each hidden layer; 0 means no dropout layer.
+    input_dropout : float, default=0.0
+        Dropout rate on the inputs (a Keras ``Dropout`` before the first
+        hidden layer), as the Dropout paper's networks have (0.2); 0: none.
+    max_norm : float or None, default=None
+        Max-norm constraint on every hidden kernel: each unit's incoming
+        weight vector is scaled back to this norm after every update
+        (Keras's ``MaxNorm(max_norm, axis=0)``); None: no constraint.
     batch_size : int, default=256
         Samples per optimizer step: 1 is online training, the whole
         training set (or more) is full-batch training.
@@ -243,9 +270,16 @@ class MLPClassifier(KerasClassifier):
         "hidden_layer_sizes": [Interval(Integral, 1, None, closed="left"), "array-like"],
         "activation": [str, callable],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [StrOptions(set(SCHEDULES))],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
         "penalty": [StrOptions({"l1", "l2"}), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
+        "input_dropout": [Interval(Real, 0, 1, closed="left")],
+        "max_norm": [Interval(Real, 0, None, closed="neither"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "validation_split": [Interval(Real, 0, 1, closed="left")],
@@ -275,10 +309,17 @@ class MLPClassifier(KerasClassifier):
         activation="relu",
         optimizer="adam",
         learning_rate_init=0.001,
+        learning_rate="constant",
+        power_t=0.5,
+        early_stopping=False,
+        n_iter_no_change=10,
+        tol=1e-4,
         kernel_initializer="glorot_uniform",
         penalty=None,
         alpha=1e-4,
         dropout=0.0,
+        input_dropout=0.0,
+        max_norm=None,
         batch_size=256,
         epochs=100,
         validation_split=0.2,
@@ -298,10 +339,17 @@ class MLPClassifier(KerasClassifier):
         self.activation = activation
         self.optimizer = optimizer
         self.learning_rate_init = learning_rate_init
+        self.learning_rate = learning_rate
+        self.power_t = power_t
+        self.early_stopping = early_stopping
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
         self.kernel_initializer = kernel_initializer
         self.penalty = penalty
         self.alpha = alpha
         self.dropout = dropout
+        self.input_dropout = input_dropout
+        self.max_norm = max_norm
         self.batch_size = batch_size
         self.epochs = epochs
         self.validation_split = validation_split
@@ -412,6 +460,8 @@ class MLPClassifier(KerasClassifier):
             Naming the parameter that is invalid.
         """
         self._validate_params()
+        if self.early_stopping and not self.validation_split:
+            raise ValueError("early_stopping=True needs validation data: set validation_split above 0")
         unknown = [
             k for k in vars(self)
             if "__" in k and not k.startswith("_") and k.split("__", 1)[0] not in _ROUTING_PREFIXES
@@ -644,8 +694,10 @@ class MLPClassifier(KerasClassifier):
     def _fit_seeded(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
         self.initial_coefs_, self.initial_intercepts_ = self.dense_weights()
         user_callbacks = self._fit_callbacks
-        # Tracking first: an epoch that finished is logged even if a user callback then raises.
-        self._fit_callbacks = getattr(self, "_tracking_callbacks", []) + user_callbacks
+        # The epoch rules first (their learning rate is in the logs the others see), then tracking:
+        # an epoch that finished is logged even if a user callback then raises.
+        rules = self._epoch_rules(len(X), epochs)
+        self._fit_callbacks = rules + getattr(self, "_tracking_callbacks", []) + user_callbacks
         start = time.perf_counter()
         try:
             # scikeras calls model.fit (seeded, with the routed fit__ arguments):
@@ -663,6 +715,20 @@ class MLPClassifier(KerasClassifier):
         self.n_weight_updates_ = int(self.model_.optimizer.iterations.numpy())
         self.n_iter_ = len(self.history_.get("loss", []))
         self.diverged_ = any(diverged(loss) for loss in self.history_.get("loss", []))
+        # scikit-learn's MLP's names for the curves and the best figure.
+        self.loss_curve_ = list(self.history_.get("loss", []))
+        self.validation_scores_ = list(self.history_["val_accuracy"]) if self.early_stopping else None
+        self.best_validation_score_ = rules[0].best_score if self.early_stopping else None
+        self.best_loss_ = None if self.early_stopping else min(self.loss_curve_, default=None)
+
+    def _epoch_rules(self, n_samples, epochs):
+        """The fit's :class:`~mnist_mlp.training.schedules.EpochRules`, as a callback list (empty when off)."""
+        if self.learning_rate == "constant" and not self.early_stopping:
+            return []
+        n_train = int(n_samples * (1.0 - self.validation_split))  # Keras's split, floor-rounded
+        initial = float(np.asarray(self._make_optimizer().learning_rate))  # optimizer__learning_rate included
+        return [epoch_rules(self.learning_rate, initial, epochs, n_train, power_t=self.power_t,
+                            early_stopping=self.early_stopping, n_iter_no_change=self.n_iter_no_change, tol=self.tol)]
 
     def _train(self, keras_fit):
         """``model.fit`` for scikeras: :func:`mnist_mlp.training.train`, recording which loop ran."""

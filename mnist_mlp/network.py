@@ -115,15 +115,21 @@ def build(params, n_features, n_classes, compile_kwargs):
     """The compiled ``keras.Sequential``: Dense hidden layers (each with its dropout), then a softmax.
 
     ``params``: the estimator's ``hidden_layer_sizes``, ``activation``, ``kernel_initializer``
-    (hidden and output layers), ``penalty`` (hidden kernels only), ``alpha`` and ``dropout``.
+    (hidden and output layers), ``penalty`` (hidden kernels only), ``alpha``, ``dropout``,
+    ``input_dropout`` (a Dropout before the first Dense) and ``max_norm`` (Keras's
+    ``MaxNorm(max_norm, axis=0)`` on every hidden kernel; None for none).
     """
     penalty = {"l1": keras.regularizers.L1, "l2": keras.regularizers.L2}.get(params["penalty"])
     hidden = activation(params["activation"])
     layers = [keras.Input(shape=(n_features,), name="pixels")]
+    if params["input_dropout"] > 0:
+        layers.append(keras.layers.Dropout(params["input_dropout"], name="input_dropout"))
+    constraint = None if params["max_norm"] is None else keras.constraints.MaxNorm(params["max_norm"])
     for i, units in enumerate(hidden_layer_sizes(params["hidden_layer_sizes"]), start=1):
         layers.append(keras.layers.Dense(
             units, activation=hidden, kernel_initializer=initializer(params["kernel_initializer"]),
-            kernel_regularizer=penalty(params["alpha"]) if penalty else None, name=f"hidden_{i}"))
+            kernel_regularizer=penalty(params["alpha"]) if penalty else None, kernel_constraint=constraint,
+            name=f"hidden_{i}"))
         if params["dropout"] > 0:
             layers.append(keras.layers.Dropout(params["dropout"], name=f"dropout_{i}"))
     layers.append(keras.layers.Dense(n_classes, activation="softmax",

@@ -6,7 +6,8 @@ the package's source. For each, the package and its tests are copied into a
 temporary directory, the replacement is made there (the checkout is never
 touched), and the loop's tests (``tests/test_training_kernels.py`` for the
 compiled loop, ``tests/test_training_xla.py`` for the XLA loop, whose mutants'
-names start with ``xla-``) run against the copy until their first failure. A
+names start with ``xla-``; the epoch rules' mutants, ``schedule-`` in ``training/schedules.py``, run
+``tests/test_training_schedules.py``) run against the copy until their first failure. A
 mutant that passes every test is a hole in the tests: the script says so and
 exits 1.
 
@@ -34,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TEST = "tests/test_training_kernels.py"
 XLA_TEST = "tests/test_training_xla.py"
+SCHEDULES_TEST = "tests/test_training_schedules.py"
 
 # (name, what the bug is, file, text, replacement); the text must occur exactly once.
 MUTANTS = [
@@ -73,6 +75,22 @@ MUTANTS = [
     ("column-block-skipped", "split kernel gradient drops its last column block", "mnist_mlp/training/kernels.py",
      "        for b in range(w, n_blocks, workers):\n            hi = min((b + 1) * size, cols)",
      "        for b in range(w, n_blocks - 1, workers):\n            hi = min((b + 1) * size, cols)"),
+    ("input-dropout-no-scale", "input dropout without the 1/(1-rate) scaling", "mnist_mlp/training/kernels.py",
+     "input_scale = _ONE / (_ONE - input_dropout) if input_dropout > 0 else _ONE", "input_scale = _ONE"),
+    ("input-dropout-keeps-rate", "input dropout keeps an input with probability rate, not 1 - rate",
+     "mnist_mlp/training/kernels.py", "draws[i, j] >= input_dropout else _ZERO",
+     "draws[i, j] < input_dropout else _ZERO"),
+    ("max-norm-skipped", "max-norm constraint never applied", "mnist_mlp/training/kernels.py",
+     "                _max_norm(_kernel(theta, offsets, dims, layer), max_norm)", "                pass"),
+    ("max-norm-no-clip", "max-norm scales every column to the bound, under it too", "mnist_mlp/training/kernels.py",
+     "norms[j] = min(norm, max_value) / (_EPSILON + norm)", "norms[j] = max_value / (_EPSILON + norm)"),
+    ("max-norm-on-output", "max-norm applied to the output layer's kernel too", "mnist_mlp/training/kernels.py",
+     "if max_norm > 0 and layer < n_layers - 1:", "if max_norm > 0:"),
+    ("max-norm-stale-penalty", "the next batch's loss has the penalty of the unconstrained weights",
+     "mnist_mlp/training/kernels.py", "kernel_pen = _penalty_sum(theta[lo:lo + n_in * n_out_l], layer_penalty)",
+     "kernel_pen = kernel_pen"),
+    ("schedule-rate-not-read", "the loops never read the rate a schedule sets as an epoch begins",
+     "mnist_mlp/training/loop.py", "            if rate != opt_state.hyper[0]:", "            if False:"),
     ("slots-not-written-back", "optimizer slots not written back into Keras", "mnist_mlp/training/loop.py",
      "        network.write(trainer.theta)\n        opt_state.write()\n",
      "        network.write(trainer.theta)\n        opt_state.write(slots=False)\n"),
@@ -115,9 +133,45 @@ MUTANTS += [
      "val_sum = val_sum + _penalty_value(params, spec.penalty, alpha) * spec.n_val", "val_sum = val_sum"),
     ("xla-shuffle-with-replacement", "shuffling draws rows with replacement, not a permutation", XLA,
      "jax.random.permutation(_step_key(key, epoch, -1), n)", "jax.random.randint(_step_key(key, epoch, -1), (n,), 0, n)"),
+    ("xla-input-dropout-no-scale", "input dropout without the 1/(1-rate) scaling", XLA,
+     "x = x * _dropout_masks(input_key, x.shape[0], [x.shape[1]], input_rate)[0]",
+     "x = x * (_dropout_masks(input_key, x.shape[0], [x.shape[1]], input_rate)[0] > 0)"),
+    ("xla-input-dropout-skipped", "input dropout never applied", XLA, "    if spec.input_dropout:", "    if False:"),
+    ("xla-max-norm-skipped", "max-norm constraint never applied", XLA, "    if spec.max_norm:", "    if False:"),
+    ("xla-max-norm-no-clip", "max-norm scales every column to the bound, under it too", XLA,
+     "jnp.clip(norms, 0.0, max_value)", "max_value"),
+    ("xla-max-norm-on-output", "max-norm applied to the output layer's kernel too", XLA,
+     "(_max_norm(w, max_value), b) if layer < last else (w, b)", "(_max_norm(w, max_value), b)"),
+    ("xla-schedule-rate-not-sent", "the XLA program keeps its first learning rate", XLA,
+     "        hyper[0] = rate\n", "        hyper[0] = hyper[0]\n"),
     ("xla-slots-not-written-back", "optimizer slots not written back into Keras", "mnist_mlp/training/loop.py",
      "self.theta, self.opt_state.slots[:], self.opt_state.iterations[0] = self.program.read()",
      "self.theta, _, self.opt_state.iterations[0] = self.program.read()"),
+]
+SCHEDULES = "mnist_mlp/training/schedules.py"
+# The epoch rules' own mutants (the same Python for every loop): caught by tests/test_training_schedules.py,
+# the loops' rows above showing that each loop follows the rules.
+MUTANTS += [
+    ("schedule-cosine-not-halved", "cosine decay without its factor 1/2", SCHEDULES,
+     "return initial * (1.0 + math.cos(math.pi * epoch / epochs)) / 2.0",
+     "return initial * (1.0 + math.cos(math.pi * epoch / epochs))"),
+    ("schedule-cosine-off-by-one", "cosine decay one epoch ahead", SCHEDULES,
+     "math.cos(math.pi * epoch / epochs)", "math.cos(math.pi * (epoch + 1) / epochs)"),
+    ("schedule-invscaling-per-epoch", "invscaling counts epochs, not samples seen", SCHEDULES,
+     "return initial / (epoch * n_train + 1) ** power_t", "return initial / (epoch + 1) ** power_t"),
+    ("schedule-invscaling-no-power", "invscaling ignores power_t", SCHEDULES,
+     "return initial / (epoch * n_train + 1) ** power_t", "return initial / (epoch * n_train + 1)"),
+    ("schedule-adaptive-factor", "adaptive divides by 10, not 5", SCHEDULES,
+     "_ADAPTIVE_FACTOR = 5.0", "_ADAPTIVE_FACTOR = 10.0"),
+    ("schedule-adaptive-no-reset", "adaptive keeps counting after a division", SCHEDULES,
+     "                self._plateau.reset()", "                pass"),
+    ("schedule-early-stopping-keeps-last", "early stopping ends with the last epoch's weights", SCHEDULES,
+     "            self.model.set_weights(self._best_weights)", "            pass"),
+    ("schedule-plateau-tol-ignored", "an improvement smaller than tol counts as one", SCHEDULES,
+     "self.count = self.count + 1 if signed < self.best + self.tol else 0",
+     "self.count = self.count + 1 if signed < self.best else 0"),
+    ("schedule-stops-one-early", "stops at n_iter_no_change epochs without improvement, not more", SCHEDULES,
+     "return best, self.count > self.n_iter_no_change", "return best, self.count >= self.n_iter_no_change"),
 ]
 COPIED = ("mnist_mlp", "tests", "conftest.py", "pyproject.toml", "pipelines")
 
@@ -142,7 +196,8 @@ def run_mutant(name, path, text, replacement, workdir):
                            env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).resolve().is_relative_to(tree.resolve()), where
     started = time.perf_counter()
-    test = XLA_TEST if name.startswith("xla-") else TEST
+    test = XLA_TEST if name.startswith("xla-") else SCHEDULES_TEST if name.startswith("schedule-") and \
+        path == SCHEDULES else TEST
     proc = subprocess.run([sys.executable, "-m", "pytest", test, "-x", "-q", "-p", "no:cacheprovider",
                            "--no-header", "-o", "addopts=", "-W", "ignore"],
                           cwd=tree, env=env, capture_output=True, text=True)

@@ -32,6 +32,20 @@ def test_defaults_are_the_study_network():
     assert params["penalty"] is None and params["dropout"] == 0.0
 
 
+def test_the_dropout_papers_knobs_build_keras_layers_and_train_in_the_compiled_loop(flat_digits):
+    """input_dropout is a Dropout before the first Dense, max_norm a MaxNorm(axis=0) on every hidden
+    kernel (none on the output), and both train in the compiled loop, the bound holding on coefs_."""
+    X, y, _, _ = flat_digits
+    clf = MLPClassifier(**FAST, input_dropout=0.2, dropout=0.5, max_norm=0.5).fit(X[:300], y[:300])
+    assert clf.training_loop_ == "compiled", clf.training_loop_reason_
+    assert [type(layer).__name__ for layer in clf.model_.layers] == ["Dropout", "Dense", "Dropout", "Dense"]
+    assert clf.model_.layers[0].rate == 0.2
+    constraints = [layer.kernel_constraint for layer in clf.model_.layers if isinstance(layer, keras.layers.Dense)]
+    assert [(c.max_value, c.axis) for c in constraints[:-1]] == [(0.5, 0)] and constraints[-1] is None
+    assert np.linalg.norm(clf.coefs_[0], axis=0).max() <= 0.5 * (1 + 1e-6)
+    assert np.linalg.norm(clf.coefs_[-1], axis=0).max() > 0.5  # the output layer is not constrained
+
+
 def test_default_network_architecture(flat_digits):
     X, y, _, _ = flat_digits
     clf = MLPClassifier(epochs=1, random_state=0).fit(X[:300], y[:300])

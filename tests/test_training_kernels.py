@@ -123,12 +123,15 @@ def _well_posed_data(rng, rows, dims, weights, activation, tries=20):
     raise AssertionError(f"no draw of {rows} rows keeps the ReLU units of {dims} off 0 in {tries} tries")
 
 
-def _model(dims, activation, penalty, alpha, optimizer, dropout=0.0):
+def _model(dims, activation, penalty, alpha, optimizer, dropout=0.0, input_dropout=0.0, max_norm=None):
     reg = {None: None, "l1": keras.regularizers.L1, "l2": keras.regularizers.L2}[penalty]
     layers = [keras.Input((dims[0],))]
+    if input_dropout:
+        layers.append(keras.layers.Dropout(input_dropout))
     for units in dims[1:-1]:
         layers.append(keras.layers.Dense(units, activation=activation,
-                                         kernel_regularizer=reg(alpha) if reg else None))
+                                         kernel_regularizer=reg(alpha) if reg else None,
+                                         kernel_constraint=max_norm and keras.constraints.MaxNorm(max_norm, axis=0)))
         if dropout:
             layers.append(keras.layers.Dropout(dropout))
     layers.append(keras.layers.Dense(dims[-1], activation="softmax"))
@@ -137,15 +140,18 @@ def _model(dims, activation, penalty, alpha, optimizer, dropout=0.0):
     return model
 
 
-def _twins(opt, pen, activation, dims, seed=0, warmup_rows=64):
+def _twins(opt, pen, activation, dims, seed=0, warmup_rows=64, max_norm=None):
     """Two copies of one network in one state: weights, slots and step count."""
     keras.utils.set_random_seed(seed)
     penalty, alpha = PENALTIES[pen]
-    keras_model = _model(dims, activation, penalty, alpha, OPTIMIZERS[opt]())
+    keras_model = _model(dims, activation, penalty, alpha, OPTIMIZERS[opt](), max_norm=max_norm)
     rng = np.random.default_rng(seed)
     for _ in range(3):  # non-zero slots, non-zero intercepts, bias correction past step 1
         keras_model.train_on_batch(*_data(rng, warmup_rows, dims[0], dims[-1]))
-    ours = _model(dims, activation, penalty, alpha, OPTIMIZERS[opt]())
+    if max_norm:  # hidden columns 1.5 times their norm after the warm-up's constraint: the next step's binds
+        keras_model.set_weights([w * 1.5 if i % 2 == 0 and i < len(dims) * 2 - 4 else w
+                                 for i, w in enumerate(keras_model.get_weights())])
+    ours = _model(dims, activation, penalty, alpha, OPTIMIZERS[opt](), max_norm=max_norm)
     ours.set_weights(keras_model.get_weights())
     ours.optimizer.build(ours.trainable_variables)
     assert len(ours.optimizer.variables) == len(keras_model.optimizer.variables)
@@ -176,11 +182,11 @@ def _relative_error(ours, theirs, scale):
     return err / scale if scale > 0 else err
 
 
-def compare_one_step(opt, pen, activation, shape, seed=0, engine="compiled"):
-    """One step each way (ours in ``engine``, a ``loop.ENGINES`` key); the largest relative
-    difference per kind of quantity."""
+def compare_one_step(opt, pen, activation, shape, seed=0, engine="compiled", max_norm=None):
+    """One step each way (ours in ``engine``, a ``loop.ENGINES`` key; ``max_norm``: every hidden kernel
+    under Keras's ``MaxNorm``); the largest relative difference per kind of quantity."""
     dims, rows = SHAPES[shape]
-    keras_model, ours, rng = _twins(opt, pen, activation, dims, seed)
+    keras_model, ours, rng = _twins(opt, pen, activation, dims, seed, max_norm=max_norm)
     X, y = _well_posed_data(rng, rows, dims, keras_model.get_weights(), activation)
     before = [w.copy() for w in keras_model.get_weights()]
     keras_loss = float(keras_model.train_on_batch(X, y)[0])
@@ -197,6 +203,184 @@ def compare_one_step(opt, pen, activation, shape, seed=0, engine="compiled"):
     assert int(ours.optimizer.iterations.numpy()) == int(keras_model.optimizer.iterations.numpy()) == 4
     return errors
 
+
+# Max-norm rows: Keras's constraint is deterministic, so these are whole steps against Keras,
+# from hidden kernels scaled above the bound (see _twins), so that the step's constraint binds.
+MAX_NORM = 1.0
+MAX_NORM_CASES = [("adam", "l2", "relu", "study-128-256-batch256"),
+                  ("sgd-momentum", "l2", "tanh", "three-hidden-batch200"),
+                  ("rmsprop-centered", "l1", "sigmoid", "one-hidden-32-batch32")]
+
+
+@pytest.mark.parametrize("opt, pen, activation, shape", MAX_NORM_CASES, ids=["-".join(c) for c in MAX_NORM_CASES])
+def test_max_norm_step_is_keras_to_float32_round_off(opt, pen, activation, shape):
+    errors = compare_one_step(opt, pen, activation, shape, max_norm=MAX_NORM)
+    assert all(errors[k] <= TOL_STEP[k] for k in errors), errors
+
+
+@pytest.mark.parametrize("opt, pen, activation, shape", MAX_NORM_CASES, ids=["-".join(c) for c in MAX_NORM_CASES])
+def test_max_norm_binds_in_the_max_norm_rows(opt, pen, activation, shape):
+    """The rows above test the constraint: no hidden kernel's column ends above the bound, and
+    the step took some to it (their norms above it before the constraint)."""
+    dims, rows = SHAPES[shape]
+    _, ours, rng = _twins(opt, pen, activation, dims, max_norm=MAX_NORM)
+    _compiled_step(ours, *_data(rng, rows, dims[0], dims[-1]))
+    norms = np.concatenate([np.linalg.norm(w, axis=0) for w in ours.get_weights()[0:-2:2]])
+    assert norms.max() <= MAX_NORM * (1 + 1e-6)
+    assert np.sum(np.abs(norms - MAX_NORM) < 1e-5) >= 10, norms
+
+
+def test_max_norm_the_next_batch_loss_has_the_constrained_weights_penalty(engine="compiled"):
+    """Two batches: the second batch's reported loss carries the penalty of the constrained
+    weights (the one step above reports the loss before its update)."""
+    dims, rows = (784, 96, 48, 10), 200
+    keras_model, ours, rng = _twins("adam", "l2", "relu", dims, max_norm=MAX_NORM)
+    X, y = _well_posed_data(rng, rows, dims, keras_model.get_weights(), "relu")
+    half = rows // 2
+    want = [float(keras_model.train_on_batch(X[i:i + half], y[i:i + half])[0]) for i in (0, half)]
+    history = loop.fit(ours, X, y, batch_size=half, epochs=1, shuffle=False, seed=0, engine=engine)
+    assert _relative_error(history.history["loss"][0], np.mean(want), np.mean(want)) <= TOL_STEP["loss"]
+
+
+# -- the Dropout paper's knobs together: input dropout, dropout and max-norm (before the long
+# matrix below, so that scripts/mutation_check.py's mutants of them fail fast) ------------
+
+PAPER_KNOBS = {"input_dropout": 0.2, "dropout": 0.5, "max_norm": 1.0}
+
+
+def paper_knobs_case(dims, rows, seed=0):
+    """A network with every knob of the Dropout paper (input dropout, dropout, max-norm) in a
+    state a step in, its data, and ``want(input_mask, masks)``: the reference step with those masks."""
+    knobs = PAPER_KNOBS
+    keras.utils.set_random_seed(seed)
+    model = _model(dims, "relu", "l2", 1e-3, keras.optimizers.Adam(1e-3), dropout=knobs["dropout"],
+                   input_dropout=knobs["input_dropout"], max_norm=knobs["max_norm"])
+    rng = np.random.default_rng(seed)
+    model.optimizer.build(model.trainable_variables)
+    for w in model.trainable_variables[1::2]:  # non-zero intercepts
+        w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
+    X, y = _data(rng, rows, dims[0], dims[-1])
+    weights = model.get_weights()
+    m, v = _adam_slots(model)
+
+    def want(input_mask, masks):
+        return reference_adam_step(weights, m, v, 0, X, y, "relu", "l2", 1e-3, knobs["dropout"], masks,
+                                   input_dropout=knobs["input_dropout"], input_mask=input_mask,
+                                   max_norm=knobs["max_norm"])
+
+    return model, X, y, weights, want
+
+
+def assert_reference_step(network, theta, slots, loss, weights, want):
+    """``theta``, the first slot row and the loss after one step are the reference's (float32 against float64)."""
+    want_w, want_m, _, want_loss = want
+    assert _relative_error(loss, want_loss, want_loss) < 1e-5
+    for (_, part), w, old in zip(network.slices(), want_w, weights):
+        assert _relative_error(theta[part].reshape(w.shape), w, w - old) < 1e-3
+    want_m = np.concatenate([x.ravel() for x in want_m])
+    assert _relative_error(slots[0], want_m, want_m) < 1e-4
+
+
+@pytest.mark.parametrize("dims, rows", [((784, 128, 256, 10), 256), ((784, 96, 48, 10), 40)])
+def test_input_dropout_and_max_norm_step_equals_the_reference_with_the_same_masks(dims, rows):
+    """The inputs' mask is drawn first, row by row, then each hidden layer's (the documented stream);
+    kept inputs are scaled by 1 / (1 - rate); max-norm follows the update."""
+    model, X, y, weights, want = paper_knobs_case(dims, rows)
+    stream = np.random.RandomState(1234)
+    input_mask = (stream.random_sample((rows, dims[0])) >= PAPER_KNOBS["input_dropout"]).astype(np.float64)
+    masks = [(stream.random_sample((rows, w)) >= PAPER_KNOBS["dropout"]).astype(np.float64) for w in dims[1:-1]]
+    assert 0.1 < 1 - input_mask.mean() < 0.3  # about the input rate dropped
+    network = keras_adapter.compiled_network(model)
+    assert (network.input_dropout, network.dropout, network.max_norm) == (0.2, 0.5, 1.0)
+    theta = network.read()
+    opt = keras_adapter.OptimizerState(model, network)
+    with threads.compiled_section():
+        loss_sum, _ = kernels.train_epoch(
+            theta, np.zeros_like(theta), opt.slots, opt.iterations, X, np.argmax(y, 1).astype(np.int64),
+            np.empty(0, np.int64), rows, network.offsets, network.dims, network.activation,
+            np.float32(network.dropout), np.float32(network.input_dropout), np.float32(network.max_norm),
+            network.penalty, np.float32(network.alpha), opt.code, opt.hyper, 1234, 2)
+    assert_reference_step(network, theta, opt.slots, loss_sum / rows, weights, want(input_mask, masks))
+
+
+def test_online_training_with_the_paper_knobs_says_why_it_is_not_compiled():
+    """Batch size 1 with input dropout or max-norm: Keras trains, and the reason says why."""
+    from mnist_mlp.training import train
+
+    model, X, y, _, _ = paper_knobs_case((20, 8, 3), 4)
+    calls = []
+    result = train(model, X, y, keras_fit=lambda *a, **kw: calls.append(kw) or "keras history", batch_size=1,
+                   epochs=1, verbose=0)
+    assert (result.loop, result.history, len(calls)) == ("keras", "keras history", 1)
+    assert "online training (batch size 1)" in result.reason
+    with pytest.raises(ValueError, match="batch size 1"):  # the kernel itself refuses too, never ignores them
+        network = keras_adapter.compiled_network(model)
+        opt = keras_adapter.OptimizerState(model, network)
+        theta = network.read()
+        kernels.train_epoch(theta, np.zeros_like(theta), opt.slots, opt.iterations, X, np.argmax(y, 1),
+                            np.empty(0, np.int64), 1, network.offsets, network.dims, network.activation,
+                            np.float32(0.5), np.float32(0.2), np.float32(1.0), network.penalty,
+                            np.float32(network.alpha), opt.code, opt.hyper, 0, 1)
+
+
+@pytest.mark.parametrize("layers, reason", [
+    (lambda: [keras.layers.Dense(8, activation="relu", kernel_constraint=keras.constraints.MaxNorm(2.0, axis=1))],
+     "MaxNorm on axis 1"),
+    (lambda: [keras.layers.Dense(8, activation="relu", kernel_constraint=keras.constraints.NonNeg())],
+     "a MaxNorm"),
+    (lambda: [keras.layers.Dropout(0.2), keras.layers.Dropout(0.2), keras.layers.Dense(8, activation="relu")],
+     "two Dropout layers in a row"),
+])
+def test_constraints_and_dropouts_the_loops_cannot_apply_are_named(layers, reason):
+    model = keras.Sequential([keras.Input((20,)), *layers(), keras.layers.Dense(3, activation="softmax")])
+    assert reason in keras_adapter.compiled_network(model)
+
+
+
+# -- epoch rules: the learning-rate schedules and early stopping, a few epochs against Keras -----
+# The rules are one callback (mnist_mlp.training.schedules.EpochRules) that keras.Model.fit and our
+# loops call alike: these rows show the loops train each epoch at the rate it sets, stop where it
+# says and end with the weights it restores. tanh: no ReLU kink for a few steps' drift to cross.
+EPOCH_RULES = {
+    "cosine": dict(schedule="cosine"),
+    "invscaling": dict(schedule="invscaling", power_t=0.25),
+    "adaptive": dict(schedule="adaptive", n_iter_no_change=1, tol=10.0),  # every epoch stalls: divided after 3
+    "early-stopping": dict(schedule="constant", early_stopping=True, n_iter_no_change=1, tol=10.0),
+}
+
+
+def compare_epochs(rule, engine="compiled", epochs=5):
+    """``epochs`` epochs of one batch each way under ``EPOCH_RULES[rule]``: the largest relative
+    difference of the weights (over their change in the fit) and of each history series."""
+    from mnist_mlp.training.schedules import EpochRules
+
+    dims, rows = (784, 96, 48, 10), 160
+    keras_model, ours, rng = _twins("adam", "l2", "tanh", dims)
+    X, y = _data(rng, rows, dims[0], dims[-1])
+    before = [w.copy() for w in keras_model.get_weights()]
+    options = dict(EPOCH_RULES[rule])
+    schedule = options.pop("schedule")
+
+    def rules():
+        return EpochRules(schedule, 3e-3, epochs, 120, **options)
+
+    fit = dict(batch_size=120, epochs=epochs, validation_split=0.25, shuffle=False, verbose=0)
+    want = keras_model.fit(X, y, callbacks=[rules()], **fit).history
+    got = loop.fit(ours, X, y, callbacks=[rules()], seed=0, engine=engine, **fit).history
+    assert got.keys() == want.keys() and len(got["loss"]) == len(want["loss"]), (got, want)
+    errors = {key: _relative_error(got[key], want[key], want[key]) for key in want}
+    weights = list(zip(ours.get_weights(), keras_model.get_weights(), before))
+    errors["weights"] = max(_relative_error(o, k, k - b) for o, k, b in weights)
+    return errors, want
+
+
+@pytest.mark.parametrize("rule", EPOCH_RULES)
+def test_epoch_rules_train_as_keras_does(rule):
+    errors, history = compare_epochs(rule)
+    assert errors.pop("weights") <= TOL_STEP["kernels"] and max(errors.values()) <= TOL_STEP["loss"], errors
+    rates = history["learning_rate"]
+    assert len(set(rates)) > 1 or rule == "early-stopping", rates  # the rate changed: the row tests it
+    assert len(rates) == (3 if rule == "early-stopping" else 5)  # the 2nd and 3rd epochs stall: 2 > 1
 
 @pytest.mark.parametrize("opt, pen, activation, shape", CASES, ids=["-".join(c) for c in CASES])
 def test_one_step_is_keras_to_float32_round_off(opt, pen, activation, shape):
@@ -234,8 +418,8 @@ def _kernels_gradient(model, network, X, y):
     with threads.compiled_section():
         kernels.train_epoch(theta, grad, opt.slots, opt.iterations, X, np.argmax(y, 1).astype(np.int64),
                              np.empty(0, np.int64), len(X), network.offsets, network.dims, network.activation,
-                             np.float32(0.0), network.penalty, np.float32(network.alpha), opt.code, opt.hyper,
-                             0, 2)
+                             np.float32(0.0), np.float32(0.0), np.float32(0.0), network.penalty,
+                             np.float32(network.alpha), opt.code, opt.hyper, 0, 2)
     return grad
 
 
@@ -359,17 +543,20 @@ _ACT = {
 
 
 def reference_adam_step(weights, m, v, t, X, y, activation, penalty, alpha, dropout, masks, lr=1e-3,
-                        beta_1=0.9, beta_2=0.999, eps=1e-7):
+                        beta_1=0.9, beta_2=0.999, eps=1e-7, input_dropout=0.0, input_mask=None, max_norm=None):
     """One Keras Adam step of a dense softmax MLP, in float64 NumPy.
 
     ``weights`` alternates kernels and intercepts; ``masks[l]`` is the 0/1 keep
     mask of hidden layer ``l`` (inverted dropout scales kept units by
-    ``1 / (1 - dropout)``). Returns the new weights, slots and the loss.
+    ``1 / (1 - dropout)``), ``input_mask`` that of the inputs (rate ``input_dropout``);
+    ``max_norm``: Keras's ``MaxNorm(max_norm, axis=0)`` on the hidden kernels after the update.
+    Returns the new weights, slots and the loss.
     """
     f, df = _ACT[activation]
     W = [np.asarray(w, np.float64) for w in weights]
     n_layers = len(W) // 2
-    inputs, hidden = [np.asarray(X, np.float64)], []
+    x = np.asarray(X, np.float64)
+    inputs, hidden = [x * input_mask / (1 - input_dropout) if input_dropout else x], []
     for layer in range(n_layers):
         z = inputs[-1] @ W[2 * layer] + W[2 * layer + 1]
         if layer < n_layers - 1:
@@ -407,6 +594,10 @@ def reference_adam_step(weights, m, v, t, X, y, activation, penalty, alpha, drop
         new_w.append(w - mi * step / (np.sqrt(vi) + eps))
         new_m.append(mi)
         new_v.append(vi)
+    if max_norm is not None:
+        for i in range(0, len(new_w) - 2, 2):
+            norms = np.sqrt((new_w[i] ** 2).sum(axis=0, keepdims=True))
+            new_w[i] = new_w[i] * (np.minimum(norms, max_norm) / (1e-7 + norms))
     return new_w, new_m, new_v, loss
 
 
@@ -455,7 +646,8 @@ def test_dropout_step_equals_a_numpy_reference_with_the_same_mask(activation, pe
         loss_sum, _ = kernels.train_epoch(
             theta, np.zeros_like(theta), state, opt.iterations, X, np.argmax(y, 1).astype(np.int64),
             np.empty(0, np.int64), rows, network.offsets, network.dims, network.activation,
-            np.float32(rate), network.penalty, np.float32(network.alpha), opt.code, opt.hyper, seed, 2)
+            np.float32(rate), np.float32(0.0), np.float32(0.0), network.penalty, np.float32(network.alpha), opt.code,
+            opt.hyper, seed, 2)
     network.write(theta)
     got_w = model.get_weights()
     assert _relative_error(loss_sum / rows, want_loss, want_loss) < 1e-5
@@ -472,17 +664,20 @@ def test_dropout_step_equals_a_numpy_reference_with_the_same_mask(activation, pe
                            np.concatenate([x.ravel() for x in want_m])) < 1e-4
 
 
-def test_the_numpy_reference_is_keras_without_dropout():
-    """The reference above is Keras's step (so the dropout case is Keras's step with that mask)."""
+@pytest.mark.parametrize("max_norm", [None, 1.0])
+def test_the_numpy_reference_is_keras_without_dropout(max_norm):
+    """The reference above is Keras's step (so the dropout case is Keras's step with that mask),
+    max-norm included."""
     dims, rows = (784, 64, 32, 10), 50
     keras.utils.set_random_seed(0)
-    model = _model(dims, "relu", "l2", 1e-2, keras.optimizers.Adam(1e-3))
+    model = _model(dims, "relu", "l2", 1e-2, keras.optimizers.Adam(1e-3), max_norm=max_norm)
     rng = np.random.default_rng(1)
     model.train_on_batch(*_data(rng, rows, dims[0], dims[-1]))
     X, y = _data(rng, rows, dims[0], dims[-1])
     weights = model.get_weights()
     m, v = _adam_slots(model)
-    want_w, _, _, want_loss = reference_adam_step(weights, m, v, 1, X, y, "relu", "l2", 1e-2, 0.0, None)
+    want_w, _, _, want_loss = reference_adam_step(weights, m, v, 1, X, y, "relu", "l2", 1e-2, 0.0, None,
+                                                  max_norm=max_norm)
     loss = float(model.train_on_batch(X, y)[0])
     assert _relative_error(loss, want_loss, want_loss) < 1e-5
     for got, want, old in zip(model.get_weights(), want_w, weights):
@@ -509,9 +704,10 @@ def test_dropout_masks_are_the_documented_stream():
     y = np.zeros(rows, np.int64)
     opt = keras_adapter.OptimizerState(model, network)
     kernels.train_epoch(theta, np.zeros_like(theta), opt.slots, opt.iterations, X, y, np.empty(0, np.int64),
-                         rows, network.offsets, network.dims, network.activation, np.float32(rate),
-                         network.penalty, np.float32(0.0), opt.code, opt.hyper, seed, 1)
+                         rows, network.offsets, network.dims, network.activation, np.float32(rate), np.float32(0.0),
+                         np.float32(0.0), network.penalty, np.float32(0.0), opt.code, opt.hyper, seed, 1)
     out_kernel = theta[network.offsets[1]:network.offsets[1] + width * 2].reshape(width, 2)
     # p = (0.5, 0.5), y = class 0: gradient of column 0 is -0.5 / rows * scale * (kept count).
     expected = 0.5 / rows / (1 - rate) * masks[0].sum(axis=0)
     np.testing.assert_allclose(out_kernel[:, 0], expected, rtol=1e-6)
+

@@ -133,6 +133,52 @@ def test_dropout_step_equals_a_numpy_reference_with_the_same_mask(activation, pe
     assert k._relative_error(slots[0], want_m, want_m) < 1e-4
 
 
+@pytest.mark.parametrize("opt, pen, activation, shape", k.MAX_NORM_CASES, ids=["-".join(c) for c in k.MAX_NORM_CASES])
+def test_max_norm_step_is_keras_to_float32_round_off(opt, pen, activation, shape):
+    errors = k.compare_one_step(opt, pen, activation, shape, engine="xla", max_norm=k.MAX_NORM)
+    assert all(errors[key] <= k.TOL_STEP[key] for key in errors), errors
+
+
+def test_max_norm_the_next_batch_loss_has_the_constrained_weights_penalty():
+    k.test_max_norm_the_next_batch_loss_has_the_constrained_weights_penalty(engine="xla")
+
+
+@pytest.mark.parametrize("dims, rows", [((784, 128, 256, 10), 256), ((784, 96, 48, 10), 40)])
+def test_input_dropout_and_max_norm_step_equals_the_reference_with_the_same_masks(dims, rows):
+    """The inputs' mask comes from a key split off the step's, the hidden masks from the rest."""
+    model, X, y, weights, want = k.paper_knobs_case(dims, rows)
+    knobs, seed = k.PAPER_KNOBS, 1234
+    input_key, key = jax.random.split(xla._step_key(jax.random.key(seed), 0, 0))
+    input_mask = np.asarray(xla._dropout_masks(input_key, rows, [dims[0]], knobs["input_dropout"])[0]) > 0
+    masks = [np.asarray(mask) > 0 for mask in xla._dropout_masks(key, rows, list(dims[1:-1]), knobs["dropout"])]
+    assert 0.1 < 1 - input_mask.mean() < 0.3
+    network = keras_adapter.compiled_network(model)
+    state = keras_adapter.OptimizerState(model, network)
+    program = xla.EpochProgram(network.dims, activation=network.activation, dropout=network.dropout,
+                               penalty=network.penalty, alpha=network.alpha, rule=_rule(state), batch_size=rows,
+                               shuffle=False, seed=seed, input_dropout=network.input_dropout,
+                               max_norm=network.max_norm)
+    program.load(network.read(), state.slots, 0, X, np.argmax(y, 1), rows)
+    logs = program.run_epoch(0)
+    theta, slots, _ = program.read()
+    k.assert_reference_step(network, theta, slots, logs["loss"], weights,
+                            want(input_mask.astype(np.float64), [m.astype(np.float64) for m in masks]))
+
+
+@pytest.mark.parametrize("rule", k.EPOCH_RULES)
+def test_epoch_rules_train_as_keras_does(rule):
+    errors, _ = k.compare_epochs(rule, engine="xla")
+    assert errors.pop("weights") <= k.TOL_STEP["kernels"] and max(errors.values()) <= k.TOL_STEP["loss"], errors
+
+
+def test_online_training_with_the_paper_knobs_runs_in_the_xla_loop():
+    """What the compiled loop refuses at batch size 1 (its online steps), the XLA loop trains."""
+    model, X, y, _, _ = k.paper_knobs_case((20, 8, 3), 4)
+    history = loop.fit(model, X, y, batch_size=1, epochs=1, shuffle=False, seed=0, engine="xla")
+    assert np.isfinite(history.history["loss"][0])
+    assert np.linalg.norm(model.get_weights()[0], axis=0).max() <= k.PAPER_KNOBS["max_norm"] * (1 + 1e-6)
+
+
 # -- whole fits: what a user sees ------------------------------------------------
 
 SMALL = dict(hidden_layer_sizes=(32, 16), epochs=4, batch_size=32, random_state=0, tracking=False)

@@ -9,6 +9,7 @@ Modules: ``kernels`` (the Numba-compiled epoch, forward pass and update
 rules), ``xla`` (the same epoch as one XLA program, JAX and NumPy only),
 ``codes`` (the codes both share), ``loop`` (an epoch loop with Keras's
 contract around either),
+``schedules`` (the learning-rate schedule and early stopping, epoch by epoch, for every loop),
 ``keras_adapter`` (the only code that reads Keras's internals: which models
 and optimizers the loop can train, their weights and slots), ``devices``
 (Keras on a GPU where a measured crossover says it is faster), ``threads``
@@ -24,11 +25,25 @@ from __future__ import annotations
 import dataclasses
 import math
 
-__all__ = ["DIVERGENCE_THRESHOLD", "THREADS_ENV", "TrainingResult", "diverged", "predict_proba", "released", "seeded",
-           "train"]
+__all__ = ["DIVERGENCE_THRESHOLD", "SCHEDULES", "THREADS_ENV", "TrainingResult", "diverged", "epoch_rules",
+           "predict_proba", "released", "seeded", "train"]
 
 from mnist_mlp.training.codes import THREADS_ENV  # noqa: E402, F401  (in __all__; light: no imports)
 from mnist_mlp.training.seeding import released, seeded  # noqa: E402  (light: no TensorFlow)
+
+
+#: The learning-rate schedules :func:`epoch_rules` applies (:mod:`mnist_mlp.training.schedules`).
+SCHEDULES = ("constant", "invscaling", "adaptive", "cosine")
+
+
+def epoch_rules(schedule, learning_rate_init, epochs, n_train, **options):
+    """The Keras callback that applies a learning-rate schedule and early stopping in every loop.
+
+    See :class:`mnist_mlp.training.schedules.EpochRules` (imported here: it needs Keras).
+    """
+    from mnist_mlp.training.schedules import EpochRules
+
+    return EpochRules(schedule, learning_rate_init, epochs, n_train, **options)
 
 
 #: A categorical cross-entropy over 10 classes stays below about 16 (Keras
@@ -125,9 +140,10 @@ def train(model, X, y, *, keras_fit, training_loop="auto", n_jobs=None, **fit_ar
         elif gpus:
             engine, why = "xla", (f"JAX sees a GPU ({gpus[0]}): each epoch runs there as one XLA program "
                                   "(training_loop='auto')")
-        else:  # the compiled loop could train it: unless a GPU is measured faster here
-            reason = devices.gpu_choice(keras_adapter.compiled_network(model).dims,
-                                        int(fit_args.get("batch_size") or 32))
+        else:  # the compiled loop could train it: unless it cannot at this batch size, or a GPU is faster here
+            network, batch_size = keras_adapter.compiled_network(model), int(fit_args.get("batch_size") or 32)
+            reason = keras_adapter.compiled_loop_reason(network, batch_size) \
+                or devices.gpu_choice(network.dims, batch_size)
     if reason is not None:
         return TrainingResult(keras_fit(X, y, **fit_args), "keras", reason)
     import numpy as np

@@ -21,8 +21,8 @@ import numpy as np
 from mnist_mlp._tensorflow import keras
 from mnist_mlp.training import kernels
 
-__all__ = ["OptimizerState", "PER_BATCH_HOOKS", "PREDICT_HOOKS", "compiled_network", "overrides_hooks",
-           "unsupported_reason"]
+__all__ = ["OptimizerState", "PER_BATCH_HOOKS", "PREDICT_HOOKS", "compiled_loop_reason", "compiled_network",
+           "overrides_hooks", "unsupported_reason"]
 
 #: Callback hooks the compiled loop never calls: a callback that overrides
 #: one of them makes fit fall back to keras.Model.fit.
@@ -44,7 +44,7 @@ _ACTIVATIONS = {"linear": kernels.ACT_LINEAR, "relu": kernels.ACT_RELU, "tanh": 
 class _Network:
     """A dense softmax MLP's structure and flat float32 parameters."""
 
-    def __init__(self, dense, activation, dropout, penalty, alpha):
+    def __init__(self, dense, activation, dropout, penalty, alpha, input_dropout=0.0, max_norm=0.0):
         self.dense = dense
         self.dims = np.array([dense[0].kernel.shape[0], *(d.units for d in dense)], np.int64)
         sizes = [int(a) * int(b) + int(b) for a, b in zip(self.dims[:-1], self.dims[1:])]
@@ -52,6 +52,8 @@ class _Network:
         self.n_params = int(sum(sizes))
         self.activation, self.dropout = activation, dropout
         self.penalty, self.alpha = penalty, alpha
+        # Dropout on the inputs (0: none); MaxNorm's bound on the hidden kernels' columns (0: none).
+        self.input_dropout, self.max_norm = input_dropout, max_norm
 
     def read(self):
         """The model's current weights, flat."""
@@ -96,18 +98,20 @@ def compiled_network(model):
     """
     if not isinstance(model, keras.Sequential):
         return "the model is not a keras.Sequential"
-    dense, dropouts = [], []  # dropouts: (index of the Dense layer it follows, rate)
+    dense, dropouts = [], []  # dropouts: (index of the Dense layer it follows, -1: the inputs; rate)
     for layer in model.layers:
         if isinstance(layer, keras.layers.Dropout):
-            if layer.noise_shape is not None or not dense:
-                return "a Dropout layer with a noise shape or before the first Dense layer"
+            if layer.noise_shape is not None:
+                return "a Dropout layer with a noise shape"
+            if dropouts and dropouts[-1][0] == len(dense) - 1:
+                return "two Dropout layers in a row"
             dropouts.append((len(dense) - 1, float(layer.rate)))
             continue
         if type(layer) is not keras.layers.Dense:
             return f"layer {layer.name!r} is a {type(layer).__name__}, not Dense or Dropout"
         if not layer.use_bias or layer.bias_regularizer or layer.activity_regularizer \
-                or layer.kernel_constraint or layer.bias_constraint or layer.lora_enabled:
-            return f"layer {layer.name!r} has no bias, a constraint, LoRA or a non-kernel regularizer"
+                or layer.bias_constraint or layer.lora_enabled:
+            return f"layer {layer.name!r} has no bias, a bias constraint, LoRA or a non-kernel regularizer"
         if layer.dtype_policy.name != "float32":
             return f"layer {layer.name!r} computes in {layer.dtype_policy.name}, not float32"
         dense.append(layer)
@@ -121,9 +125,13 @@ def compiled_network(model):
     activations = {_activation_name(layer.activation) for layer in hidden}
     if len(activations) != 1 or None in activations:
         return f"hidden activations must be one of {sorted(_ACTIVATIONS)}, the same in every layer"
+    input_dropout = dropouts.pop(0)[1] if dropouts and dropouts[0][0] == -1 else 0.0
     rates = {rate for _, rate in dropouts}
     if dropouts and (len(rates) != 1 or [i for i, _ in dropouts] != list(range(len(hidden)))):
-        return "dropout must follow every hidden layer, and only those, with one rate"
+        return "dropout must follow every hidden layer, and only those, with one rate (and may precede the first)"
+    max_norm = _max_norm(dense)
+    if isinstance(max_norm, str):
+        return max_norm
     regularizers = {None if layer.kernel_regularizer is None else
                     (type(layer.kernel_regularizer), tuple(sorted(layer.kernel_regularizer.get_config().items())))
                     for layer in hidden}
@@ -138,7 +146,33 @@ def compiled_network(model):
         penalty, alpha = kernels.PENALTY_L2, float(reg.l2)
     else:
         return f"kernel regularizer {type(reg).__name__} is not L1 or L2"
-    return _Network(dense, _ACTIVATIONS[activations.pop()], rates.pop() if rates else 0.0, penalty, alpha)
+    return _Network(dense, _ACTIVATIONS[activations.pop()], rates.pop() if rates else 0.0, penalty, alpha,
+                    input_dropout, max_norm)
+
+
+def _max_norm(dense):
+    """The bound of a ``MaxNorm(max_value, axis=0)`` on every hidden kernel (0.0: no constraint),
+    or why the loops cannot apply the kernels' constraints."""
+    *hidden, output = [layer.kernel_constraint for layer in dense]
+    if output is not None:
+        return "the output layer's kernel is constrained"
+    if all(c is None for c in hidden):
+        return 0.0
+    if any(type(c) is not keras.constraints.MaxNorm for c in hidden) \
+            or len({(repr(c.axis), float(c.max_value)) for c in hidden}) != 1:
+        return "every hidden kernel must have the same constraint, a MaxNorm"
+    axis, max_value = hidden[0].axis, float(hidden[0].max_value)
+    if axis != 0:
+        return f"MaxNorm on axis {axis!r}, not 0 (a unit's incoming weights)"
+    return max_value
+
+
+def compiled_loop_reason(network, batch_size):
+    """Why the compiled loop (not the XLA loop) cannot train ``network`` at ``batch_size``, or None."""
+    if int(batch_size) == 1 and (network.input_dropout or network.max_norm):
+        return ("input dropout and max-norm are not implemented for online training (batch size 1) in the "
+                "compiled loop, whose online steps update each kernel in cache blocks")
+    return None
 
 
 # Options every Keras optimizer has, and the values at which they leave the

@@ -31,6 +31,8 @@ from mnist_mlp.training.codes import (  # noqa: E402,F401  (re-exported: the ker
 
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
+# keras.backend.epsilon(): MaxNorm divides by it plus the norm.
+_EPSILON = np.float32(1e-7)
 # Parameters per cache block of an online (batch size 1) update.
 _BLOCK = 16384
 
@@ -477,6 +479,26 @@ def _update(w, g, s0, s1, s2, penalty, alpha, opt, hyper, step):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _max_norm(w, max_value):
+    """Keras's ``MaxNorm(max_value, axis=0)`` on a kernel ``w`` (n_in, n_out), in place: each
+    unit's incoming weights (a column) times ``min(norm, max_value) / (epsilon + norm)``, as
+    Keras applies it after every update (so a column under the bound shrinks by ``epsilon / norm``)."""
+    n_in, n_out = w.shape
+    norms = np.zeros(n_out, np.float32)
+    for i in range(n_in):  # row by row: w is row-major, and this loop vectorises
+        row = w[i]
+        for j in range(n_out):
+            norms[j] += row[j] * row[j]
+    for j in range(n_out):
+        norm = np.sqrt(norms[j])
+        norms[j] = min(norm, max_value) / (_EPSILON + norm)
+    for i in range(n_in):
+        row = w[i]
+        for j in range(n_out):
+            row[j] *= norms[j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _layer_penalty(penalty, layer, n_layers):
     """The penalty on a layer's kernel: a hidden layer's (the study regularizes those), never the output's."""
     return penalty if layer < n_layers - 1 else PENALTY_NONE
@@ -605,7 +627,7 @@ def _online_workers(theta, grad, s0, s1, s2, xs, ds, x_at, d_at, plan, pens, x_n
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets, dims,
-                act, dropout, penalty, alpha, opt, hyper, seed, n_threads):
+                act, dropout, input_dropout, max_norm, penalty, alpha, opt, hyper, seed, n_threads):
     """One epoch of mini-batch training, in place on ``theta`` and ``state``.
 
     Parameters
@@ -621,6 +643,10 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
         Training rows and class indices.
     order : int64 array (n,) or (0,)
         The rows' order this epoch; empty means ``X``'s own order.
+    dropout, input_dropout : float32
+        Inverted dropout rates after every hidden layer and on the inputs (0: none).
+    max_norm : float32
+        Keras's ``MaxNorm(max_norm, axis=0)`` on every hidden kernel after each update (0: none).
     seed : int
         Seeds this epoch's dropout masks.
     n_threads : int
@@ -633,12 +659,16 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
     correct : int
         Training predictions that were right (before each batch's update).
     """
+    if batch_size == 1 and (input_dropout > 0 or max_norm > 0):
+        # The online steps update kernels in blocks, and sum the next row's first product as they go.
+        raise ValueError("online training (batch size 1) does not implement input dropout or max-norm")
     np.random.seed(seed)
     s0, s1, s2 = state[0], state[1], state[2]
     n = X.shape[0]
     n_layers = dims.shape[0] - 1
     n_out = dims[n_layers]
     scale = _ONE / (_ONE - dropout) if dropout > 0 else _ONE
+    input_scale = _ONE / (_ONE - input_dropout) if input_dropout > 0 else _ONE
     pen = penalty_value(theta, offsets, dims, penalty, alpha)
     loss_sum = np.float64(0.0)
     correct = 0
@@ -682,7 +712,17 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
         inputs = List()
         outputs = List()
         masks = List()
-        inputs.append(np.ascontiguousarray(xb))
+        if input_dropout > 0:  # the input's masks are drawn first, then each hidden layer's
+            # In one call (the same stream, row by row): drawn one at a time, the inputs' 784 a row cost
+            # as much as the study net's products.
+            draws = np.random.random((rows, dims[0]))
+            kept_x = np.empty((rows, dims[0]), np.float32)
+            for i in range(rows):
+                for j in range(dims[0]):
+                    kept_x[i, j] = xb[i, j] * input_scale if draws[i, j] >= input_dropout else _ZERO
+            inputs.append(kept_x)
+        else:
+            inputs.append(np.ascontiguousarray(xb))
         for layer in range(n_layers):
             if online and layer == 0:  # the parts the last step's update left, summed in block order
                 z = np.empty((1, dims[1]), np.float32)
@@ -754,19 +794,23 @@ def train_epoch(theta, grad, state, iterations, X, y, order, batch_size, offsets
             n_in, n_out_l = dims[layer], dims[layer + 1]
             lo = offsets[layer]
             layer_penalty = _layer_penalty(penalty, layer, n_layers)
+            kernel_pen = np.float64(0.0)
             if online:
-                total = np.float64(0.0)  # in block order, as _online_kernel_update sums them
-                for b in range(starts[layer], starts[layer + 1]):
-                    total += pens[b]
-                pen += total
+                for b in range(starts[layer], starts[layer + 1]):  # in block order, as _online_kernel_update
+                    kernel_pen += pens[b]
             elif rows == 1:
-                pen += _online_kernel_update(theta, grad, s0, s1, s2, inputs[layer][0], d[0], lo, plan, starts[layer],
-                                             starts[layer + 1], n_out_l, layer_penalty, alpha, opt, hyper, step)
+                kernel_pen = _online_kernel_update(theta, grad, s0, s1, s2, inputs[layer][0], d[0], lo, plan,
+                                                   starts[layer], starts[layer + 1], n_out_l, layer_penalty, alpha,
+                                                   opt, hyper, step)
             else:
                 matmul_tn(inputs[layer], d, _kernel(grad, offsets, dims, layer), n_threads)
                 hi = lo + n_in * n_out_l
-                pen += _update(theta[lo:hi], grad[lo:hi], s0[lo:hi], s1[lo:hi], s2[lo:hi],
-                               layer_penalty, alpha, opt, hyper, step)
+                kernel_pen = _update(theta[lo:hi], grad[lo:hi], s0[lo:hi], s1[lo:hi], s2[lo:hi],
+                                     layer_penalty, alpha, opt, hyper, step)
+            if max_norm > 0 and layer < n_layers - 1:  # after the update, as Keras applies constraints
+                _max_norm(_kernel(theta, offsets, dims, layer), max_norm)
+                kernel_pen = _penalty_sum(theta[lo:lo + n_in * n_out_l], layer_penalty)
+            pen += kernel_pen
             b_lo = lo + n_in * n_out_l
             g_bias = grad[b_lo:b_lo + n_out_l]
             g_bias[:] = _ZERO

@@ -11,7 +11,9 @@ and hands the result back to Keras:
 - the same update per step: Keras's Adam, RMSprop and SGD rules on float32,
   the same softmax cross-entropy (from the logits, as Keras computes it for a
   softmax output), the same L1/L2 penalty on the hidden kernels, inverted
-  dropout with the same rate;
+  dropout with the same rate (on the inputs too), Keras's ``MaxNorm(axis=0)``
+  on the hidden kernels after each update, and the learning rate a callback
+  sets as an epoch begins (:mod:`mnist_mlp.training.schedules`);
 - the same batches: the training rows in order (or reshuffled each epoch
   with ``shuffle=True``), validation on the last ``validation_split`` of the
   data, split where Keras splits it;
@@ -81,7 +83,8 @@ class _CompiledEpochs:
             loss_sum, correct = kernels.train_epoch(
                 self.theta, self.grad, opt.slots, opt.iterations, self.X_train, self.y_train, order,
                 self.batch_size, network.offsets, network.dims, network.activation,
-                np.float32(network.dropout), network.penalty, np.float32(network.alpha),
+                np.float32(network.dropout), np.float32(network.input_dropout), np.float32(network.max_norm),
+                network.penalty, np.float32(network.alpha),
                 opt.code, opt.hyper, int(self.rng.integers(2**31 - 1)), self.threads,
             )
             logs = {"loss": loss_sum / n, "accuracy": correct / n}
@@ -98,6 +101,9 @@ class _CompiledEpochs:
     def sync(self):
         """``theta`` and the optimizer's state are the host arrays the kernels update: nothing to copy."""
 
+    def set_learning_rate(self, rate):
+        self.opt_state.hyper[0] = rate
+
 
 class _XlaEpochs:
     """Epochs as one XLA program each (:mod:`mnist_mlp.training.xla`), on JAX's default device;
@@ -109,7 +115,8 @@ class _XlaEpochs:
         self.network, self.opt_state = network, opt_state
         self.program = xla.EpochProgram(
             network.dims, activation=network.activation, dropout=network.dropout, penalty=network.penalty,
-            alpha=network.alpha, rule=xla.Rule(opt_state.code, tuple(float(h) for h in opt_state.hyper)),
+            alpha=network.alpha, input_dropout=network.input_dropout, max_norm=network.max_norm,
+            rule=xla.Rule(opt_state.code, tuple(float(h) for h in opt_state.hyper)),
             batch_size=batch_size, shuffle=shuffle, seed=int(rng.integers(2**31 - 1)))
         self.theta = network.read()
         self.program.load(self.theta, opt_state.slots, int(opt_state.iterations[0]), X, labels, split_at)
@@ -119,6 +126,10 @@ class _XlaEpochs:
 
     def sync(self):
         self.theta, self.opt_state.slots[:], self.opt_state.iterations[0] = self.program.read()
+
+    def set_learning_rate(self, rate):
+        self.opt_state.hyper[0] = rate
+        self.program.set_learning_rate(rate)
 
 
 ENGINES = {"compiled": _CompiledEpochs, "xla": _XlaEpochs}
@@ -177,6 +188,10 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
     try:
         for epoch in range(initial_epoch, epochs):
             callback_list.on_epoch_begin(epoch)
+            # A callback may have set the rate (a schedule, mnist_mlp.training.schedules): Keras reads it each step.
+            rate = np.float32(np.asarray(model.optimizer.learning_rate))
+            if rate != opt_state.hyper[0]:
+                trainer.set_learning_rate(rate)
             logs = {k: float(v) for k, v in trainer.run(epoch).items()}
             if reads_model:  # the model holds each epoch's weights when its callbacks run
                 trainer.sync()

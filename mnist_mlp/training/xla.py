@@ -10,7 +10,7 @@ and come back to the host only when the caller reads them.
 
 The mathematics is that of :mod:`mnist_mlp.training.kernels` (Keras's): the
 same softmax cross-entropy from the logits, penalty on the hidden kernels,
-inverted dropout, and the same update rules, given in the same form (an
+inverted dropout (on the inputs too), max-norm after each update, and the same update rules, given in the same form (an
 optimizer ``code`` and its ``hyper`` vector, as
 :class:`mnist_mlp.training.keras_adapter.OptimizerState` reads them from
 Keras; parameters flat, layer by layer, kernel then bias; slots ``(3,
@@ -116,6 +116,8 @@ class _Spec:
     n_train: int
     n_val: int
     shuffle: bool
+    input_dropout: bool = False
+    max_norm: bool = False
 
 
 # -- the mathematics ---------------------------------------------------------
@@ -231,6 +233,19 @@ def _dropout_masks(key, rows, widths, rate):
             for k, width in zip(jax.random.split(key, len(widths)), widths)]
 
 
+def _max_norm(w, max_value):
+    """Keras's ``MaxNorm(max_value, axis=0)``: each unit's incoming weights (a column of the kernel)
+    times ``min(norm, max_value) / (epsilon + norm)``, ``epsilon`` being ``keras.backend.epsilon()``."""
+    norms = jnp.sqrt(jnp.sum(jnp.square(w), axis=0, keepdims=True))
+    return w * (jnp.clip(norms, 0.0, max_value) / (1e-7 + norms))
+
+
+def _constrained(params, max_value):
+    """The parameters with the hidden kernels' max-norm applied (after an update, as Keras applies it)."""
+    last = len(params) - 1
+    return tuple((_max_norm(w, max_value), b) if layer < last else (w, b) for layer, (w, b) in enumerate(params))
+
+
 def _gradients(spec, params, x, y, alpha, masks=None):
     """The batch's loss (mean cross-entropy plus the penalty), correct count, and Keras's gradient
     of the loss (the penalty's on the hidden kernels added as Keras's regularizers give it)."""
@@ -271,13 +286,20 @@ def _apply(spec, hyper, params, slots, t, grads):
     return tuple(new_params), new_slots, t
 
 
-def _train_step(spec, hyper, rate, alpha, state, x, y, key):
-    """One mini-batch: Keras's forward pass, gradient and update. Returns the new state,
+def _train_step(spec, hyper, rate, alpha, state, x, y, key, input_rate=0.0, max_norm=0.0):
+    """One mini-batch: Keras's forward pass (``input_rate``: dropout on the inputs, from a key split
+    off ``key``), gradient, update and (``spec.max_norm``) max-norm constraint. Returns the new state,
     the batch's loss (mean cross-entropy plus the penalty before the update) and its correct count."""
     params, slots, t = state
+    if spec.input_dropout:
+        input_key, key = jax.random.split(key)
+        x = x * _dropout_masks(input_key, x.shape[0], [x.shape[1]], input_rate)[0]
     masks = _dropout_masks(key, x.shape[0], [w.shape[1] for w, _ in params[:-1]], rate) if spec.dropout else None
     loss, right, grads = _gradients(spec, params, x, y, alpha, masks)
-    return _apply(spec, hyper, params, slots, t, grads), loss, right
+    params, slots, t = _apply(spec, hyper, params, slots, t, grads)
+    if spec.max_norm:
+        params = _constrained(params, max_norm)
+    return (params, slots, t), loss, right
 
 
 def _step_key(key, epoch, step):
@@ -285,7 +307,7 @@ def _step_key(key, epoch, step):
     return jax.random.fold_in(jax.random.fold_in(key, epoch), step + 1)
 
 
-def _epoch(spec, hyper, rate, alpha, state, data, key):
+def _epoch(spec, hyper, rate, alpha, state, data, key, input_rate=0.0, max_norm=0.0):
     """One epoch and its validation pass: the new state and the epoch's figures, one float32 array
     ``(training loss sum, validation cross-entropy sum + penalty * rows, training correct,
     validation correct)`` (the counts bit-cast, so that one transfer brings all four back).
@@ -307,7 +329,8 @@ def _epoch(spec, hyper, rate, alpha, state, data, key):
 
     def body(carry, i):
         xb, yb = rows(i * batch, batch)
-        carry, loss, right = _train_step(spec, hyper, rate, alpha, carry, xb, yb, _step_key(key, epoch, i))
+        carry, loss, right = _train_step(spec, hyper, rate, alpha, carry, xb, yb, _step_key(key, epoch, i),
+                                         input_rate, max_norm)
         return carry, (loss, right)
 
     carry = params_slots_t
@@ -317,7 +340,8 @@ def _epoch(spec, hyper, rate, alpha, state, data, key):
         loss_sum, correct = jnp.sum(losses) * batch, jnp.sum(rights)
     if rest:  # the last, smaller batch: the same step at its own shape
         xb, yb = rows(full * batch, rest)
-        carry, loss, right = _train_step(spec, hyper, rate, alpha, carry, xb, yb, _step_key(key, epoch, full))
+        carry, loss, right = _train_step(spec, hyper, rate, alpha, carry, xb, yb, _step_key(key, epoch, full),
+                                         input_rate, max_norm)
         loss_sum, correct = loss_sum + loss * rest, correct + right
     val_sum, val_correct = jnp.float32(0.0), jnp.int32(0)
     params = carry[0]
@@ -400,6 +424,10 @@ class EpochProgram:
         Reshuffle the training rows every epoch.
     seed : int
         Seeds shuffling and dropout masks.
+    input_dropout : float, default=0.0
+        Inverted dropout rate on the inputs (0: none).
+    max_norm : float, default=0.0
+        Keras's ``MaxNorm(max_norm, axis=0)`` on every hidden kernel after each update (0: none).
 
     Examples
     --------
@@ -419,14 +447,17 @@ class EpochProgram:
     4
     """
 
-    def __init__(self, dims, *, activation, dropout, penalty, alpha, rule, batch_size, shuffle, seed):
+    def __init__(self, dims, *, activation, dropout, penalty, alpha, rule, batch_size, shuffle, seed,
+                 input_dropout=0.0, max_norm=0.0):
         self.dims = tuple(int(d) for d in dims)
         self.activation, self.dropout = int(activation), float(dropout)
         self.penalty, self.alpha = int(penalty), float(alpha)
         self.rule, self.batch_size, self.shuffle = rule, int(batch_size), bool(shuffle)
         self._key = jax.random.key(int(seed) % (2**32))
         self._hyper = jnp.asarray(np.asarray(rule.hyper, np.float32))
+        self.input_dropout, self.max_norm = float(input_dropout), float(max_norm)
         self._scalars = (jnp.float32(self.dropout), jnp.float32(self.alpha))
+        self._knobs = (jnp.float32(self.input_dropout), jnp.float32(self.max_norm))
         self._state = self._data = self._spec = None
         self._epoch = 0
 
@@ -449,7 +480,8 @@ class EpochProgram:
         """
         n_val = len(X) - int(n_train)
         self._spec = _Spec(self.dims, self.activation, self.dropout > 0, self.penalty, self.rule.code,
-                           self.rule.variant(), self.batch_size, int(n_train), n_val, self.shuffle)
+                           self.rule.variant(), self.batch_size, int(n_train), n_val, self.shuffle,
+                           self.input_dropout > 0, self.max_norm > 0)
         X, y = np.asarray(X, np.float32), np.asarray(y, np.int32)
         self._data = tuple(jnp.asarray(a) for a in (X[:n_train], y[:n_train], X[n_train:], y[n_train:]))
         self._state = (*_device_state(theta, slots, iterations, self.dims, self.rule), None)
@@ -459,7 +491,7 @@ class EpochProgram:
         if self._state[3] is None or self._epoch != epoch:  # the device counts epochs on from here
             self._state = (*self._state[:3], jnp.int32(epoch))
         self._state, figures = _epoch_program(self._spec, self._hyper, *self._scalars, self._state, self._data,
-                                              self._key)
+                                              self._key, *self._knobs)
         self._epoch = epoch + 1
         figures = np.asarray(figures)
         sums, counts = figures[:2].astype(np.float64), figures[2:].view(np.int32)
@@ -468,6 +500,12 @@ class EpochProgram:
         if n_val:
             logs.update(val_loss=float(sums[1]) / n_val, val_accuracy=int(counts[1]) / n_val)
         return logs
+
+    def set_learning_rate(self, rate):
+        """Train the next epochs at learning rate ``rate`` (an argument of the program: no new compilation)."""
+        hyper = np.asarray(self.rule.hyper, np.float32)
+        hyper[0] = rate
+        self._hyper = jnp.asarray(hyper)
 
     def read(self):
         """``(theta, slots, iterations)`` as :meth:`load` takes them, back on the host."""
