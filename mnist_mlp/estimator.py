@@ -303,36 +303,19 @@ class MLPClassifier(KerasClassifier):
     run_eagerly = False
 
     def __init__(
-        self,
-        *,
-        hidden_layer_sizes=(128, 256),
-        activation="relu",
-        optimizer="adam",
-        learning_rate_init=0.001,
-        learning_rate="constant",
-        power_t=0.5,
-        early_stopping=False,
-        n_iter_no_change=10,
-        tol=1e-4,
-        kernel_initializer="glorot_uniform",
-        penalty=None,
-        alpha=1e-4,
-        dropout=0.0,
-        input_dropout=0.0,
-        max_norm=None,
-        batch_size=256,
-        epochs=100,
-        validation_split=0.2,
-        shuffle=False,
-        random_state=None,
-        verbose=0,
-        callbacks=None,
-        warm_start=False,
-        class_weight=None,
-        training_loop="auto",
-        n_jobs=None,
-        tracking=True,
-        log_models="auto",
+        self, *,
+        # the network
+        hidden_layer_sizes=(128, 256), activation="relu", kernel_initializer="glorot_uniform",
+        # the optimizer and its learning rate's schedule
+        optimizer="adam", learning_rate_init=0.001, learning_rate="constant", power_t=0.5,
+        # regularization
+        penalty=None, alpha=1e-4, dropout=0.0, input_dropout=0.0, max_norm=None,
+        early_stopping=False, n_iter_no_change=10, tol=1e-4,
+        # the training loop
+        batch_size=256, epochs=100, validation_split=0.2, shuffle=False, random_state=None, verbose=0,
+        callbacks=None, warm_start=False, class_weight=None, training_loop="auto", n_jobs=None,
+        # tracking
+        tracking=True, log_models="auto",
         **kwargs,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
