@@ -416,3 +416,46 @@ def test_mlflow_last_active_run_finds_the_fit_after_it(tracked, flat_digits):
     with pytest.raises(ValueError):
         other.fit(X[:300], y[:300, None].repeat(2, axis=1))  # bad input: no run, nothing remembered
     assert mlflow.last_active_run().info.run_id == clf.run_id_
+
+
+def test_the_dropout_papers_knobs_are_params_and_the_schedule_a_metric_of_each_epoch(tracked, flat_digits):
+    """Runs that differ only in a knob can be told apart in the UI; each epoch's rate is in the run."""
+    x, y, _, _ = flat_digits
+    clf = MLPClassifier(**FAST, input_dropout=0.2, max_norm=3.0, learning_rate="cosine",
+                        early_stopping=True, n_iter_no_change=5).fit(x, y)
+    run = tracked.get_run(clf.run_id_)
+    assert {k: run.data.params[k] for k in ("input_dropout", "max_norm", "learning_rate_schedule",
+                                            "early_stopping", "n_iter_no_change", "learning_rate")} == {
+        "input_dropout": "0.2", "max_norm": "3.0", "learning_rate_schedule": "cosine",
+        "early_stopping": "true", "n_iter_no_change": "5", "learning_rate": "0.001"}
+    rates = [m.value for m in tracked.get_metric_history(clf.run_id_, "learning_rate")]
+    assert rates == pytest.approx(clf.history_["learning_rate"]) and rates[0] > rates[-1]
+    plain = tracked.get_run(MLPClassifier(**FAST).fit(x, y).run_id_).data.params
+    assert plain["max_norm"] == "null" and plain["learning_rate_schedule"] == "constant" and "tol" not in plain
+
+
+def test_a_stop_while_a_run_is_created_leaves_it_where_the_process_ends_it(tracked, monkeypatch):
+    """A SIGINT that lands inside ``create_run`` (the run exists, not yet noted open) is held until
+    the run is noted: the stop still unwinds, and the run is among those the process ends KILLED."""
+    import os
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    from mnist_mlp import interrupts
+    from mnist_mlp.tracking import FitRun, end_runs_open_here
+
+    create = MlflowClient.create_run
+
+    def create_then_stopped(self, *args, **kwargs):
+        run = create(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at the next bytecode: here
+        return run
+
+    monkeypatch.setattr(MlflowClient, "create_run", create_then_stopped)
+    with pytest.raises(interrupts.Stopped), interrupts.handled():
+        FitRun.open(run_name="cut short")
+    (left,) = tracked.search_runs([r.experiment_id for r in tracked.search_experiments()])
+    assert left.info.status == "RUNNING"
+    assert end_runs_open_here() == [left.info.run_id]
+    assert tracked.get_run(left.info.run_id).info.status == "KILLED"

@@ -57,6 +57,11 @@ def estimator_params(estimator, n_samples):
         "alpha": estimator.alpha,
         "class_weight": estimator.class_weight,
         "dropout": estimator.dropout,
+        "input_dropout": estimator.input_dropout,
+        "max_norm": estimator.max_norm,
+        # "learning_rate" is the initial rate above (the study's runs say so): the schedule has its own name.
+        "learning_rate_schedule": estimator.learning_rate,
+        "early_stopping": estimator.early_stopping,
         "validation_split": estimator.validation_split,
         "shuffle": estimator.shuffle,
         "training_loop": estimator.training_loop,
@@ -65,6 +70,10 @@ def estimator_params(estimator, n_samples):
         "n_train": n_train,
         "n_val": n_samples - n_train,
     }
+    if estimator.learning_rate == "invscaling":
+        params["power_t"] = estimator.power_t
+    if estimator.early_stopping or estimator.learning_rate == "adaptive":
+        params.update(n_iter_no_change=estimator.n_iter_no_change, tol=estimator.tol)
     for key in ("rho", "momentum", "beta_1", "beta_2", "nesterov"):
         if key in config:
             params[key] = config[key]

@@ -35,6 +35,7 @@ import time
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 
+from mnist_mlp import interrupts
 from mnist_mlp._switch import FIT_CONTEXT
 from mnist_mlp.tracking import artifacts, ledger, store, values
 from mnist_mlp.tracking.fallback import FallbackFolder
@@ -363,25 +364,29 @@ class FitRun:
         # the package's own tags (runName, parentRunId, ...) win.
         tags = {**store.mlflow_context_tags(), **tags, **store.library_versions()}
         tags["mlflow.runName"] = run_name
-        run = store.retrying(
-            client.create_run, experiment_id,
-            tags={k: str(v) for k, v in tags.items()}, run_name=run_name,
-        )
-        opened = cls(client, run.info.run_id, experiment_id, log_model=log_model,
-                     artifact_uri=run.info.artifact_uri, name=run_name, tags=tags)
-        if context is not None:  # sent from another process: in its ledger, should this one be killed
-            opened._ledger_entry = ledger.register(context.ledger, client.tracking_uri, run.info.run_id)
-        ledger.opened(opened)
+        # A stop between creating the run and noting it open would leave it RUNNING where no code
+        # can end it: held until it is noted (then the process's exit, or the ledger, ends it).
+        with interrupts.deferred():
+            run = store.retrying(
+                client.create_run, experiment_id,
+                tags={k: str(v) for k, v in tags.items()}, run_name=run_name,
+            )
+            opened = cls(client, run.info.run_id, experiment_id, log_model=log_model,
+                         artifact_uri=run.info.artifact_uri, name=run_name, tags=tags)
+            if context is not None:  # sent from another process: in its ledger, should this one be killed
+                opened._ledger_entry = ledger.register(context.ledger, client.tracking_uri, run.info.run_id)
+            ledger.opened(opened)
         return opened
 
     @classmethod
     def _reopened(cls, client, run):
-        store.retrying(client.update_run, run.info.run_id, status="RUNNING")
-        reopened = cls(client, run.info.run_id, run.info.experiment_id, artifact_uri=run.info.artifact_uri,
-                       name=run.info.run_name, tags=run.data.tags)
+        with interrupts.deferred():  # as in open: RUNNING again only once noted open
+            store.retrying(client.update_run, run.info.run_id, status="RUNNING")
+            reopened = cls(client, run.info.run_id, run.info.experiment_id, artifact_uri=run.info.artifact_uri,
+                           name=run.info.run_name, tags=run.data.tags)
+            ledger.opened(reopened)
         reopened.resumed = True
         reopened.logged_params = dict(run.data.params)
-        ledger.opened(reopened)
         return reopened
 
     @classmethod
