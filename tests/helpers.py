@@ -163,6 +163,23 @@ def start_mlflow_server(tmp_path):
     return server, f"http://127.0.0.1:{port}"
 
 
+def copy_of_store(empty_store, folder):
+    """``folder/mlflow.db``, a copy of the empty store ``empty_store``, as its URI.
+
+    The copy's Default experiment keeps its artifacts under ``folder/mlruns``, as a store made
+    there would: MLflow wrote the template's own folder into it, and no public API moves it.
+    """
+    import shutil
+    import sqlite3
+
+    path = Path(folder) / "mlflow.db"
+    shutil.copyfile(empty_store, path)
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                   [str(Path(folder).resolve() / "mlruns" / "0")])
+    return f"sqlite:///{path}"
+
+
 def all_runs(client, experiment_ids=("0",)):
     return client.search_runs(list(experiment_ids), max_results=1000)
 

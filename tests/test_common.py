@@ -6,6 +6,7 @@ import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mnist_mlp import FixedRangeScaler, ImageFlattener, MLPClassifier
+from tests import helpers
 
 # Small and fast, yet able to fit the checks' toy data sets (lr 0.01, no hold-out).
 CHEAP_MLP = MLPClassifier(
@@ -37,11 +38,11 @@ EXPECTED_FAILURES = {
 
 
 @pytest.fixture(autouse=True)
-def tracking_on(monkeypatch, tmp_path):
+def tracking_on(monkeypatch, tmp_path, empty_store):
     """The checks run as a user's code does: with tracking on (the default),
     every fit an MLflow run, into a store of this test's own."""
     monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", helpers.copy_of_store(empty_store, tmp_path))
     monkeypatch.chdir(tmp_path)
 
 
