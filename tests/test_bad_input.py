@@ -87,6 +87,7 @@ def test_bad_parameters_fail_before_any_run(tracked, params, name):
     assert all_runs(tracked) == []
 
 
+@pytest.mark.slow
 def test_predict_time_errors(tracked):
     with pytest.raises(NotFittedError):
         make_pipeline(**FAST).predict(_images(2))

@@ -8,6 +8,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,6 +44,7 @@ def test_the_mutation_check_names_text_that_exists_once():
         assert (ROOT / path).read_text().count(text) == 1, name
 
 
+@pytest.mark.slow
 def test_the_gpu_crossover_script_writes_a_table_the_device_choice_reads(tmp_path, monkeypatch):
     """No GPU here: its CPU dry run checks the plumbing (the table it writes is one ``auto`` reads,
     under a device name no GPU has, so it never acts on it)."""

@@ -350,6 +350,7 @@ def test_an_empty_count_keeps_the_studys_own_setting():
     assert (args.epochs, args.n_train, args.seeds) == (None, None, None)
 
 
+@pytest.mark.slow
 def test_fit_says_where_its_run_is_and_predict_reads_it_back(tmp_path, capsys, monkeypatch):
     """--tracking-uri and --experiment file the run; the output names the store, the experiment and
     the mlflow ui line; predict loads the logged model and labels images through its contract."""

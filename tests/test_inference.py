@@ -90,6 +90,7 @@ print(json.dumps({"labels": labels, "refused": refused,
 """
 
 
+@pytest.mark.slow
 def test_the_logged_model_predicts_without_tensorflow(tmp_path, monkeypatch, digits):
     monkeypatch.delenv("MNIST_MLP_TRACKING", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")

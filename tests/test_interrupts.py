@@ -44,6 +44,7 @@ def python_handlers():
             signal.signal(signum, handler)
 
 
+@pytest.mark.slow
 def test_without_it_python_drops_the_interrupt(monkeypatch, python_handlers):
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
@@ -51,6 +52,7 @@ def test_without_it_python_drops_the_interrupt(monkeypatch, python_handlers):
     assert [type(u.exc_value) for u in seen] == [KeyboardInterrupt]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_swallowed_in_a_finalizer_stays_requested_until_the_block_ends(monkeypatch, python_handlers, signum):

@@ -33,6 +33,7 @@ def _search(continue_training, **kwargs):
                              continue_training=continue_training, refit=False, **kwargs)
 
 
+@pytest.mark.slow
 def test_continued_rungs_score_as_fresh_fits_and_train_fewer_epochs(untracked, digits):
     x_train, y_train, _, _ = digits
     X, y = x_train[:1500], y_train[:1500]
@@ -76,6 +77,7 @@ def test_a_pickled_state_continued_equals_a_fresh_fit(untracked, digits, tmp_pat
         np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_every_rung_and_bracket_is_a_tagged_child_of_one_parent(tracked, digits):
     x_train, y_train, _, _ = digits
     search = _search(True, brackets=[1], scoring="accuracy").set_params(refit=True).fit(x_train[:1000], y_train[:1000])
@@ -113,6 +115,7 @@ def test_the_grid_must_not_set_the_resource(untracked, digits):
         search.fit(x_train[:300], y_train[:300])
 
 
+@pytest.mark.slow
 def test_a_macro_f1_search_after_an_accuracy_search_trains_only_what_differs(tracked, digits):
     """The study's two objectives: the F1 search takes every fit the accuracy search trained, scored
     by F1 from the same predictions, and its results equal an F1 search run alone."""

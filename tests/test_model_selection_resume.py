@@ -197,6 +197,7 @@ def test_the_code_identity_follows_the_training_source(tmp_path, monkeypatch):
     assert changed["training_code"] != real["training_code"]
 
 
+@pytest.mark.slow
 def test_a_macro_f1_search_reuses_the_accuracy_searchs_fits_with_their_own_f1(tracked, digits):
     """The study's macro-F1 search after its accuracy search: the same fits, each with the score
     the F1 search would have computed; a scoring no fit was scored by refits."""

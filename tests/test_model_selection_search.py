@@ -56,6 +56,7 @@ def test_grid_search_n_jobs_2_is_one_parent_with_a_child_per_fit(tracked, digits
     np.testing.assert_allclose(table["mean_test_score"], search.cv_results_["mean_test_score"])
 
 
+@pytest.mark.slow
 def test_halving_children_carry_iteration_and_resources(tracked, digits):
     x_train, y_train, _, _ = digits
     search = HalvingGridSearchCV(

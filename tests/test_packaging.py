@@ -5,6 +5,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -53,6 +55,7 @@ def test_constraints_pin_every_dependency_within_pyprojects_ranges():
             f"constraints.txt pins {name}=={pins[name]}, outside pyproject's {requirement}: run scripts/update_pins.sh")
 
 
+@pytest.mark.slow
 def test_a_source_checkout_runs_without_installing(tmp_path):
     """`mlflow run .`'s own environment has the dependencies, not the package: python -m
     mnist_mlp from the checkout must still find the study's pipelines/ folder."""

@@ -92,6 +92,7 @@ def test_saved_weights_that_do_not_fit_the_parameters_are_refused(untracked, fla
         MLPClassifier.__new__(MLPClassifier).__setstate__(state)
 
 
+@pytest.mark.slow
 def test_mlflow_default_format_logs_and_loads_in_a_fresh_process(fitted, tmp_path):
     """``mlflow.sklearn.log_model(pipe, name="model")``: MLflow's default format (skops)."""
     import mlflow

@@ -161,6 +161,7 @@ def store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_logged_image_model_loads_as_a_checking_pyfunc(store, digits):
     x_train, y_train, x_test, _ = digits
     pipe = make_pipeline(hidden_layer_sizes=(16,), epochs=2, random_state=0).fit(x_train[:300], y_train[:300])
@@ -203,6 +204,7 @@ def test_a_diverged_model_refuses_to_answer(store, digits):
         served.predict(x_test[:2])
 
 
+@pytest.mark.slow
 def test_mlflow_evaluate_scores_the_logged_model_and_the_sklearn_flavour_its_probabilities(store, digits, tmp_path):
     """docs/interop.md: MLflow's evaluator asks only models it loads itself (``mlflow.sklearn``'s
     loader) for probabilities; the checking pyfunc gets labels' metrics, the sklearn flavour saved

@@ -10,6 +10,7 @@ from mnist_mlp.study import collect, write_report
 from mnist_mlp.study import run_experiment
 
 
+@pytest.mark.slow
 def test_report_sets_our_figures_beside_the_published_ones(tracked, embedded, tmp_path):
     run_experiment("2.4.1", embedded, epochs=1, n_train=300, seeds=[0, 1])
     run_experiment("2.3", embedded, epochs=1, n_train=300)
@@ -52,6 +53,7 @@ def test_report_sets_our_figures_beside_the_published_ones(tracked, embedded, tm
     assert "## Environment" in markdown and f"| numba | {version('numba')} |" in markdown
 
 
+@pytest.mark.slow
 def test_a_rerun_with_more_seeds_adds_to_the_rows_and_a_quick_run_does_not(tracked, embedded):
     run_experiment("2.5.1", embedded, epochs=1, n_train=300, seeds=[0, 1])
     run_experiment("2.5.1", embedded, epochs=1, n_train=300, seeds=[1, 2])  # seed 1 again: newer counts
@@ -64,6 +66,7 @@ def test_a_rerun_with_more_seeds_adds_to_the_rows_and_a_quick_run_does_not(track
     assert row["seeds"] == ["5"]
 
 
+@pytest.mark.slow
 def test_the_tuning_section_reports_each_final_protocol(tracked, embedded, tmp_path):
     from mnist_mlp.study import run_tuning
 
@@ -106,6 +109,7 @@ def _assert_same_content(markdown, html):
             assert line.lstrip("# ").strip() in text
 
 
+@pytest.mark.slow
 def test_2_5_1_states_its_finding_beside_both_distributions(tracked, embedded, tmp_path):
     run_experiment("2.5.1", embedded, epochs=1, n_train=300, seeds=[0, 1, 2])
     markdown = write_report(tmp_path / "report")[0].read_text()

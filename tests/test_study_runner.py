@@ -80,6 +80,7 @@ def test_unknown_experiment():
     assert experiment_names()[0] == "2.1" and experiment_names()[-1] == "3"
 
 
+@pytest.mark.slow
 def test_run_experiment_files_runs_by_section_and_scores_the_test_set(tracked, embedded):
     result = run_experiment("2.2", embedded, epochs=2, n_train=600)
     experiment = tracked.get_experiment_by_name(load_experiment("2.2").experiment_name)
@@ -98,6 +99,7 @@ def test_run_experiment_files_runs_by_section_and_scores_the_test_set(tracked, e
         assert row["validation_score"] == pytest.approx(child.data.metrics["val_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_tuning_trains_the_best_afresh_and_evaluates_it(tracked, embedded):
     grid = {"classifier__hidden_layer_sizes": [(16, 32)], "classifier__learning_rate_init": [1e-3, 1e-2]}
     result = run_tuning(embedded, epochs=1, final_epochs=2, n_train=900, grid=grid)
@@ -123,6 +125,7 @@ def test_tuning_trains_the_best_afresh_and_evaluates_it(tracked, embedded):
     assert final.data.tags["fidelity"] == "quick" and final.info.run_name.startswith("final network")
 
 
+@pytest.mark.slow
 def test_a_divergent_section_runs_to_the_end_and_the_study_goes_on(tracked, embedded):
     """2.3's mean-10 start: logged honestly, tagged, never a crash; the next section still runs."""
     run_experiment("2.3", embedded, epochs=2, n_train=600)
@@ -164,6 +167,7 @@ def test_a_full_fidelity_tuning_section_trains_both_final_protocols(monkeypatch,
     assert [c["final_protocols"] for c in calls] == [("ours", "study"), ("ours",)]
 
 
+@pytest.mark.slow
 def test_a_rerun_resumes_its_search_run_and_says_what_it_reused(tmp_path, monkeypatch, capsys):
     """Rerunning a finished section trains nothing, and says so: the same search run, resumed
     (never an empty duplicate beside it), and a table whose rows are marked reused."""

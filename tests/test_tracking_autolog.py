@@ -56,6 +56,7 @@ def test_a_bare_fit_leaves_no_label_encoder_run(autolog, flat_digits):
     assert [r.info.run_id for r in _runs(autolog)] == [clf.run_id_]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tensorboard", ["absent", "installed"])
 def test_a_keras_fit_fallback_does_not_need_tensorboard(autolog, flat_digits, monkeypatch, tensorboard):
     """sample_weight makes the fit fall back to keras.Model.fit, which TensorFlow's autologging patches."""
@@ -69,6 +70,7 @@ def test_a_keras_fit_fallback_does_not_need_tensorboard(autolog, flat_digits, mo
     assert [r.info.run_id for r in _runs(autolog)] == [clf.run_id_]
 
 
+@pytest.mark.slow
 def test_a_plain_pipeline_is_autologged_but_not_the_classifier_inside(autolog, digits):
     """What autolog is for: the user's own scikit-learn objects (here an untracked pipeline)."""
     x, y, _, _ = digits

@@ -65,6 +65,7 @@ def user_run(tracked):
         yield run
 
 
+@pytest.mark.slow
 def test_a_plain_grid_search_logs_metrics_for_folds_and_a_model_for_the_refit(tracked, user_run, digits):
     x, y, _, _ = digits
     search = GridSearchCV(make_pipeline(**FAST), {"classifier__alpha": [1e-4, 1e-2]}, cv=2).fit(x[:400], y[:400])
@@ -80,6 +81,7 @@ def test_a_plain_grid_search_logs_metrics_for_folds_and_a_model_for_the_refit(tr
     assert all("loss" in r.data.metrics for r in folds)  # metrics are still there
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sequential", "threading"])
 def test_a_plain_halving_search_tags_each_fold_with_its_cv_results_row_and_round(tracked, user_run, flat_digits,
                                                                                  backend):
@@ -100,6 +102,7 @@ def test_a_plain_halving_search_tags_each_fold_with_its_cv_results_row_and_round
         assert tags["iteration"] == str(rows["iter"][row])
 
 
+@pytest.mark.slow
 def test_weighted_fits_say_so_in_their_params_tags_and_names(tracked, flat_digits, digits):
     X, y, _, _ = flat_digits
     plain = tracked.get_run(MLPClassifier(**FAST).fit(X[:300], y[:300]).run_id_)

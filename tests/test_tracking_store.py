@@ -194,6 +194,7 @@ def test_a_write_refused_by_a_reachable_store_stays_in_the_run_which_ends_finish
 # -- threads and processes into one SQLite file ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fits_in_threads_of_one_process_into_one_sqlite_store(tracked, fallback):
     """Two fits at once on the same data used to leave one run RUNNING and divert it: MLflow's
     dataset insert raced, and the conflict was taken for a lost store."""
@@ -433,6 +434,7 @@ def test_a_half_made_store_holding_no_run_is_made_again(tmp_path):
         "mlflow.db", "mlflow.db.lock"]  # marker gone; WAL files aside
 
 
+@pytest.mark.slow
 def test_a_lock_retried_away_is_not_reported_by_mlflow_on_the_terminal(tmp_path):
     """MLflow logs a locked SQLite store with its whole statement (kilobytes) before raising;
     while it is retried here, that report is dropped. MLflow's other reports still show."""

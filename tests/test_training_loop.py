@@ -61,6 +61,7 @@ def test_same_mathematics_as_keras_fit(flat_digits, params):
     np.testing.assert_array_equal(compiled.predict(X_test), keras_fit.predict(X_test))
 
 
+@pytest.mark.slow
 def test_dropout_and_shuffle_are_seeded_and_still_learn(flat_digits):
     X, y, X_test, y_test = flat_digits
     params = dict(SMALL, dropout=0.3, shuffle=True, epochs=8)
@@ -310,6 +311,7 @@ def test_compiled_network_accepts_only_what_the_loop_computes():
     assert "same regularizer" in keras_adapter.compiled_network(mixed_penalties)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="needs 2 cores to see a second one used")
 def test_single_threaded_products_keep_to_one_core():
     """A fit on one thread (a study section beside another, a Dask worker) uses one core.

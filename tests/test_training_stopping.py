@@ -45,6 +45,7 @@ class _StopSwallowedAtEpoch(keras.callbacks.Callback):
             self.swallowed.append(exc)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the finalizer case, on purpose
 @pytest.mark.parametrize("how", ["except", "finalizer"])
 @pytest.mark.parametrize("training_loop", ["auto", "keras"])
