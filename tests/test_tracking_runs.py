@@ -453,8 +453,14 @@ def test_a_stop_while_a_run_is_created_leaves_it_where_the_process_ends_it(track
         return run
 
     monkeypatch.setattr(MlflowClient, "create_run", create_then_stopped)
-    with pytest.raises(interrupts.Stopped), interrupts.handled():
-        FitRun.open(run_name="cut short")
+    # Python's own Ctrl-C handler first, whatever the parent left (a background job ignores SIGINT,
+    # and handled() keeps an ignored signal ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(interrupts.Stopped), interrupts.handled():
+            FitRun.open(run_name="cut short")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     (left,) = tracked.search_runs([r.experiment_id for r in tracked.search_experiments()])
     assert left.info.status == "RUNNING"
     assert end_runs_open_here() == [left.info.run_id]
