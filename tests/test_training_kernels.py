@@ -31,6 +31,10 @@ import pytest
 from mnist_mlp.training import keras_adapter, kernels, loop, threads
 from mnist_mlp._tensorflow import keras
 
+# the compiled loop's per-step proof against Keras (56 s of a 265 s fast tier): in the slow
+# tier; run this module itself when you change training/.
+pytestmark = pytest.mark.slow
+
 # Float32 round-off allowed, as |ours - keras| (less one float32 rounding of
 # the stored value) over a scale: the largest magnitude of the step's change for
 # weights, of the quantity itself for slots and the loss.

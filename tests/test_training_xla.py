@@ -31,6 +31,10 @@ from mnist_mlp._tensorflow import keras  # noqa: E402
 from mnist_mlp.training import devices, keras_adapter, loop, xla  # noqa: E402
 from mnist_mlp.training.codes import PENALTY_NONE  # noqa: E402
 
+# the XLA loop's per-step proof against Keras compiles a program per configuration (100 s of a
+# 265 s fast tier): in the slow tier; run this module itself when you change training/.
+pytestmark = pytest.mark.slow
+
 jnp = jax.numpy
 
 
