@@ -252,20 +252,25 @@ def test_max_norm_the_next_batch_loss_has_the_constrained_weights_penalty(engine
 PAPER_KNOBS = {"input_dropout": 0.2, "dropout": 0.5, "max_norm": 1.0}
 
 
-def paper_knobs_case(dims, rows, seed=0):
-    """A network with every knob of the Dropout paper (input dropout, dropout, max-norm) in a
-    state a step in, its data, and ``want(input_mask, masks)``: the reference step with those masks."""
-    knobs = PAPER_KNOBS
+def _adam_case(dims, rows, activation, penalty, alpha, seed, **layers):
+    """An Adam network (``layers``: its dropout, input dropout, max-norm) with non-zero intercepts and
+    built slots, its data, and the state a reference step starts from: ``(model, X, y, weights, m, v)``."""
     keras.utils.set_random_seed(seed)
-    model = _model(dims, "relu", "l2", 1e-3, keras.optimizers.Adam(1e-3), dropout=knobs["dropout"],
-                   input_dropout=knobs["input_dropout"], max_norm=knobs["max_norm"])
+    model = _model(dims, activation, penalty, alpha, keras.optimizers.Adam(1e-3), **layers)
     rng = np.random.default_rng(seed)
     model.optimizer.build(model.trainable_variables)
     for w in model.trainable_variables[1::2]:  # non-zero intercepts
         w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
     X, y = _data(rng, rows, dims[0], dims[-1])
-    weights = model.get_weights()
-    m, v = _adam_slots(model)
+    return model, X, y, model.get_weights(), *_adam_slots(model)
+
+
+def paper_knobs_case(dims, rows, seed=0):
+    """A network with every knob of the Dropout paper (input dropout, dropout, max-norm) in a
+    state a step in, its data, and ``want(input_mask, masks)``: the reference step with those masks."""
+    knobs = PAPER_KNOBS
+    model, X, y, weights, m, v = _adam_case(dims, rows, "relu", "l2", 1e-3, seed, dropout=knobs["dropout"],
+                                            input_dropout=knobs["input_dropout"], max_norm=knobs["max_norm"])
 
     def want(input_mask, masks):
         return reference_adam_step(weights, m, v, 0, X, y, "relu", "l2", 1e-3, knobs["dropout"], masks,
@@ -629,15 +634,7 @@ def _dropout_masks(seed, rows, widths, rate):
 ])
 def test_dropout_step_equals_a_numpy_reference_with_the_same_mask(activation, penalty, dims, rows):
     rate, seed, alpha = 0.3, 1234, 1e-3
-    keras.utils.set_random_seed(0)
-    model = _model(dims, activation, penalty, alpha, keras.optimizers.Adam(1e-3), dropout=rate)
-    rng = np.random.default_rng(0)
-    model.optimizer.build(model.trainable_variables)
-    for w in model.trainable_variables[1::2]:  # non-zero intercepts
-        w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
-    X, y = _data(rng, rows, dims[0], dims[-1])
-    weights = model.get_weights()
-    m, v = _adam_slots(model)
+    model, X, y, weights, m, v = _adam_case(dims, rows, activation, penalty, alpha, 0, dropout=rate)
     masks = _dropout_masks(seed, rows, dims[1:-1], rate)
     want_w, want_m, want_v, want_loss = reference_adam_step(weights, m, v, 0, X, y, activation, penalty,
                                                             alpha, rate, masks)
