@@ -25,12 +25,9 @@ Usage: python benchmarks/startup.py [--before /work/before30/.venv/bin] [--after
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -58,15 +55,11 @@ def _timed(args, env, timeout=600):
     return seconds, done.stdout
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _served(bin_dir, model_uri, image, label, env, timeout=300):
     """Seconds from ``mlflow models serve`` to its first right answer on ``/invocations``."""
-    port = _free_port()
+    from tests.helpers import free_port, stop_group, wait_for_http
+
+    port = free_port()
     args = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
             "--host", "127.0.0.1", "--port", str(port)]
     body = json.dumps({"inputs": image[None].tolist()}).encode()
@@ -74,18 +67,10 @@ def _served(bin_dir, model_uri, image, label, env, timeout=300):
     server = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               start_new_session=True)
     try:
-        ping = f"http://127.0.0.1:{port}/ping"
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"the server exited {server.returncode}: {server.stderr.read()[-2000:]}")
-            if time.perf_counter() - start > timeout:
-                raise RuntimeError(f"no answer from {ping} in {timeout} s")
-            try:
-                with urllib.request.urlopen(ping, timeout=1) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
+        try:  # polled every 0.1 s: the figure is a start-up time
+            wait_for_http(f"http://127.0.0.1:{port}/ping", server, timeout=timeout, poll_s=0.1)
+        except RuntimeError as exc:  # the server exited: say why
+            raise RuntimeError(f"{exc}: {server.stderr.read()[-2000:]}") from None
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=timeout) as answer:
@@ -95,15 +80,7 @@ def _served(bin_dir, model_uri, image, label, env, timeout=300):
             raise RuntimeError(f"the served model answered {predictions}, not [{label}]")
         return seconds
     finally:
-        # mlflow models serve starts uvicorn in its own process: end the whole group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server)  # mlflow models serve starts uvicorn in its own process: the whole group
         server.stderr.close()
 
 

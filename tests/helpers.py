@@ -32,7 +32,7 @@ def refused_port():
         yield sock.getsockname()[1]
 
 
-def wait_for_http(url, process, timeout=120):
+def wait_for_http(url, process, timeout=120, poll_s=0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -42,7 +42,7 @@ def wait_for_http(url, process, timeout=120):
                 if response.status == 200:
                     return
         except OSError:
-            time.sleep(0.5)
+            time.sleep(poll_s)
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
