@@ -20,7 +20,7 @@ from mnist_mlp import network
 from mnist_mlp._tensorflow import keras
 from mnist_mlp.network import OPTIMIZERS  # noqa: F401  (documented here: mnist_mlp.estimator.OPTIMIZERS)
 from mnist_mlp.tracking import autolog_suspended, carried, decide
-from mnist_mlp.training import DIVERGENCE_THRESHOLD, SCHEDULES, diverged, epoch_rules, seeded, train
+from mnist_mlp.training import DIVERGENCE_THRESHOLD, SCHEDULES, diverged, epoch_rules, seeded, train, undisturbed
 
 from scikeras._utils import route_params  # noqa: E402  (after keras)
 from scikeras.utils.transformers import ClassifierLabelEncoder, TargetReshaper  # noqa: E402
@@ -452,7 +452,8 @@ class MLPClassifier(KerasClassifier):
         if unknown:
             raise ValueError(f"Unknown parameters for MLPClassifier: {sorted(unknown)}")
         self.network_spec()
-        network.initializer(self.kernel_initializer)
+        with undisturbed():  # making one draws its seed: not from a stream a fit in another thread has seeded
+            network.initializer(self.kernel_initializer)
 
     def _check_data(self, X, y=None, reset=False):
         """scikit-learn's checks of ``X`` (and ``y``): a 2-D float32 array of finite

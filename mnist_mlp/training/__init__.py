@@ -26,10 +26,10 @@ import dataclasses
 import math
 
 __all__ = ["DIVERGENCE_THRESHOLD", "SCHEDULES", "THREADS_ENV", "TrainingResult", "diverged", "epoch_rules",
-           "predict_proba", "released", "seeded", "train"]
+           "predict_proba", "released", "seeded", "train", "undisturbed"]
 
 from mnist_mlp.training.codes import THREADS_ENV  # noqa: E402, F401  (in __all__; light: no imports)
-from mnist_mlp.training.seeding import released, seeded  # noqa: E402  (light: no TensorFlow)
+from mnist_mlp.training.seeding import released, seeded, undisturbed  # noqa: E402  (light: no TensorFlow)
 
 
 #: The learning-rate schedules :func:`epoch_rules` applies (:mod:`mnist_mlp.training.schedules`).
