@@ -1,5 +1,3 @@
-import sys
+from mnist_mlp.cli import console_main
 
-from mnist_mlp.cli import main
-
-sys.exit(main())
+console_main()

@@ -65,7 +65,8 @@ def _import():
         return sys.modules["tensorflow"], sys.modules["keras"]
     # A Ctrl-C waits for the import to be whole: cut, TensorFlow's registries stay half
     # filled and every later import in the process fails ("... has already been registered").
-    with interrupts.deferred(), _filtered_native_stderr() if _QUIET else contextlib.nullcontext():
+    # Not in a command's process, which ends with the stop: there it stops at once.
+    with interrupts.deferred(unless_ending=True), _filtered_native_stderr() if _QUIET else contextlib.nullcontext():
         import tensorflow
         import keras
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from mnist_mlp import interrupts
 from mnist_mlp.tracking import counted
 
-__all__ = ["main"]
+__all__ = ["console_main", "main"]
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -561,14 +561,20 @@ def _print_fit_run(run_id):
     print(f"Predict with it: mnist-mlp predict runs:/{run_id}/model IMAGE.png")
 
 
-def main(argv=None):
-    """Run the ``mnist-mlp`` command line; returns the exit status."""
+def main(argv=None, *, ends_process=False):
+    """Run the ``mnist-mlp`` command line; returns the exit status.
+
+    ``ends_process``: the process ends when it returns (the ``mnist-mlp``
+    command, :func:`console_main`), so a Ctrl-C during TensorFlow's import
+    stops at once; called in-process (a notebook, a test), the import is
+    finished first, so that the next call can still fit.
+    """
     args = build_parser().parse_args(argv)
     command = {"fit": _fit, "study": _study, "tune": _tune, "report": _report, "predict": _predict}[args.command]
     try:
         # SIGTERM (``kill``, a CI timeout, ``mlflow run`` cancelled) stops as Ctrl-C does: Python's
         # default is to die on the spot, leaving the runs in progress RUNNING for ever.
-        with _environment(args), _project_run(args), interrupts.handled():
+        with _environment(args), _project_run(args), interrupts.handled(ends_process=ends_process):
             return command(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"mnist-mlp: error: {exc}", file=sys.stderr)
@@ -658,5 +664,10 @@ def _describe_project_run(run, name):
     client.set_tag(run_id, tracking.NOTE_TAG, "\n".join(lines))
 
 
+def console_main():
+    """The ``mnist-mlp`` command (and ``python -m mnist_mlp``): :func:`main`, then exit with its status."""
+    sys.exit(main(ends_process=True))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

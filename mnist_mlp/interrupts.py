@@ -18,7 +18,10 @@ in the same process (a notebook, a test) trains to its end.
 
 :func:`deferred` holds a stop back until a block that must not be cut
 (TensorFlow's import: cut, it leaves its registries half filled and every
-later import fails) is whole, then delivers it.
+later import fails) is whole, then delivers it. Where the process ends with
+the stop (``handled(ends_process=True)``: the ``mnist-mlp`` command), nothing
+will use what such a block leaves half done: ``deferred(unless_ending=True)``
+then holds nothing back, and a Ctrl-C during the import stops at once.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # The stop recorded in the innermost handled() block; None: none asked for.
 _request = None
+
+# Whether the innermost handled() block is the process's last: a stop ends the process.
+_ends_process = False
 
 
 class Stopped(KeyboardInterrupt):
@@ -75,39 +81,55 @@ def _record(signum, frame):
 
 
 @contextlib.contextmanager
-def handled():
+def handled(ends_process=False):
     """In the block, SIGINT and SIGTERM record a stop and raise :class:`Stopped`.
 
     Main thread only (signal handlers are set there); elsewhere it does
     nothing. A signal ignored as the block begins stays ignored; the
     handlers in place are restored, and the request forgotten, as it ends.
+
+    Parameters
+    ----------
+    ends_process : bool, default=False
+        The process ends once a stop has unwound the block (a command, not
+        :func:`mnist_mlp.cli.main` called in a notebook): ``deferred(unless_ending=True)``
+        blocks are then cut at once.
     """
-    global _request
+    global _request, _ends_process
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {signum: signal.getsignal(signum) for signum in _STOP_SIGNALS}
-    outer = _request
+    outer, outer_ends = _request, _ends_process
+    _ends_process = ends_process
     for signum, handler in previous.items():
         if handler is not signal.SIG_IGN:
             signal.signal(signum, _record)
     try:
         yield
     finally:
-        _request = outer
+        _request, _ends_process = outer, outer_ends
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
-def deferred():
+def deferred(*, unless_ending=False):
     """In the block, a SIGINT or SIGTERM is recorded, and its handler called once the block is whole.
 
     Only where the handler in place is Python's (``default_int_handler`` or
     another callable), and in the main thread (where handlers are set);
     elsewhere it does nothing. The handlers are restored as the block ends.
+
+    Parameters
+    ----------
+    unless_ending : bool, default=False
+        Hold nothing back inside a ``handled(ends_process=True)`` block: for
+        a block that only the rest of the process needs whole (an import),
+        not one whose half-done state a stop would leave behind (a run
+        created but not yet noted open).
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or (unless_ending and _ends_process):
         yield
         return
     arrived = []

@@ -161,10 +161,19 @@ for _ in range(2):
     print("result:", main(["fit", "--epochs", "1", "--hidden-layer-sizes", "8"]), flush=True)
 """
 
+# The command's own process (console_main) ends with the stop: the import is cut at once
+# (the study command imports TensorFlow to plan its sections; waiting took up to 35 s on a busy machine).
+_COMMAND = """
+from mnist_mlp.cli import main
+print("result:", main(["fit", "--epochs", "1", "--hidden-layer-sizes", "8"], ends_process=True), flush=True)
+print("result: tensorflow", "imported" if "tensorflow" in sys.modules else "cut", flush=True)
+"""
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("then, results", [(_ESTIMATOR, ["interrupted", "fitted"]), (_CLI, ["130", "0"])],
-                         ids=["estimator", "cli"])
+@pytest.mark.parametrize("then, results", [(_ESTIMATOR, ["interrupted", "fitted"]), (_CLI, ["130", "0"]),
+                                           (_COMMAND, ["130", "tensorflow cut"])],
+                         ids=["estimator", "cli", "command"])
 def test_a_ctrl_c_during_tensorflows_import_leaves_the_process_able_to_fit(then, results, monkeypatch, tmp_path):
     """Cut, TensorFlow's import left its registries half filled: every later fit in the process
     failed ("Name tf.RaggedTensorSpec has already been registered"). The interrupt now waits."""
