@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -53,7 +54,10 @@ def test_a_killed_workers_run_ends_killed_and_a_live_or_finished_one_is_left_alo
             assert ledger.reap() == []  # both alive: their runs are theirs
             os.kill(killed.pid, signal.SIGKILL)
             killed.wait()
-            assert ledger.end_runs_of_stopped_workers() == [killed_id]
+            # This call ends it, unless the reaping thread (ledger.watch: an earlier test's scikit-learn
+            # search started it in this process) did a moment before; either way once, KILLED, below.
+            watched = any(thread.name == "mnist-mlp-ledger" for thread in threading.enumerate())
+            assert ledger.end_runs_of_stopped_workers() in ([killed_id], [] if watched else [killed_id])
             run = tracked.get_run(killed_id)
             assert run.info.status == "KILLED"
             assert run.data.tags["error"] == ledger.WORKER_GONE
