@@ -74,9 +74,11 @@ _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\
 
 
 def _duration(text):
-    """Seconds from "90s", "15m", "1h", "1h30m" or plain seconds ("900"); positive."""
+    """Seconds from "90s", "15m", "1h", "1h30m" or plain seconds ("900"), positive; "" for "not given"."""
+    if text.strip() == "":
+        return None
     match = _DURATION.fullmatch(text.strip().lower())
-    if not text.strip() or match is None or not any(match.groups()):
+    if match is None or not any(match.groups()):
         raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 15m, 1h or 1h30m; got {text!r}")
     hours, minutes, seconds = (float(part or 0) for part in match.groups())
     total = 3600 * hours + 60 * minutes + seconds
