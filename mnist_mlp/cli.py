@@ -419,8 +419,9 @@ def _tune_within_budget(args):
             resume=not args.refit, started=started)
     print(_section_table("3", result), end="")
     bought = result["budget"]
-    print(f"budget {bought['budget_s']:g} s: the search ran {bought['spent_s']:.0f} s of its {bought['search_budget_s']:g} s, "
-          f"{counted(bought['fits'], 'fit')}, {counted(bought['epochs'], 'epoch')}; the final network "
+    print(f"budget {bought['budget_s']:g} s: the search ran {bought['spent_s']:.0f} s of its "
+          f"{bought['search_budget_s']:g} s, {counted(bought['fits'], 'fit')}, {counted(bought['epochs'], 'epoch')}; "
+          "the final network "
           f"{counted(bought['final_epochs'], 'epoch')} (estimated {bought['final_estimate_s']:.0f} s); "
           f"{time.perf_counter() - started:.0f} s in all")
     print("best validation score by epochs trained: " + ", ".join(

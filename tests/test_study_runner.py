@@ -91,6 +91,11 @@ def test_the_budget_space_holds_the_dropout_papers_networks_and_trains_them_comp
                                              classifier__alpha=alpha, classifier__epochs=1)
         fitted.fit(x_train[:300], y_train[:300])
         assert fitted[-1].training_loop_ == "compiled", fitted[-1].training_loop_reason_
+    # Where JAX sees a GPU (simulated: JAX trains on its CPU here), "auto" picks the XLA loop by itself.
+    from mnist_mlp.training import devices
+
+    monkeypatch.setattr(devices, "jax_gpus", lambda: ["NVIDIA H200"])
+    assert search.estimator.fit(x_train[:300], y_train[:300])[-1].training_loop_ == "xla"
     with pytest.raises(ValueError, match="a time budget needs method='hyperband'"):
         load_experiment("3").make_search(space="dropout", budget=60.0, method="grid")
     with pytest.raises(ValueError, match="space must be one of study, wide, dropout"):

@@ -85,7 +85,8 @@ class _Checkpoints:
 
     def __init__(self, root, bracket, iteration=0):
         # A budget's later iterations keep their states apart from the first's.
-        self.root = str(Path(root, f"bracket-{bracket}" if not iteration else f"iteration-{iteration}-bracket-{bracket}"))
+        folder = f"bracket-{bracket}" if not iteration else f"iteration-{iteration}-bracket-{bracket}"
+        self.root = str(Path(root, folder))
         self.ledger = str(Path(root, _LEDGER))
 
     @staticmethod
