@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -67,6 +68,23 @@ def _optional_count(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number; got {text!r}")
     return value
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def _duration(text):
+    """Seconds from "90s", "15m", "1h", "1h30m" or plain seconds ("900"), positive; "" for "not given"."""
+    if text.strip() == "":
+        return None
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s, 15m, 1h or 1h30m; got {text!r}")
+    hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    total = 3600 * hours + 60 * minutes + seconds
+    if total <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration above zero; got {text!r}")
+    return total
 
 
 def _penalty(text):
@@ -185,6 +203,13 @@ def _add_tune_command(command):
                       help="hyperband: over epochs, rungs continuing training (the study's tuner); grid: "
                            "every candidate for --epochs; halving-rows: successive halving over rows")
     tune.add_argument("--wide", action="store_true", help="a wider search space than the study's")
+    tune.add_argument("--budget", type=_duration, metavar="DURATION",
+                      help="tune within this time (90s, 15m, 1h30m, or seconds): Hyperband over the Dropout "
+                           "paper's space (depth, width, dropout, input dropout, max-norm, learning rate and "
+                           "schedule, alpha) by validation accuracy, then the final network on all training "
+                           "rows. The budget covers both: the search gets half of it (it ends at most one rung "
+                           "past that), the final network as many epochs as the rest allows at the per-epoch "
+                           "time measured in the search (at most --final-epochs, default 100)")
     tune.add_argument("--final-protocol", choices=["ours", "study", "both"], default="ours",
                       help="the final network trains on all training rows (ours) or, as the study's "
                            "last cell, with validation_split=0.2 (48,000 rows of the full MNIST); "
@@ -360,6 +385,8 @@ def _study_in_turn(names, splits, args):
 def _tune(args):
     from mnist_mlp.study import load_experiment, progress_display, run_tuning
 
+    if args.budget is not None:
+        return _tune_within_budget(args)
     splits = _load_data(args)
     print(f"data: {splits.describe()}")
     with _cluster(args), progress_display("tuning", None) as callback:
@@ -370,6 +397,35 @@ def _tune(args):
             final_protocols=("ours", "study") if args.final_protocol == "both" else (args.final_protocol,),
         )
     print(_section_table("3", result), end="")
+    _print_where([load_experiment("3").experiment_name])
+    _write_json(args.json, result)
+    return 0
+
+
+def _tune_within_budget(args):
+    """``tune --budget``: the budgeted search and final network, then what the budget bought."""
+    from mnist_mlp.study import load_experiment, progress_display, run_budget_tuning
+
+    started = time.perf_counter()  # the budget counts the data's loading too
+    if args.method != "hyperband" or args.wide or args.epochs or args.final_protocol != "ours":
+        raise ValueError("tune --budget runs Hyperband over its own space with the final network on all rows: "
+                         "drop --method, --wide, --epochs and --final-protocol")
+    splits = _load_data(args)
+    print(f"data: {splits.describe()}")
+    with _cluster(args), progress_display("tuning within a budget", None) as callback:
+        result = run_budget_tuning(
+            splits, args.budget, n_train=args.n_train, n_jobs=args.n_jobs, seed=args.seed,
+            final_max_epochs=args.final_epochs or 100, progress=lambda description, total: callback.set_total(total),
+            resume=not args.refit, started=started)
+    print(_section_table("3", result), end="")
+    bought = result["budget"]
+    print(f"budget {bought['budget_s']:g} s: the search ran {bought['spent_s']:.0f} s of its "
+          f"{bought['search_budget_s']:g} s, {counted(bought['fits'], 'fit')}, {counted(bought['epochs'], 'epoch')}; "
+          "the final network "
+          f"{counted(bought['final_epochs'], 'epoch')} (estimated {bought['final_estimate_s']:.0f} s); "
+          f"{time.perf_counter() - started:.0f} s in all")
+    print("best validation score by epochs trained: " + ", ".join(
+        f"{score:.4f} at {epochs} ({elapsed:.0f} s)" for elapsed, epochs, score in bought["best_score_history"]))
     _print_where([load_experiment("3").experiment_name])
     _write_json(args.json, result)
     return 0

@@ -5,6 +5,9 @@ Hyperband, factor 3), once for validation accuracy and once for validation
 macro F1. A fresh network with the best parameters is then trained for 50
 epochs and evaluated on the test set."""
 
+# The docstring above is the section's description in MLflow and the report: what lies
+# beyond the study (DROPOUT_GRID, searched under a time budget) is described where it is defined.
+
 from mnist_mlp import make_pipeline
 from mnist_mlp.model_selection import GridSearchCV, HalvingGridSearchCV, HyperbandSearchCV
 from mnist_mlp.model_selection import TrainValidationSplit
@@ -29,6 +32,31 @@ WIDE_GRID = {
     "classifier__dropout": [0.0, 0.2],
 }
 
+#: The Dropout paper's networks (Srivastava et al., JMLR 2014, Table 2: ReLU, dropout 0.5 on
+#: the hidden layers and 0.2 on the input, max-norm 3), and their neighbours, for a search
+#: under a time budget (``make_search(space="dropout", budget=...)``). Adam rather than the
+#: paper's SGD with momentum: both run in the compiled loop, and Adam needs no momentum
+#: schedule. Widths stop at 2 x 2048: on a 2-core CPU an epoch of 48,000 rows takes about 4 s
+#: at 512-512, 8 s at 1024-1024, 11 s at 3 x 1024 and 20 s at 2048-2048 (dropout, max-norm,
+#: batch 256); the paper's 2 x 4096 and 2 x 8192 would leave a 15-minute budget a handful of epochs.
+DROPOUT_GRID = {
+    "classifier__hidden_layer_sizes": [(512, 512), (1024, 1024), (1024, 1024, 1024), (2048, 2048)],
+    "classifier__dropout": [0.2, 0.5],
+    "classifier__input_dropout": [0.0, 0.2],
+    "classifier__max_norm": [None, 3.0],
+    "classifier__learning_rate_init": [1e-3, 3e-4],
+    "classifier__learning_rate": ["constant", "cosine"],
+    "classifier__alpha": [0.0, 1e-5],
+}
+
+#: The search spaces by name: the study's, our wider one, the Dropout paper's.
+SPACES = {"study": GRID, "wide": WIDE_GRID, "dropout": DROPOUT_GRID}
+
+#: Under a time budget: Hyperband's last rung (brackets whose first rungs train 1, 3 and 9
+#: epochs), and the share of the budget the final network keeps for itself.
+BUDGET_MAX_EPOCHS = 9
+BUDGET_FINAL_SHARE = 0.5
+
 PUBLISHED = [
     {
         "params": {
@@ -51,21 +79,37 @@ HYPERBAND_MIN_EPOCHS = 3
 METHODS = ("hyperband", "grid", "halving-rows")
 
 
-def make_search(*, epochs=None, seeds=(0,), scoring="accuracy", method="hyperband", wide=False, brackets=None):
+def make_search(*, epochs=None, seeds=(0,), scoring="accuracy", method="hyperband", wide=False, brackets=None,
+                space=None, budget=None):
     """``scoring``: "accuracy" or "f1_macro"; ``method``: one of :data:`METHODS`.
 
     ``epochs``: Hyperband's last rung (default 81, with the first at 3 epochs,
     or the bracket nearest that for a smaller budget); the grid's and
     halving-over-rows' epochs per fit (default 30). ``brackets``: Hyperband's
     brackets instead of that one (e.g. ``[4]``: the first rung at 1 epoch).
+    ``space``: one of :data:`SPACES` (``wide=True`` is ``"wide"``; default the study's).
+    ``budget``: seconds for a Hyperband search over every bracket up to ``epochs``
+    (default :data:`BUDGET_MAX_EPOCHS`), iterated with fresh draws until spent.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    space = space or ("wide" if wide else "study")
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {', '.join(SPACES)}; got {space!r}")
+    grid = SPACES[space]
+    # The Dropout paper's networks: ReLU and Adam, shuffled each epoch as the paper's SGD was.
+    optimizer, shuffle = ("adam", True) if space == "dropout" else ("rmsprop", False)
     pipeline = make_pipeline(
-        optimizer="rmsprop", kernel_initializer="he_normal", penalty="l2", epochs=epochs or 30,
+        optimizer=optimizer, kernel_initializer="he_normal", penalty="l2", shuffle=shuffle, epochs=epochs or 30,
         random_state=seeds[0],
     )
-    grid = WIDE_GRID if wide else GRID
+    if budget is not None:
+        if method != "hyperband":
+            raise ValueError(f"a time budget needs method='hyperband'; got {method!r}")
+        return HyperbandSearchCV(pipeline, grid, max_resources=epochs or BUDGET_MAX_EPOCHS, factor=3,
+                                 brackets=list(brackets) if brackets else None, candidates="hyperband",
+                                 random_state=seeds[0], time_budget=budget, cv=TrainValidationSplit(0.2),
+                                 scoring=scoring, refit=False)
     if method == "hyperband":
         import math
 

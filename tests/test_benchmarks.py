@@ -64,3 +64,17 @@ def test_the_gpu_crossover_script_writes_a_table_the_device_choice_reads(tmp_pat
     faster = table["points"][0][3] < table["points"][0][2]
     assert (devices.gpu_choice([784, 16, 16, 10], 512, gpus=["CPU (dry run)"]) is not None) == faster
     assert devices.gpu_choice([784, 16, 16, 10], 512, gpus=["NVIDIA H200"]) is None
+
+
+def test_the_budget_benchmark_reads_what_tune_budget_writes():
+    """benchmarks/tune_budget.py reads run_budget_tuning's keys (the 15-minute run is the lead's)."""
+    import inspect
+
+    from mnist_mlp.study import run_budget_tuning
+
+    bench = _load("tune_budget")
+    documented = inspect.getdoc(run_budget_tuning)
+    source = inspect.getsource(bench.main)
+    for key in ("search_budget_s", "spent_s", "epochs", "fits", "best_score_history", "final_epochs",
+                "final_estimate_s"):
+        assert f'bought["{key}"]' in source and f"``{key}``" in documented, key

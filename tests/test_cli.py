@@ -409,3 +409,26 @@ def test_help_shows_the_defaults(capsys):
             build_parser().parse_args([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert all(e in text for e in expected), (command, text)
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("90s", 90), ("15m", 900), ("1h", 3600), ("1h30m", 5400), ("900", 900), ("2.5m", 150), (" 1H5M10S ", 3910),
+    ("", None),  # MLproject's "not given"
+])
+def test_budget_durations_parse(text, seconds):
+    from mnist_mlp.cli import build_parser
+
+    assert build_parser().parse_args(["tune", "--budget", text]).budget == seconds
+
+
+@pytest.mark.parametrize("text", ["15 minutes", "m", "1m1h", "-5m", "0s", "0", "15x", "h30"])
+def test_a_bad_budget_is_an_argument_error(text, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tune", f"--budget={text}"])
+    assert exit_info.value.code == 2
+    assert "argument --budget: expected a duration" in capsys.readouterr().err
+
+
+def test_a_budget_refuses_the_options_it_does_not_use_before_any_work(capsys):
+    assert main(["tune", "--budget", "1m", "--method", "grid"]) == 2
+    assert "tune --budget runs Hyperband over its own space" in capsys.readouterr().err

@@ -138,3 +138,74 @@ def test_a_macro_f1_search_after_an_accuracy_search_trains_only_what_differs(tra
     assert by_f1.n_epochs_trained_ == 0
     reused = [r for r in all_runs(tracked) if r.data.tags.get("reused_by") == by_f1.run_id_]
     assert len(reused) == 6 + 2
+
+
+def _budgeted(time_budget, grid=GRID, **kwargs):
+    return HyperbandSearchCV(make_pipeline(**PIPE), grid, max_resources=3, factor=3, cv=TrainValidationSplit(0.2),
+                             candidates="hyperband", random_state=0, refit=False, time_budget=time_budget, **kwargs)
+
+
+def test_a_spent_budget_stops_after_the_first_rung(untracked, digits):
+    """A budget already spent when the first rung ends: that rung is all the search runs."""
+    x_train, y_train, _, _ = digits
+    search = _budgeted(1e-9).fit(x_train[:200], y_train[:200])
+    # Bracket 1 of R=3 starts 3 candidates at 1 epoch; nothing after them.
+    results = search.cv_results_
+    assert list(results["n_resources"]) == [1] * 3 and list(results["iter"]) == [0] * 3
+    assert (search.n_epochs_trained_, search.n_fits_trained_) == (3, 3)
+    assert len(search.best_score_history_) == 1 and search.best_score_history_[0][1] == 3
+    # No bracket reached 3 epochs: the best is among the 1-epoch fits.
+    assert search.best_score_ == max(results["mean_test_score"]) and search.best_params_["classifier__epochs"] == 1
+    assert search.budget_spent_s_ == pytest.approx(search.best_score_history_[-1][0], abs=0.05)
+
+
+@pytest.mark.slow
+def test_a_budget_runs_iterations_of_fresh_candidates_until_spent(untracked, digits):
+    x_train, y_train, _, _ = digits
+    X, y = x_train[:200], y_train[:200]
+    once = _budgeted(None).fit(X, y)
+    budget = 4.0
+    search = _budgeted(budget).fit(X, y)
+    elapsed = [t for t, _, _ in search.best_score_history_]
+    # The clock is read before each rung: every rung but the last started within the budget, the last ended past it.
+    assert elapsed[-2] < budget <= elapsed[-1] and search.budget_spent_s_ >= budget
+    results = search.cv_results_
+    iterations = np.asarray(results["iter"])
+    assert iterations.max() >= 1  # the brackets ran again
+    # The first iteration is the unbudgeted search; the next draws other candidates from the grid.
+    first = iterations == 0
+    assert [repr(p) for p in np.asarray(results["params"])[first]] == [repr(p) for p in once.cv_results_["params"]]
+    np.testing.assert_allclose(np.asarray(results["mean_test_score"])[first], once.cv_results_["mean_test_score"])
+    drawn = [{repr(p) for p, i, r in zip(results["params"], iterations, results["rung"]) if i == it and r == 0}
+             for it in (0, 1)]
+    assert drawn[0] != drawn[1]
+    epochs = [e for _, e, _ in search.best_score_history_]
+    best = [b for _, _, b in search.best_score_history_]
+    assert epochs == sorted(epochs) and best == sorted(best) and epochs[-1] == search.n_epochs_trained_
+    assert best[-1] == pytest.approx(np.nanmax(results["mean_test_score"]))
+    top = np.flatnonzero(np.asarray(results["n_resources"]) == 3)
+    assert search.best_index_ in top
+
+
+def test_without_a_budget_the_search_is_unchanged(untracked, digits):
+    x_train, y_train, _, _ = digits
+    search = _budgeted(None).fit(x_train[:200], y_train[:200])
+    assert "iter" not in search.cv_results_
+    # R=3: bracket 1 (3 candidates at 1 epoch, 1 continued to 3), then bracket 0 (2 at 3).
+    assert list(search.cv_results_["n_resources"]) == [1, 1, 1, 3, 3, 3]
+    assert search.planned_fits() == 6 and len(search.best_score_history_) == 3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(time_budget=0), "time_budget"),
+    (dict(time_budget=-5.0), "time_budget"),
+    (dict(time_budget="15m"), "time_budget"),
+    (dict(time_budget=10.0, candidates="all"), "time_budget needs candidates='hyperband'"),
+])
+def test_a_bad_time_budget_is_refused_by_name(untracked, digits, kwargs, match, tmp_path, monkeypatch):
+    x_train, y_train, _, _ = digits
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    search = _budgeted(None).set_params(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        search.fit(x_train[:200], y_train[:200])
+    assert not list(tmp_path.glob("mnist_mlp_hyperband_*"))

@@ -9,7 +9,7 @@ from tests.helpers import artifact_paths
 
 from mnist_mlp.model_selection import TrainValidationSplit
 from mnist_mlp.study import (
-    count_fits, experiment_names, load_experiment, run_experiment, run_tuning,
+    count_fits, experiment_names, load_experiment, run_budget_tuning, run_experiment, run_tuning,
 )
 
 
@@ -72,6 +72,56 @@ def test_the_wide_tuning_space_reaches_beyond_the_study():
     grid = wide.param_grid
     assert (512, 512) in grid["classifier__hidden_layer_sizes"] and 0.2 in grid["classifier__dropout"]
     assert count_fits(wide) == 4 * 2 * 2 * 2
+
+
+@pytest.mark.slow  # two fits of 3 x 1024 (about 5 s with the first fit's start-up)
+def test_the_budget_space_holds_the_dropout_papers_networks_and_trains_them_compiled(digits, monkeypatch):
+    monkeypatch.setenv("MNIST_MLP_TRACKING", "0")
+    search = load_experiment("3").make_search(space="dropout", budget=60.0)
+    assert search.time_budget == 60.0 and search.candidates == "hyperband" and search.brackets is None
+    grid = search.param_grid
+    # The paper's best MLP row: 3 x 1024, ReLU, dropout 0.5, input dropout 0.2, max-norm 3.
+    paper = {"classifier__hidden_layer_sizes": (1024, 1024, 1024), "classifier__dropout": 0.5,
+             "classifier__input_dropout": 0.2, "classifier__max_norm": 3.0}
+    assert all(value in grid[key] for key, value in paper.items())
+    assert {"constant", "cosine"} <= set(grid["classifier__learning_rate"])
+    x_train, y_train, _, _ = digits
+    for learning_rate, alpha in (("cosine", 1e-5), ("constant", 0.0)):
+        fitted = search.estimator.set_params(**paper, classifier__learning_rate=learning_rate,
+                                             classifier__alpha=alpha, classifier__epochs=1)
+        fitted.fit(x_train[:300], y_train[:300])
+        assert fitted[-1].training_loop_ == "compiled", fitted[-1].training_loop_reason_
+    # Where JAX sees a GPU (simulated: JAX trains on its CPU here), "auto" picks the XLA loop by itself.
+    from mnist_mlp.training import devices
+
+    monkeypatch.setattr(devices, "jax_gpus", lambda: ["NVIDIA H200"])
+    assert search.estimator.fit(x_train[:300], y_train[:300])[-1].training_loop_ == "xla"
+    with pytest.raises(ValueError, match="a time budget needs method='hyperband'"):
+        load_experiment("3").make_search(space="dropout", budget=60.0, method="grid")
+    with pytest.raises(ValueError, match="space must be one of study, wide, dropout"):
+        load_experiment("3").make_search(space="paper")
+
+
+@pytest.mark.slow
+def test_budget_tuning_stops_the_search_and_fits_the_final_network_in_what_is_left(tracked, embedded):
+    """A budget spent by the first rung: the search stops there, the final network gets 1 epoch."""
+    result = run_budget_tuning(embedded, 1e-3, n_train=600)
+    bought = result["budget"]
+    parent = tracked.get_run(result["searches"]["accuracy"]["run_id"])
+    # Bracket 2 of R=9 starts 9 candidates at 1 epoch: that first rung is all the search runs.
+    assert (bought["fits"], bought["epochs"], len(bought["best_score_history"])) == (9, 9, 1)
+    assert bought["final_epochs"] == 1
+    assert parent.data.params["budget_s"] == "0.001" and float(parent.data.params["time_budget"]) > 0
+    assert parent.data.tags["space"] == "dropout"
+    assert parent.data.metrics["fits_in_budget"] == 9 and parent.data.metrics["epochs_trained"] == 9
+    assert parent.data.metrics["budget_spent_s"] == pytest.approx(bought["spent_s"])
+    history = tracked.get_metric_history(parent.info.run_id, "best_score_so_far")
+    assert [(m.step, m.value) for m in history] == [(9, pytest.approx(result["searches"]["accuracy"]["best_score"]))]
+    final = tracked.get_run(result["final"]["run_id"])
+    assert final.data.params["epochs"] == "1" and final.data.tags["space"] == "dropout"
+    assert result["final"]["registered"]["champion"] is True
+    with pytest.raises(ValueError, match="budget_s must be a positive number"):
+        run_budget_tuning(embedded, 0)
 
 
 def test_unknown_experiment():

@@ -18,7 +18,16 @@ wait between rungs in a temporary folder (``joblib`` pickles: worker
 processes share them) that the search removes when it ends.
 
 The best candidate is chosen among the last rungs (the ``R``-epoch fits) of
-all brackets. With tracking on, the search is one parent run; every fit is a
+all brackets.
+
+**A time budget.** With ``time_budget`` (seconds) the brackets run over and
+over (keras-tuner's *iterations*: every bracket, each drawing its first rung
+afresh from the grid with ``random_state``) until the budget is spent. The
+clock is read before each rung: once the budget is spent, no rung starts; the
+one in flight finishes, so the search overruns by at most that rung. The
+first rung always runs. A budget may end before any bracket of an iteration
+reaches ``R``: the best is then chosen among the fits with the most epochs
+any rung reached. With tracking on, the search is one parent run; every fit is a
 child tagged with its ``bracket``, ``rung``, ``n_resources`` (its total
 epochs) and ``continued_from`` (the epochs it started from).
 """
@@ -27,13 +36,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
 import shutil
 import tempfile
+import time
 import uuid
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +83,10 @@ class _Checkpoints:
     Picklable (two paths), so fits in worker processes find each other's states.
     """
 
-    def __init__(self, root, bracket):
-        self.root = str(Path(root, f"bracket-{bracket}"))
+    def __init__(self, root, bracket, iteration=0):
+        # A budget's later iterations keep their states apart from the first's.
+        folder = f"bracket-{bracket}" if not iteration else f"iteration-{iteration}-bracket-{bracket}"
+        self.root = str(Path(root, folder))
         self.ledger = str(Path(root, _LEDGER))
 
     @staticmethod
@@ -117,9 +130,10 @@ class _Checkpoints:
 _LEDGER = "epochs.log"
 
 
-def _epochs_in_ledger(root):
+def _ledger(root):
+    """Epochs trained by each fit so far, in the order they ended."""
     ledger = Path(root, _LEDGER)
-    return sum(int(line) for line in ledger.read_text().split()) if ledger.is_file() else 0
+    return [int(line) for line in ledger.read_text().split()] if ledger.is_file() else []
 
 
 def _sibling(resource, name):
@@ -191,6 +205,11 @@ class _Hyperband(BaseSearchCV):
         As for ``GridSearchCV``. ``refit`` trains the best candidate afresh for ``R`` epochs.
     random_state : int, RandomState or None, default=None
         For ``candidates="hyperband"``.
+    time_budget : float or None, default=None
+        Seconds: run the brackets again and again, with fresh candidates each
+        iteration, until this much time is spent; a rung in flight finishes, so
+        the search ends at most one rung past it (the first rung always runs).
+        Needs ``candidates="hyperband"``. None: the brackets run once.
     <tracking parameters>
 
     Attributes
@@ -199,10 +218,18 @@ class _Hyperband(BaseSearchCV):
         One row per fit of a rung, with ``bracket``, ``rung``, ``n_resources`` (epochs in
         total) and ``continued_from`` columns.
     best_index_, best_params_, best_score_
-        Chosen among the rows with ``n_resources == max_resources``.
+        Chosen among the rows with the largest ``n_resources`` reached: ``max_resources``,
+        unless a ``time_budget`` ended the search before any bracket reached it.
     n_epochs_trained_ : int
         Epochs actually trained, over all fits and splits (a continued fit counts its new
         ones; a fit reused from a finished run, none).
+    n_fits_trained_ : int
+        Fits actually trained (a fit reused from a finished run is not counted).
+    budget_spent_s_ : float
+        Seconds the search's brackets took, from the first rung's start to the last's end.
+    best_score_history_ : list of tuple
+        After each rung, ``(elapsed seconds, epochs trained so far, best mean validation
+        score of any fit so far)``.
     <tracking attributes>
     """
 
@@ -216,12 +243,13 @@ class _Hyperband(BaseSearchCV):
         "candidates": [str],
         "continue_training": ["boolean"],
         "random_state": ["random_state"],
+        "time_budget": [Interval(Real, 0, None, closed="neither"), None],
     }
 
     def __init__(self, estimator, param_grid, *, resource="classifier__epochs", max_resources=81, factor=3,
                  brackets=None, candidates="all", continue_training=True, scoring=None, n_jobs=None,
                  refit=True, cv=5, verbose=0, pre_dispatch="2*n_jobs", random_state=None,
-                 error_score=np.nan, return_train_score=False):
+                 error_score=np.nan, return_train_score=False, time_budget=None):
         super().__init__(estimator, scoring=scoring, n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
                          pre_dispatch=pre_dispatch, error_score=error_score,
                          return_train_score=return_train_score)
@@ -233,11 +261,15 @@ class _Hyperband(BaseSearchCV):
         self.candidates = candidates
         self.continue_training = continue_training
         self.random_state = random_state
+        self.time_budget = time_budget
 
     def _bracket_plan(self):
         """``[(s, n_candidates, min_epochs), ...]`` for the brackets to run, most exploratory first."""
         if self.candidates not in ("all", "hyperband"):
             raise ValueError(f"candidates must be 'all' or 'hyperband'; got {self.candidates!r}")
+        if self.time_budget is not None and self.candidates != "hyperband":
+            raise ValueError("time_budget needs candidates='hyperband' (each iteration draws fresh candidates); "
+                             f"got candidates={self.candidates!r}")
         plan = brackets_for(self.max_resources, self.factor)
         chosen = sorted(plan, reverse=True) if self.brackets is None else list(self.brackets)
         unknown = [s for s in chosen if s not in plan]
@@ -256,38 +288,56 @@ class _Hyperband(BaseSearchCV):
         plan = self._bracket_plan()  # bad settings fail before anything is created
         root = tempfile.mkdtemp(prefix="mnist_mlp_hyperband_")
         # scikit-learn >= 1.9 hands a callback context: one subtask per rung, as its halving search does.
+        budgeted = self.time_budget is not None
         search_ctx = None if callback_ctx is None else callback_ctx.subcontext(
-            task_name="search", max_subtasks=sum(s + 1 for s, _, _ in plan),
+            task_name="search", max_subtasks=None if budgeted else sum(s + 1 for s, _, _ in plan),
         ).call_on_fit_task_begin(estimator=self)
+        started, history, best = time.perf_counter(), [], -np.inf
         try:
-            for s, n_start, min_epochs in plan:
-                # Rungs continue within their bracket only: each bracket is its own successive halving.
-                checkpoints = _Checkpoints(root, s)
-                self._per_fit = functools.partial(_rung_fit_and_score, checkpoints, self.resource,
-                                                  self.continue_training)
-                n_first = self._first_rung_size(n_start, len(grid))
-                candidates = grid if n_first == len(grid) else [
-                    grid[i] for i in sorted(rng.choice(len(grid), n_first, replace=False))]
-                previous_epochs = 0
-                for rung, epochs, n in self._rungs(s, len(candidates), min_epochs):
-                    params = [{**c, self.resource: epochs} for c in candidates]
-                    start = previous_epochs if self.continue_training else 0
-                    more = {"bracket": [s] * n, "rung": [rung] * n, "n_resources": [epochs] * n,
-                            "continued_from": [start] * n}
-                    results = self._evaluate(evaluate_candidates, params, more, search_ctx)
-                    if rung == s:
+            for iteration in itertools.count() if budgeted else range(1):
+                for s, n_start, min_epochs in plan:
+                    # Rungs continue within their bracket only: each bracket is its own successive halving.
+                    checkpoints = _Checkpoints(root, s, iteration)
+                    self._per_fit = functools.partial(_rung_fit_and_score, checkpoints, self.resource,
+                                                      self.continue_training)
+                    n_first = self._first_rung_size(n_start, len(grid))
+                    candidates = grid if n_first == len(grid) else [
+                        grid[i] for i in sorted(rng.choice(len(grid), n_first, replace=False))]
+                    previous_epochs = 0
+                    for rung, epochs, n in self._rungs(s, len(candidates), min_epochs):
+                        if self._out_of_time(started, history):
+                            break
+                        params = [{**c, self.resource: epochs} for c in candidates]
+                        start = previous_epochs if self.continue_training else 0
+                        more = {"bracket": [s] * n, "rung": [rung] * n, "n_resources": [epochs] * n,
+                                "continued_from": [start] * n, **({"iter": [iteration] * n} if budgeted else {})}
+                        results = self._evaluate(evaluate_candidates, params, more, search_ctx)
+                        scores = np.asarray(results[f"mean_test_{self._metric()}"][-n:], dtype=float)
+                        best = max(best, np.nanmax(scores, initial=-np.inf))
+                        history.append((time.perf_counter() - started, sum(_ledger(root)), float(best)))
+                        if rung == s:
+                            break
+                        keep = self._promoted(n)
+                        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:keep]
+                        candidates = [candidates[i] for i in sorted(order)]
+                        previous_epochs = epochs
+                    if self._out_of_time(started, history):
                         break
-                    scores = np.asarray(results[f"mean_test_{self._metric()}"][-n:], dtype=float)
-                    keep = self._promoted(n)
-                    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:keep]
-                    candidates = [candidates[i] for i in sorted(order)]
-                    previous_epochs = epochs
+                if self._out_of_time(started, history):
+                    break
             if search_ctx is not None:
                 search_ctx.call_on_fit_task_end(estimator=self)
-            self.n_epochs_trained_ = _epochs_in_ledger(root)
+            ledger = _ledger(root)
+            self.n_epochs_trained_, self.n_fits_trained_ = sum(ledger), len(ledger)
+            self.budget_spent_s_ = time.perf_counter() - started
+            self.best_score_history_ = history
         finally:
             shutil.rmtree(root, ignore_errors=True)
             self.__dict__.pop("_per_fit", None)
+
+    def _out_of_time(self, started, history):
+        """Whether the budget is spent: read before each rung, once one has run (the first always does)."""
+        return self.time_budget is not None and bool(history) and time.perf_counter() - started >= self.time_budget
 
     def _evaluate(self, evaluate_candidates, params, more, search_ctx):
         kwargs = {}
@@ -319,8 +369,12 @@ class _Hyperband(BaseSearchCV):
         return n_grid if self.candidates == "all" else min(n_grid, n_start)
 
     def planned_fits(self):
-        """Fits the search will run (candidates x splits, over every rung of every bracket)."""
+        """Fits the search will run (candidates x splits, over every rung of every bracket);
+        None with a ``time_budget``, which decides how many run."""
         from sklearn.model_selection import check_cv
+
+        if self.time_budget is not None:
+            return None
 
         n_grid = len(ParameterGrid(self.param_grid))
         total = sum(n for s, n_start, min_epochs in self._bracket_plan()
@@ -329,8 +383,11 @@ class _Hyperband(BaseSearchCV):
 
     def planned_epochs(self):
         """Epochs the search will train at most, over every fit (continued rungs count only
-        their extra epochs); fewer when earlier fits stand in for some."""
+        their extra epochs); fewer when earlier fits stand in for some. None with a ``time_budget``."""
         from sklearn.model_selection import check_cv
+
+        if self.time_budget is not None:
+            return None
 
         n_grid = len(ParameterGrid(self.param_grid))
         total = 0
@@ -345,10 +402,12 @@ class _Hyperband(BaseSearchCV):
         return self.refit if isinstance(self.refit, str) else "score"
 
     def _select_best_index(self, refit, refit_metric, results):
-        """The best among the last rungs (``max_resources`` epochs), as scored by ``refit_metric``."""
+        """The best among the fits with the most epochs (``max_resources``, short of a budget), by ``refit_metric``."""
         if callable(refit):
             return BaseSearchCV._select_best_index(refit, refit_metric, results)
-        last = np.flatnonzero(np.asarray(results["n_resources"]) == self.max_resources)
+        # max_resources, unless a time budget ended the search before any bracket reached it.
+        reached = np.asarray(results["n_resources"])
+        last = np.flatnonzero(reached == reached.max())
         scores = np.nan_to_num(np.asarray(results[f"mean_test_{refit_metric}"], dtype=float)[last], nan=-np.inf)
         return int(last[np.argmax(scores)])
 

@@ -157,7 +157,7 @@ class TrackedSearchMixin:
             "estimator": type(self.estimator).__name__,
         }
         for name in ("factor", "resource", "min_resources", "max_resources", "aggressive_elimination",
-                     "brackets", "candidates", "continue_training"):
+                     "brackets", "candidates", "continue_training", "time_budget"):
             if hasattr(self, name):
                 params[name] = repr(getattr(self, name))
         return params
@@ -368,7 +368,13 @@ class TrackedSearchMixin:
                          tags=[RunTag("mlflow.runName", name), RunTag(tracking.NOTE_TAG, note)])
         if hasattr(self, "refit_time_"):
             metrics["refit_time_s"] = float(self.refit_time_)
-        parent.log_metric_series([(0, {k: v for k, v in metrics.items() if np.isfinite(v)})], tags)
+        series = [(0, {k: v for k, v in metrics.items() if np.isfinite(v)})]
+        if getattr(self, "time_budget", None) is not None:  # what a time budget bought, and when
+            series[0][1].update(budget_spent_s=self.budget_spent_s_, fits_in_budget=self.n_fits_trained_)
+            # The best score over the search, step = epochs trained so far (elapsed seconds beside it).
+            series += [(epochs, {"best_score_so_far": best, "elapsed_s": elapsed})
+                       for elapsed, epochs, best in self.best_score_history_ if np.isfinite(best)]
+        parent.log_metric_series(series, tags)
 
 
 #: The tracked searches' own parameters, after scikit-learn's: where and how

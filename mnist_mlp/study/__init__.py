@@ -7,8 +7,9 @@ The contract other folders (the CLI) use:
   there and in ``experiments.EXPERIMENTS``), filed in MLflow experiments
   named after :data:`EXPERIMENT_PREFIX_ENV` (``mnist-mlp study`` by default);
 - :func:`run_experiment`, :func:`run_tuning`: fit a section on MNIST, filed
-  in its MLflow experiment; :func:`run_side_by_side`: several sections at
-  once, each in a worker process, the longest first;
+  in its MLflow experiment; :func:`run_budget_tuning`: tune within a time
+  budget; :func:`run_side_by_side`: several sections at once, each in a
+  worker process, the longest first;
 - :func:`collect`, :func:`collect_section`, :func:`write_report`: read the
   runs back into the report;
 - :func:`format_section`, :func:`format_tuning`: a section's results table
@@ -28,7 +29,7 @@ from mnist_mlp._lazy import lazy_exports
 _EXPORTS = {
     **dict.fromkeys(["EXPERIMENTS", "EXPERIMENT_PREFIX_ENV", "Experiment", "count_fits", "experiment_names",
                      "load_experiment"], "experiments"),
-    **dict.fromkeys(["run_experiment", "run_tuning"], "runner"),
+    **dict.fromkeys(["run_budget_tuning", "run_experiment", "run_tuning"], "runner"),
     "run_side_by_side": "side_by_side",
     **dict.fromkeys(["collect", "collect_section", "write_report"], "report"),
     **dict.fromkeys(["format_section", "format_tuning"], "terminal"),

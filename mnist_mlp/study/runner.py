@@ -17,7 +17,8 @@ from mnist_mlp.study.experiments import count_fits, load_experiment
 from mnist_mlp.tracking import counted
 from mnist_mlp.tracking.values import jsonable
 
-__all__ = ["FINAL_PROTOCOLS", "attempt_summary", "epochs_trained", "run_experiment", "run_tuning"]
+__all__ = ["FINAL_PROTOCOLS", "attempt_summary", "epochs_trained", "run_budget_tuning", "run_experiment",
+           "run_tuning"]
 
 
 #: Training images of the full MNIST: a study run on fewer is a quick run.
@@ -233,6 +234,110 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
         "finals": finals,
         "wall_time_s": time.perf_counter() - start,
     }
+
+
+def run_budget_tuning(data, budget_s, *, n_train=None, n_jobs=1, seed=0, final_max_epochs=100, progress=None,
+                      resume=True, started=None, section="3"):
+    """Tune within a time budget: Hyperband over the Dropout paper's space, then the final network.
+
+    The budget covers the search and the final network's training. The search
+    (by validation accuracy) gets the section's ``BUDGET_FINAL_SHARE`` less of
+    it; once it ends (at most one rung past its share), the final network, with
+    the best parameters and trained afresh on every training row, gets as many
+    epochs as the time left allows at the per-epoch time measured for those
+    parameters during the search (at least 1, at most ``final_max_epochs``),
+    and is registered, champion if it is the best.
+
+    Parameters
+    ----------
+    data : mnist_mlp.data.DatasetSplits
+    budget_s : float
+        Seconds for the whole tuning, counted from ``started``.
+    n_train, n_jobs, seed, progress, resume, section
+        As for :func:`run_tuning`.
+    final_max_epochs : int, default=100
+    started : float, default=None
+        ``time.perf_counter()`` when the budget's clock started (a command's start); None: now.
+
+    Returns
+    -------
+    dict
+        As :func:`run_tuning`'s, plus ``budget``: ``budget_s``, ``search_budget_s``,
+        ``spent_s`` (the search's), ``epochs``, ``fits``, ``best_score_history``
+        (``[elapsed s, epochs, best score]`` after each rung), ``final_epochs`` and
+        ``final_estimate_s``.
+    """
+    if not budget_s > 0:
+        raise ValueError(f"budget_s must be a positive number of seconds; got {budget_s!r}")
+    from sklearn.base import clone
+
+    from mnist_mlp import tracking
+
+    started = time.perf_counter() if started is None else started
+    experiment = load_experiment(section)
+    (x_train, y_train), (x_test, y_test) = data
+    if n_train:
+        x_train, y_train = x_train[:n_train], y_train[:n_train]
+    share = experiment.module.BUDGET_FINAL_SHARE
+    search_budget = round(max(budget_s * (1 - share) - (time.perf_counter() - started), 0.1), 1)
+    _describe_experiment(experiment)
+    with tracking.dataset(getattr(data, "name", "mnist")):
+        search = _configure(
+            experiment.make_search(seeds=(seed,), scoring="accuracy", space="dropout", budget=search_budget),
+            experiment, grid=None, n_jobs=n_jobs, resume=resume, name=f"for accuracy within {budget_s:g} s",
+            tags={"scoring": "accuracy", "space": "dropout"}, progress=progress, n_rows=len(x_train), overridden=True)
+        # Time is the budget: only the final network logs its model, not every short rung's.
+        search.set_params(log_models="refit")
+        search_started = time.perf_counter()
+        search.fit(x_train, y_train)
+        best = {k: v for k, v in search.best_params_.items() if k != search.resource}  # the final has its epochs
+        per_epoch = _seconds_per_epoch(search, best) * len(x_train) / _rows_trained(search, len(x_train))
+        left = budget_s - (time.perf_counter() - started)
+        final_epochs = int(min(final_max_epochs, max(1, left // per_epoch)))
+        summary = {
+            "run_id": getattr(search, "run_id_", None), "attempt": attempt_summary(search),
+            "best_params": jsonable(search.best_params_), "best_score": float(search.best_score_),
+            "epochs_trained": epochs_trained(search), "wall_time_s": time.perf_counter() - search_started,
+        }
+        final = clone(search.estimator).set_params(
+            **best, classifier__epochs=final_epochs, classifier__random_state=seed,
+            classifier__validation_split=FINAL_PROTOCOLS["ours"][0], classifier__callbacks=None)
+        finals = [_final_network(
+            final, "ours", jsonable(best), ((x_train, y_train), (x_test, y_test)),
+            dataset=getattr(data, "name", "mnist"), register=True, experiment_name=experiment.experiment_name,
+            tags={"section": section, "study": "mnist-mlp", "role": "final", "space": "dropout",
+                  "final_protocol": FINAL_PROTOCOLS["ours"][1], "fidelity": search.run_tags["fidelity"]})]
+    bought = {
+        "budget_s": float(budget_s), "search_budget_s": float(search_budget), "spent_s": float(search.budget_spent_s_),
+        "epochs": int(search.n_epochs_trained_), "fits": int(search.n_fits_trained_),
+        "best_score_history": [list(row) for row in search.best_score_history_],
+        "final_epochs": final_epochs, "final_estimate_s": float(final_epochs * per_epoch),
+    }
+    if summary["run_id"] is not None:  # the whole command's budget, beside the search's own share of it
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        tracking.retrying(tracking.client(tracking.resolve_tracking_uri()).log_batch, summary["run_id"],
+                          params=[Param("budget_s", f"{budget_s:g}")],
+                          metrics=[Metric(k, bought[k], now, 0) for k in ("final_epochs", "final_estimate_s")])
+    return {"section": section, "searches": {"accuracy": summary}, "final": finals[0], "finals": finals,
+            "budget": bought, "wall_time_s": time.perf_counter() - started}
+
+
+def _seconds_per_epoch(search, params):
+    """Fit seconds per epoch of the candidate ``params`` in the search (its rungs' fit times over
+    the epochs each trained): a fit's start-up counts in, so it errs long."""
+    results = search.cv_results_
+    mine = [i for i, p in enumerate(results["params"])
+            if {k: v for k, v in p.items() if k != search.resource} == params]
+    seconds = sum(float(results["mean_fit_time"][i]) for i in mine)
+    epochs = sum(int(results["n_resources"][i]) - int(results["continued_from"][i]) for i in mine)
+    return seconds / max(epochs, 1)
+
+
+def _rows_trained(search, n_rows):
+    """Rows a search fit trains on: the head its split leaves (the estimator holds out the tail)."""
+    return n_rows - int(n_rows * search.cv.validation_fraction)
 
 
 #: The final network's protocols: validation_split and the run's ``final_protocol`` tag.
