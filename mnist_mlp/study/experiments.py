@@ -6,10 +6,10 @@ import importlib
 import os
 from dataclasses import dataclass
 
-__all__ = ["EXPERIMENTS", "EXPERIMENT_PREFIX", "EXPERIMENT_PREFIX_ENV", "Experiment", "count_fits",
-           "experiment_names", "load_experiment"]
+__all__ = ["BEYOND_THE_STUDY", "EXPERIMENTS", "EXPERIMENT_PREFIX", "EXPERIMENT_PREFIX_ENV", "Experiment",
+           "count_fits", "experiment_names", "load_experiment"]
 
-#: Study section -> module in ``pipelines/``, in the study's order.
+#: Section -> module in ``pipelines/``: the study's, in its order, then those beyond it.
 EXPERIMENTS = {
     "2.1": "mnist_mlp.pipelines.batch_size",
     "2.2": "mnist_mlp.pipelines.rmsprop_rho",
@@ -19,7 +19,12 @@ EXPERIMENTS = {
     "2.5.1": "mnist_mlp.pipelines.l1_dropout_rmsprop",
     "2.5.2": "mnist_mlp.pipelines.l1_dropout_sgd_normal_init",
     "3": "mnist_mlp.pipelines.tuning",
+    "4": "mnist_mlp.pipelines.dropout_paper",
 }
+
+#: Sections beyond the study: run when named (``mnist-mlp study 4``), never by ``study all``
+#: (the study's own sections, within its budget of epochs), and in the report once they ran.
+BEYOND_THE_STUDY = ("4",)
 
 #: The start of each section's MLflow experiment name: ``mnist-mlp study 2.4.1: L2 with RMSprop``.
 EXPERIMENT_PREFIX = "mnist-mlp study"
@@ -60,6 +65,16 @@ class Experiment:
         return getattr(self.module, "FINDING", None)
 
     @property
+    def beyond_the_study(self):
+        """True for a section of our own (:data:`BEYOND_THE_STUDY`), whose published figures are another paper's."""
+        return self.section in BEYOND_THE_STUDY
+
+    @property
+    def published_by(self):
+        """Who published the section's figures: ``"study"``, or the paper a section beyond it reruns."""
+        return getattr(self.module, "PUBLISHED_BY", "study")
+
+    @property
     def experiment_name(self):
         prefix = os.environ.get(EXPERIMENT_PREFIX_ENV, "").strip() or EXPERIMENT_PREFIX
         return f"{prefix} {self.section}: {self.title}"
@@ -74,13 +89,13 @@ class Experiment:
         return self.module.make_search(**overrides)
 
 
-def experiment_names():
-    """Study sections, in order."""
-    return list(EXPERIMENTS)
+def experiment_names(*, beyond=False):
+    """The study's sections, in order (what ``study all`` runs); ``beyond=True``: then those beyond it."""
+    return [name for name in EXPERIMENTS if beyond or name not in BEYOND_THE_STUDY]
 
 
 def load_experiment(name):
-    """The :class:`Experiment` of study section ``name`` (e.g. ``"2.2"``).
+    """The :class:`Experiment` of section ``name`` (e.g. ``"2.2"``, or ``"4"`` beyond the study).
 
     Raises
     ------

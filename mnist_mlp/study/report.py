@@ -37,6 +37,8 @@ def _logged_value(value):
 
 
 def _same(logged, value):
+    if value is None:  # "none" in a grid (no max-norm): MLflow holds it as JSON's null
+        return logged in ("null", "None")
     try:
         return math.isclose(float(logged), float(value), rel_tol=1e-6)
     except (TypeError, ValueError):
@@ -115,6 +117,8 @@ def _grid_text(param_grid):
         grid = json.loads(param_grid)
     except (TypeError, ValueError):
         return str(param_grid or "")
+    if isinstance(grid, list) and len(grid) > 1:  # settings side by side, not crossed
+        return " and ".join(f"({_grid_text(json.dumps(one))})" for one in grid)
     parts = [f"{short_key(key)} {{{', '.join(format_value(tuple(v) if isinstance(v, list) else v) for v in values)}}}"
              for key, values in grid_values(grid).items()]
     return "; ".join(parts) or "a single setting"
@@ -140,7 +144,10 @@ def _what_ran(run):
     text += f", over {_grid_text(params.get('param_grid'))}"
     rows = tags.get("scale.train_rows")
     if rows:
-        text += f", on {int(rows):,} training images (validation: the last 20 %)"
+        # Searches logged before the split was recorded held out the study's tail.
+        held_out = "TrainValidationSplit" in params.get("cv", "TrainValidationSplit")
+        text += f", on {int(rows):,} training images " + (
+            "(validation: the last 20 %)" if held_out else "(none held out: every network trains on all of them)")
     wall = _wall_time(run)
     return text + (f"; {wall / 60:.1f} min" if wall else "") + "."
 
@@ -166,8 +173,9 @@ def _finding(experiment, row):
 
 
 def _rows(experiment, children):
-    """One row per grid point (seeds pooled), matched to the published figures."""
-    grid_keys = [k for k in experiment.make_search(epochs=1).param_grid if not k.endswith("random_state")]
+    """One row per grid point (seeds pooled), matched to the published figures (named as they are, where they
+    have a name)."""
+    grid_keys = [k for k in grid_values(experiment.make_search(epochs=1).param_grid) if not k.endswith("random_state")]
     groups = {}
     for child in children:
         key = tuple((k, child.data.params.get(_stable_name(k))) for k in grid_keys)
@@ -183,7 +191,7 @@ def _rows(experiment, children):
         stats = {m: _spread([r.data.metrics.get(m) for r in runs]) for m in _METRICS}
         accuracy = stats["test_accuracy"][0]
         rows.append({
-            "label": label,
+            "label": published.get("label", label),
             "run_ids": [r.info.run_id for r in runs],
             "n_seeds": len(runs),
             "seeds": sorted(r.data.params.get("random_state") for r in runs),
@@ -220,11 +228,14 @@ def collect(tracking_uri=None):
     from mnist_mlp.study.experiments import experiment_names
 
     client = _client(tracking_uri)
-    return [_section(client, name) for name in experiment_names()]
+    study = [_section(client, name) for name in experiment_names()]
+    # A section beyond the study is in the report once it ran; the study's own are there to say what is left to run.
+    return study + [section for section in (_section(client, name) for name in experiment_names(beyond=True)
+                                            if name not in experiment_names()) if section["ran"]]
 
 
 def collect_section(name, tracking_uri=None):
-    """One section of :func:`collect`: study section ``name`` (e.g. ``"2.4.1"``)."""
+    """One section of :func:`collect`: section ``name`` (e.g. ``"2.4.1"``, or ``"4"``, run or not)."""
     return _section(_client(tracking_uri), name)
 
 
@@ -241,7 +252,7 @@ def _section(client, name):
     experiment = load_experiment(name)
     found = client.get_experiment_by_name(experiment.experiment_name)
     section = {"name": name, "title": experiment.title, "description": experiment.description,
-               "published": experiment.published, "ran": False}
+               "published": experiment.published, "published_by": experiment.published_by, "ran": False}
     if found is None:
         return section
     if experiment.final_epochs:  # a tuning section: its searches and final network
@@ -282,10 +293,22 @@ def _section(client, name):
                    run_ids=[p.info.run_id for p in parents],
                    wall_time_s=sum(w for w in walls if w) or None,
                    rows=_rows(experiment, children))
+    if experiment.beyond_the_study:
+        section["beside"] = _beside(experiment, section["rows"])
     if experiment.reference and section["rows"]:
         section["reference"] = experiment.reference
         section["finding"] = _finding(experiment, section["rows"][0])
     return section
+
+
+def _beside(experiment, rows):
+    """A section beyond the study, as its paper's table: every published row in the paper's order with ours where
+    we reran it, then any row of ours the paper has not (a grid of one's own)."""
+    ours = {row["published"].get("label"): row for row in rows if row["published"]}
+    table = [{"label": p["label"], "error": 100 - p["accuracy"], "published": p["accuracy"], "ours": ours.get(p["label"])}
+             for p in experiment.published]
+    return table + [{"label": row["label"], "error": None, "published": None, "ours": row}
+                    for row in rows if not row["published"]]
 
 
 #: Params that make two fits of a section comparable (same data, same length).
@@ -390,6 +413,8 @@ def _summary(sections):
     """Every row of every section that ran, ours beside the study's."""
     rows = []
     for s in sections:
+        if s.get("beside"):  # beyond the study: beside its own paper, in its section
+            continue
         level = (s.get("fidelity") or {}).get("level") or "unknown"
         for r in s.get("rows", []):
             rows.append({"section": s["name"], "setting": r["label"], "seeds": r["n_seeds"], "ours": r["accuracy"],
@@ -409,10 +434,11 @@ def _fidelity_note(section):
         return None
     if fidelity.get("level") == "quick":
         rows = fidelity.get("rows")
+        by = section.get("published_by", "study")
         return (f"**Quick run** ({counted(fidelity.get('epochs') or 0, 'epoch')}, {int(rows):,} training images): "
                 "not comparable "
-                "with the study's figures, which trained at full fidelity.") if rows else \
-            "**Quick run**: not comparable with the study's figures."
+                f"with the {by}'s figures, which trained at full fidelity.") if rows else \
+            f"**Quick run**: not comparable with the {by}'s figures."
     return "**Fidelity unknown** (runs made before fidelity was recorded): check the runs' epochs and rows."
 
 
@@ -444,6 +470,17 @@ compare it with "Keras loss": the training loss of the last epoch, penalty inclu
 {% if s.note %}> {{ s.note }}
 {% endif %}
 {% if not s.ran %}_Not run yet: `mnist-mlp study {{ s.name }}`._
+{% elif s.beside %}
+**What ran.** {{ s.what_ran }}
+
+| the {{ s.published_by }}'s row | test error % ({{ s.published_by }}) | accuracy % ({{ s.published_by }}) | seeds | accuracy % per seed (ours) | accuracy % (ours) | Δ pts | test loss (ours) | fit time s (ours) |
+| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |
+{% for b in s.beside %}{% set r = b.ours %}| {{ b.label }} | {{ fmt(b.error) }} | {{ fmt(b.published) }} | {% if r %}{{ r.n_seeds }} | {{ r.accuracies|map("round", 2)|join(", ") }} | {{ fmt(r.accuracy) }}{% if r.n_seeds > 1 %} ± {{ fmt(r.accuracy_sd) }}{% endif %} | {{ fmt(r.delta, "+.2f") }} | {{ fmt(r.loss, ".3f") }} | {{ fmt(r.fit_time_s, ",.0f") }}{% else %}– | not rerun | – | – | – | –{% endif %} |
+{% endfor %}
+Search run{% if s.run_ids|length > 1 %}s {% for r in s.run_ids %}`{{ r }}`{% if not loop.last %}, {% endif %}{% endfor %} (seeds pooled){% else %} `{{ s.run_id }}`{% endif %}{% if s.wall_time_s %}, {{ fmt(s.wall_time_s / 60, ".1f") }} min{% endif %}.
+
+{% for r in s.rows %}{% for f in r.figures %}![{{ r.label }}](figures/{{ f }}) {% endfor %}
+{% endfor %}
 {% elif s.rows %}
 **What ran.** {{ s.what_ran }}
 
