@@ -166,7 +166,8 @@ def _add_study_command(command):
         "Each is a search whose candidates are also scored on the test set.",
     )
     study.add_argument("experiment", help="a study section (2.1, 2.2, 2.3, 2.4.1, 2.4.2, 2.5.1, "
-                       "2.5.2, 3), several separated by commas, or 'all'")
+                       "2.5.2, 3), several separated by commas, or 'all' (the study's sections); "
+                       "beyond the study, run only when named: 4 (the Dropout paper's MLPs)")
     _add_data_args(study)
     study.add_argument("--epochs", type=_optional_count,
                        help="override the study's epochs (quick runs; default: the section's, 100 for most)")

@@ -86,9 +86,10 @@ def format_section(section, *, wall_time_s=None, attempt=None, width=120):
     title = f"{section['name']} {section['title']}"
     if scale := _scale(section.get("fidelity")):
         title += f" ({scale})"
+    by = section.get("published_by", "study")  # a section beyond the study: its paper
     table = Table()
     for name, justify in (("setting", "left"), ("seeds", "right"), ("accuracy % (ours)", "right"),
-                          ("accuracy % (study)", "right"), ("Δ pts", "right"), ("fit time s", "right")):
+                          (f"accuracy % ({by})", "right"), ("Δ pts", "right"), ("fit time s", "right")):
         table.add_column(name, justify=justify)
     if attempt is not None:
         table.add_column("this run", justify="left")
@@ -105,7 +106,7 @@ def format_section(section, *, wall_time_s=None, attempt=None, width=120):
     console.print(title)  # above the table, not its title: rich would wrap it to the table's width
     console.print(table)
     if section.get("fidelity", {}).get("level") == "quick":
-        console.print("Quick run: not comparable with the study's figures, which trained at full fidelity.")
+        console.print(f"Quick run: not comparable with the {by}'s figures, which trained at full fidelity.")
     if attempt is not None:
         for line in _attempt_lines(attempt, section.get("run_id")):
             console.print(line)
