@@ -166,3 +166,43 @@ def test_a_differing_environment_is_named_with_the_pinned_install(tmp_path):
     note = difference_note(report)
     assert f"cpu {here['cpu']} here, some-other-cpu there" in note
     assert "another CPU or BLAS kernel" in note and "constraints.txt" not in note
+
+
+@pytest.mark.slow  # six fits of 3 x 1024 on 300 images
+def test_section_4_stands_beside_the_dropout_papers_table_once_it_ran(tracked, embedded, tmp_path):
+    assert "4" not in {s["name"] for s in collect()}  # beyond the study: not listed as "not run yet"
+    run_experiment("4", embedded, epochs=1, n_train=300, seeds=[0, 1])
+    sections = {s["name"]: s for s in collect()}
+    assert list(sections)[-2:] == ["3", "4"] and sections["4"]["ran"]
+    rows = {r["label"]: r for r in sections["4"]["rows"]}
+    assert set(rows) == {"standard neural net, no dropout", "dropout, ReLU, 3 x 1024",
+                         "dropout + max-norm, ReLU, 3 x 1024"}
+    max_norm = rows["dropout + max-norm, ReLU, 3 x 1024"]
+    assert max_norm["n_seeds"] == 2 and max_norm["delta"] == pytest.approx(max_norm["accuracy"] - 98.94)
+    markdown, html, _ = (p.read_text() for p in write_report(tmp_path / "report"))
+    assert "## 4 Dropout paper MLPs" in markdown
+    accuracies = ", ".join(str(round(a, 2)) for a in max_norm["accuracies"])
+    assert (f"| dropout + max-norm, ReLU, 3 x 1024 | 1.06 | 98.94 | 2 | {accuracies} | "
+            f"{max_norm['accuracy']:.2f} ± {max_norm['accuracy_sd']:.2f} | {max_norm['delta']:+.2f} |") in markdown
+    assert "| dropout + max-norm, ReLU, 2 x 8192 | 0.95 | 99.05 | – | not rerun |" in markdown
+    assert "on 300 training images (none held out: every network trains on all of them)" in markdown
+    assert "not comparable with the paper's figures" in markdown
+    assert "| 4 |" not in markdown  # the summary is the study's: section 4 is beside its own paper
+    _assert_same_content(markdown, html)
+    figures = {p.name for p in (tmp_path / "report" / "figures").iterdir()}
+    assert {"4-2-curves.png", "4-2-weights.png"} <= figures
+
+
+def test_a_section_beyond_the_study_lists_the_papers_rows_in_its_order():
+    from mnist_mlp.study import load_experiment
+    from mnist_mlp.study.report import _beside, _same
+
+    experiment = load_experiment("4")
+    ours = {"label": "dropout, ReLU, 3 x 1024", "published": experiment.published[1], "accuracy": 98.5}
+    mine = {"label": "hidden_layer_sizes=[64]", "published": {}, "accuracy": 97.0}
+    table = _beside(experiment, [mine, ours])
+    assert [b["label"] for b in table] == [p["label"] for p in experiment.published] + [mine["label"]]
+    assert table[1]["ours"] is ours and table[0]["ours"] is None and table[-1]["ours"] is mine
+    assert table[2]["error"] == pytest.approx(1.06) and table[-1]["published"] is None
+    # No max-norm is a grid's None, which MLflow holds as JSON's null.
+    assert _same("null", None) and not _same("3.0", None) and _same("3.0", 3.0)

@@ -247,3 +247,50 @@ def test_a_rerun_resumes_its_search_run_and_says_what_it_reused(tmp_path, monkey
     assert f"Parent run {search.info.run_id}, resumed" in second
     # Where the runs are, and the line that opens them.
     assert f"mlflow ui --backend-store-uri {uri}" in second and experiment.name in second
+
+
+def test_section_4_reruns_the_dropout_papers_3x1024_rows_beyond_the_study():
+    experiment = load_experiment("4")
+    assert (experiment.title, experiment.published_by, experiment.beyond_the_study) == (
+        "Dropout paper MLPs", "paper", True)
+    assert experiment.description.startswith("4 Dropout paper MLPs (beyond the study)")
+    assert "mnist-mlp study 4" in experiment.description  # the full-fidelity command
+    assert experiment.experiment_name == "mnist-mlp study 4: Dropout paper MLPs"
+    # `study all` is the study's own sections; the report and a named run reach section 4.
+    assert "4" not in experiment_names() and experiment_names(beyond=True)[-1] == "4"
+    assert not load_experiment("3").beyond_the_study and load_experiment("3").published_by == "study"
+    search = experiment.make_search()
+    clf = search.estimator["classifier"]
+    assert (clf.hidden_layer_sizes, clf.optimizer, clf.learning_rate, clf.epochs) == (
+        (1024, 1024, 1024), "adam", "cosine", 40)
+    assert clf.validation_split == 0.0 and clf.shuffle is True
+    # Three settings side by side, not crossed; the max-norm row over three seeds.
+    rows = [{k: v[0] for k, v in g.items() if k != "classifier__random_state"} for g in search.param_grid]
+    assert [(r["classifier__input_dropout"], r["classifier__dropout"], r["classifier__max_norm"]) for r in rows] == [
+        (0.0, 0.0, None), (0.2, 0.5, None), (0.2, 0.5, 3.0)]
+    assert all(g["classifier__random_state"] == [0, 1, 2] for g in search.param_grid)
+    assert count_fits(search) == 9
+    # Table 2 in the paper's order (error -> accuracy); each row rerun carries its grid point.
+    published = {p["label"]: p for p in experiment.published}
+    assert [round(100 - p["accuracy"], 2) for p in experiment.published] == [1.60, 1.25, 1.06, 1.04, 1.01, 0.95]
+    assert published["dropout + max-norm, ReLU, 3 x 1024"]["params"] == {
+        "classifier__input_dropout": 0.2, "classifier__dropout": 0.5, "classifier__max_norm": 3.0}
+    assert [p["params"] for p in experiment.published[:3]] == rows
+    # No row held out: the networks train on every row, the search scores the rows they trained on.
+    (train, test), = search.cv.split(np.zeros((7, 2)))
+    np.testing.assert_array_equal(train, np.arange(7))
+    np.testing.assert_array_equal(test, np.arange(7))
+
+
+@pytest.mark.slow  # three fits of 3 x 1024 (the first compiles the loop)
+def test_section_4s_grid_trains_in_the_compiled_loop(digits, monkeypatch):
+    from sklearn.base import clone
+    from sklearn.model_selection import ParameterGrid
+
+    monkeypatch.setenv("MNIST_MLP_TRACKING", "0")
+    search = load_experiment("4").make_search(epochs=1, seeds=(0,))
+    x_train, y_train, _, _ = digits
+    for params in ParameterGrid(search.param_grid):
+        fitted = clone(search.estimator).set_params(**params).fit(x_train[:300], y_train[:300])
+        assert fitted[-1].training_loop_ == "compiled", (params, fitted[-1].training_loop_reason_)
+        assert fitted[-1].n_iter_ == 1
