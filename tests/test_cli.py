@@ -162,6 +162,20 @@ def test_study_command_runs_a_section_and_writes_json(tmp_path, capsys, monkeypa
     assert f"{published:.2f}" in out and "Quick run: not comparable" in out
 
 
+def test_study_all_is_the_studys_own_sections_and_section_4_runs_when_named(monkeypatch, capsys):
+    from mnist_mlp import cli
+
+    ran = []
+    monkeypatch.setenv("MNIST_MLP_TRACKING", "0")
+    monkeypatch.setattr(cli, "_study_in_turn", lambda names, splits, args: ran.append(names) or [])
+    assert main(["study", "all"]) == 0 and main(["study", "4"]) == 0
+    assert ran == [["2.1", "2.2", "2.3", "2.4.1", "2.4.2", "2.5.1", "2.5.2", "3"], ["4"]]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["study", "--help"])
+    assert "run only when named: 4 (the Dropout paper's MLPs)" in " ".join(capsys.readouterr().out.split())
+
+
 def test_study_rejects_unknown_sections_before_any_work(capsys):
     assert main(["study", "2.9"]) == 2
     assert "unknown experiment '2.9'" in capsys.readouterr().err
