@@ -191,6 +191,13 @@ def test_section_4_stands_beside_the_dropout_papers_table_once_it_ran(tracked, e
     _assert_same_content(markdown, html)
     figures = {p.name for p in (tmp_path / "report" / "figures").iterdir()}
     assert {"4-2-curves.png", "4-2-weights.png"} <= figures
+    # Its MLflow experiment says whose figures they are.
+    from mnist_mlp.study import load_experiment
+
+    note = tracked.get_experiment_by_name(load_experiment("4").experiment_name).tags["mlflow.note.content"]
+    assert "The paper published:" in note and (
+        "- dropout + max-norm, ReLU, 3 x 1024 (input_dropout=0.2, dropout=0.5, max_norm=3): test accuracy 98.94%"
+        in note), note
 
 
 def test_a_section_beyond_the_study_lists_the_papers_rows_in_its_order():

@@ -67,7 +67,7 @@ def _describe_experiment(experiment):
     if not tracking.tracking_enabled():
         return
     lines = [f"**{experiment.experiment_name}**", "", " ".join(experiment.description.split()), "",
-             "The study published:", ""]
+             f"The {experiment.published_by} published:", ""]
     for row in experiment.published:
         setting = ", ".join(f"{tracking.short_key(k)}={tracking.format_value(v)}"
                             for k, v in row["params"].items()) or "its network"
@@ -76,6 +76,8 @@ def _describe_experiment(experiment):
             figures.append(f"test loss {row['loss']:.2f}")
         if "f1_macro" in row:
             figures.append(f"macro F1 {row['f1_macro']:.4f}")
+        if "label" in row:  # the paper's own name for its row
+            setting = f"{row['label']} ({setting})"
         lines.append(f"- {setting}: {', '.join(figures)}")
     client = tracking.client(tracking.resolve_tracking_uri())
     experiment_id = tracking.experiment_id_for(client, experiment.experiment_name)
