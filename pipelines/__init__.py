@@ -3,6 +3,7 @@
 Installed as ``mnist_mlp.pipelines`` (pyproject.toml maps this folder there).
 
 Each module defines ``TITLE``, ``PUBLISHED`` (the study's figures, matched to
-grid points) and ``make_search(epochs=..., seeds=...)`` returning an unfitted
-search over ``mnist_mlp.make_pipeline``.
+grid points; for a section beyond the study, another paper's, named by
+``PUBLISHED_BY``) and ``make_search(epochs=..., seeds=...)`` returning an
+unfitted search over ``mnist_mlp.make_pipeline``.
 """
