@@ -9,12 +9,13 @@ after each rung (elapsed seconds, epochs so far, score), the final network's
 epochs, the BLAS kernel threadpoolctl reports and the load average.
 
 Usage: python benchmarks/tune_budget.py [--budget 15m] [--n-train N] [--data-dir /work/shared/data/mnist]
-       [--out benchmarks/results/tune_budget.json]
+       [--out benchmarks/results/tune_budget.json] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -48,8 +49,12 @@ def main(argv=None):
     parser.add_argument("--n-train", help="only the first N training images (a quick check)")
     parser.add_argument("--data-dir", default="/work/shared/data/mnist")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune_budget.json"))
+    parser.add_argument("--keep", metavar="DIR", help="a new folder to keep the store in (to open it in mlflow ui)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="tune_budget_") as folder:
+    if args.keep:
+        Path(args.keep).mkdir(parents=True)  # new: the store must be fresh
+    with (contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(prefix="tune_budget_")) \
+            as folder:
         env = _environment(Path(folder, "mlflow.db"))
         shown = ["mnist-mlp", "tune", "--budget", args.budget, "--data-dir", args.data_dir,
                  *(["--n-train", args.n_train] if args.n_train else [])]
