@@ -20,7 +20,8 @@ the section's learning curves, the Logged models tab, the registered champion.
     apt-get install chromium                   # Debian's browser
     python benchmarks/ui_screenshots.py --data-dir ../shared/data/mnist
 
-``tests/test_ui.py`` runs the same checks on a smaller store.
+``tests/test_ui.py`` runs the same checks on a smaller store. ``--run STORE_URI RUN_ID
+--output PATH.png`` photographs one run's page of an existing store instead.
 """
 
 from __future__ import annotations
@@ -180,11 +181,41 @@ def check_and_photograph(url, uri, shots=None):
     return problems
 
 
+def photograph_run(store_uri, run_id, path):
+    """A screenshot of one run's page (its parameters, metrics and tags) in a store that exists:
+    e.g. ``mnist-mlp tune --budget``'s parent run, kept by ``benchmarks/tune_budget.py --keep``."""
+    import mlflow
+    from playwright.sync_api import sync_playwright
+
+    experiment_id = mlflow.MlflowClient(store_uri).get_run(run_id).info.experiment_id
+    with tempfile.TemporaryDirectory() as workdir, served(store_uri, workdir) as url, \
+            sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = _open(browser, f"{url}/#/experiments/{experiment_id}")  # the "Model training" mode first
+            page.goto(f"{url}/#/experiments/{experiment_id}/runs/{run_id}")
+            page.wait_for_timeout(8000)
+            with contextlib.suppress(Exception):  # the assistant panel opens again on this page
+                page.get_by_role("button", name="Close").click(timeout=2000)
+            page.screenshot(path=str(path), full_page=True)
+            page.get_by_text("Model metrics", exact=True).click()  # best_score_so_far by epochs trained
+            page.wait_for_timeout(6000)
+            page.screenshot(path=str(Path(path).with_name(Path(path).stem + "_metrics.png")), full_page=True)
+        finally:
+            browser.close()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="MNIST IDX files (default: the embedded subset)")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "ui")
+    parser.add_argument("--run", nargs=2, metavar=("STORE_URI", "RUN_ID"),
+                        help="only photograph this run's page in this store, to OUTPUT (a .png path)")
     args = parser.parse_args(argv)
+    if args.run:
+        photograph_run(*args.run, args.output)
+        print(f"ui: {args.output}")
+        return 0
     args.output.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as store:
         uri = build_store(store, data_dir=args.data_dir)
