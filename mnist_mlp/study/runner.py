@@ -180,8 +180,6 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
     unknown = [p for p in final_protocols if p not in FINAL_PROTOCOLS]
     if unknown or not final_protocols:
         raise ValueError(f"final_protocols must name some of {', '.join(FINAL_PROTOCOLS)}; got {final_protocols!r}")
-    from sklearn.base import clone
-
     from mnist_mlp import tracking
 
     experiment = load_experiment(section)
@@ -205,30 +203,14 @@ def run_tuning(data, *, epochs=None, final_epochs=None, n_train=None, n_jobs=1, 
             )
             started = time.perf_counter()
             search.fit(x_train, y_train)
-            searches[scoring] = {
-                "run_id": getattr(search, "run_id_", None),
-                "attempt": attempt_summary(search),
-                "best_params": jsonable(search.best_params_),
-                "best_score": float(search.best_score_),
-                "epochs_trained": epochs_trained(search),
-                "wall_time_s": time.perf_counter() - started,
-            }
+            searches[scoring] = _search_summary(search, started)
         best = _best_raw(searches)
-        finals = []
-        final_epochs_used = final_epochs or experiment.final_epochs
         level = search.run_tags["fidelity"] if final_epochs in (None, experiment.final_epochs) else "quick"
-        for protocol in final_protocols:
-            # The experiment's own pipeline with the best parameters, trained afresh.
-            final = clone(search.estimator).set_params(
-                **best, classifier__epochs=final_epochs_used, classifier__random_state=seed,
-                classifier__validation_split=FINAL_PROTOCOLS[protocol][0], classifier__callbacks=None,
-            )
-            finals.append(_final_network(
-                final, protocol, jsonable(best), ((x_train, y_train), (x_test, y_test)),
-                dataset=getattr(data, "name", "mnist"), register=protocol == final_protocols[0],
-                experiment_name=experiment.experiment_name,
-                tags={"section": section, "study": "mnist-mlp", "role": "final", "space": space,
-                      "final_protocol": FINAL_PROTOCOLS[protocol][1], "fidelity": level}))
+        finals = [_final_network(
+            search.estimator, best, protocol, ((x_train, y_train), (x_test, y_test)),
+            epochs=final_epochs or experiment.final_epochs, seed=seed, dataset=getattr(data, "name", "mnist"),
+            register=protocol == final_protocols[0], experiment=experiment, space=space, fidelity=level)
+            for protocol in final_protocols]
     return {
         "section": section,
         "searches": searches,
@@ -271,8 +253,6 @@ def run_budget_tuning(data, budget_s, *, n_train=None, n_jobs=1, seed=0, final_m
     """
     if not budget_s > 0:
         raise ValueError(f"budget_s must be a positive number of seconds; got {budget_s!r}")
-    from sklearn.base import clone
-
     from mnist_mlp import tracking
 
     started = time.perf_counter() if started is None else started
@@ -296,19 +276,11 @@ def run_budget_tuning(data, budget_s, *, n_train=None, n_jobs=1, seed=0, final_m
         per_epoch = _seconds_per_epoch(search, best) * len(x_train) / _rows_trained(search, len(x_train))
         left = budget_s - (time.perf_counter() - started)
         final_epochs = int(min(final_max_epochs, max(1, left // per_epoch)))
-        summary = {
-            "run_id": getattr(search, "run_id_", None), "attempt": attempt_summary(search),
-            "best_params": jsonable(search.best_params_), "best_score": float(search.best_score_),
-            "epochs_trained": epochs_trained(search), "wall_time_s": time.perf_counter() - search_started,
-        }
-        final = clone(search.estimator).set_params(
-            **best, classifier__epochs=final_epochs, classifier__random_state=seed,
-            classifier__validation_split=FINAL_PROTOCOLS["ours"][0], classifier__callbacks=None)
+        summary = _search_summary(search, search_started)
         finals = [_final_network(
-            final, "ours", jsonable(best), ((x_train, y_train), (x_test, y_test)),
-            dataset=getattr(data, "name", "mnist"), register=True, experiment_name=experiment.experiment_name,
-            tags={"section": section, "study": "mnist-mlp", "role": "final", "space": "dropout",
-                  "final_protocol": FINAL_PROTOCOLS["ours"][1], "fidelity": search.run_tags["fidelity"]})]
+            search.estimator, best, "ours", ((x_train, y_train), (x_test, y_test)), epochs=final_epochs, seed=seed,
+            dataset=getattr(data, "name", "mnist"), register=True, experiment=experiment, space="dropout",
+            fidelity=search.run_tags["fidelity"])]
     bought = {
         "budget_s": float(budget_s), "search_budget_s": float(search_budget), "spent_s": float(search.budget_spent_s_),
         "epochs": int(search.n_epochs_trained_), "fits": int(search.n_fits_trained_),
@@ -346,28 +318,48 @@ def _rows_trained(search, n_rows):
 FINAL_PROTOCOLS = {"ours": (0.0, "ours (all rows)"), "study": (0.2, "study (validation_split 0.2)")}
 
 
-def _final_network(final, protocol, params, data, *, dataset, register, experiment_name, tags):
-    """Train a tuning section's final network in a run of its own, evaluate it on the test set and
-    log it; the first protocol's is registered. Returns its summary (``params``: the best, as JSON)."""
+def _search_summary(search, started):
+    """What a tuning section returns of one fitted search (``started``: its ``time.perf_counter()``)."""
+    return {
+        "run_id": getattr(search, "run_id_", None),
+        "attempt": attempt_summary(search),
+        "best_params": jsonable(search.best_params_),
+        "best_score": float(search.best_score_),
+        "epochs_trained": epochs_trained(search),
+        "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def _final_network(estimator, best, protocol, data, *, epochs, seed, dataset, register, experiment, space, fidelity):
+    """Train a tuning section's final network (the search's own pipeline with the ``best``
+    parameters, afresh) in a run of its own, evaluate it on the test set and log it; registered
+    if ``register``. Returns its summary (``params``: the best, as JSON)."""
+    from sklearn.base import clone
+
     from mnist_mlp import tracking
     from mnist_mlp.evaluation import evaluate
     from mnist_mlp.serving import InputContract
 
+    split = FINAL_PROTOCOLS[protocol][0]
+    final = clone(estimator).set_params(**best, classifier__epochs=epochs, classifier__random_state=seed,
+                                        classifier__validation_split=split, classifier__callbacks=None)
+    tags = {"section": experiment.section, "study": "mnist-mlp", "role": "final", "space": space,
+            "final_protocol": FINAL_PROTOCOLS[protocol][1], "fidelity": fidelity}
     (x_train, y_train), (x_test, y_test) = data
-    epochs, split = final.get_params()["classifier__epochs"], FINAL_PROTOCOLS[protocol][0]
     rows = len(x_train) if not split else len(x_train) - int(len(x_train) * split)
-    name = (f"final network, {tags['final_protocol']} · {tags['fidelity']}: {counted(epochs, 'epoch')}, "
+    name = (f"final network, {tags['final_protocol']} · {fidelity}: {counted(epochs, 'epoch')}, "
             f"{rows:,} images")
-    with tracking.FitRun.open(run_name=name, experiment_name=experiment_name, tags=tags) as run, run.as_current():
+    with tracking.FitRun.open(run_name=name, experiment_name=experiment.experiment_name, tags=tags) as run, \
+            run.as_current():
         final.fit(x_train, y_train)
         scores = evaluate(final, x_test, y_test)
         tracking.log_model(run, final, x_train[:5])
-    summary = {"run_id": run.run_id, "protocol": protocol, "params": params,
+    summary = {"run_id": run.run_id, "protocol": protocol, "params": jsonable(best),
                **{k: v for k, v in scores.items() if k != "confusion_matrix"}}
     if run.model_id is not None and register:
         summary["registered"] = tracking.register_model(
             run.model_id, run.run_id, dataset=dataset, test_accuracy=scores["test_accuracy"],
-            fidelity=tags["fidelity"], description=f"{run.name}: test accuracy {scores['test_accuracy']:.2%}",
+            fidelity=fidelity, description=f"{run.name}: test accuracy {scores['test_accuracy']:.2%}",
             input_contract=InputContract.from_training(x_train[:5]))
     return summary
 
