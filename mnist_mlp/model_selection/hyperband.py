@@ -294,35 +294,34 @@ class _Hyperband(BaseSearchCV):
         ).call_on_fit_task_begin(estimator=self)
         started, history, best = time.perf_counter(), [], -np.inf
         try:
-            for iteration in itertools.count() if budgeted else range(1):
-                for s, n_start, min_epochs in plan:
-                    # Rungs continue within their bracket only: each bracket is its own successive halving.
-                    checkpoints = _Checkpoints(root, s, iteration)
-                    self._per_fit = functools.partial(_rung_fit_and_score, checkpoints, self.resource,
-                                                      self.continue_training)
-                    n_first = self._first_rung_size(n_start, len(grid))
-                    candidates = grid if n_first == len(grid) else [
-                        grid[i] for i in sorted(rng.choice(len(grid), n_first, replace=False))]
-                    previous_epochs = 0
-                    for rung, epochs, n in self._rungs(s, len(candidates), min_epochs):
-                        if self._out_of_time(started, history):
-                            break
-                        params = [{**c, self.resource: epochs} for c in candidates]
-                        start = previous_epochs if self.continue_training else 0
-                        more = {"bracket": [s] * n, "rung": [rung] * n, "n_resources": [epochs] * n,
-                                "continued_from": [start] * n, **({"iter": [iteration] * n} if budgeted else {})}
-                        results = self._evaluate(evaluate_candidates, params, more, search_ctx)
-                        scores = np.asarray(results[f"mean_test_{self._metric()}"][-n:], dtype=float)
-                        best = max(best, np.nanmax(scores, initial=-np.inf))
-                        history.append((time.perf_counter() - started, sum(_ledger(root)), float(best)))
-                        if rung == s:
-                            break
-                        keep = self._promoted(n)
-                        order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:keep]
-                        candidates = [candidates[i] for i in sorted(order)]
-                        previous_epochs = epochs
+            # A budget's iterations: every bracket again, drawing afresh, until the budget is spent.
+            brackets = ((i, bracket) for i in (itertools.count() if budgeted else range(1)) for bracket in plan)
+            for iteration, (s, n_start, min_epochs) in brackets:
+                # Rungs continue within their bracket only: each bracket is its own successive halving.
+                checkpoints = _Checkpoints(root, s, iteration)
+                self._per_fit = functools.partial(_rung_fit_and_score, checkpoints, self.resource,
+                                                  self.continue_training)
+                n_first = self._first_rung_size(n_start, len(grid))
+                candidates = grid if n_first == len(grid) else [
+                    grid[i] for i in sorted(rng.choice(len(grid), n_first, replace=False))]
+                previous_epochs = 0
+                for rung, epochs, n in self._rungs(s, len(candidates), min_epochs):
                     if self._out_of_time(started, history):
                         break
+                    params = [{**c, self.resource: epochs} for c in candidates]
+                    start = previous_epochs if self.continue_training else 0
+                    more = {"bracket": [s] * n, "rung": [rung] * n, "n_resources": [epochs] * n,
+                            "continued_from": [start] * n, **({"iter": [iteration] * n} if budgeted else {})}
+                    results = self._evaluate(evaluate_candidates, params, more, search_ctx)
+                    scores = np.asarray(results[f"mean_test_{self._metric()}"][-n:], dtype=float)
+                    best = max(best, np.nanmax(scores, initial=-np.inf))
+                    history.append((time.perf_counter() - started, sum(_ledger(root)), float(best)))
+                    if rung == s:
+                        break
+                    keep = self._promoted(n)
+                    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:keep]
+                    candidates = [candidates[i] for i in sorted(order)]
+                    previous_epochs = epochs
                 if self._out_of_time(started, history):
                     break
             if search_ctx is not None:
