@@ -292,12 +292,12 @@ def assert_reference_step(network, theta, slots, loss, weights, want):
 
 @pytest.mark.parametrize("dims, rows", [((784, 128, 256, 10), 256), ((784, 96, 48, 10), 40)])
 def test_input_dropout_and_max_norm_step_equals_the_reference_with_the_same_masks(dims, rows):
-    """The inputs' mask is drawn first, row by row, then each hidden layer's (the documented stream);
-    kept inputs are scaled by 1 / (1 - rate); max-norm follows the update."""
+    """The inputs' mask is the documented counter-based one (``kernels.drop_inputs``), the hidden
+    layers' NumPy's stream from the same seed; kept inputs are scaled by 1 / (1 - rate); max-norm
+    follows the update."""
     model, X, y, weights, want = paper_knobs_case(dims, rows)
-    stream = np.random.RandomState(1234)
-    input_mask = (stream.random_sample((rows, dims[0])) >= PAPER_KNOBS["input_dropout"]).astype(np.float64)
-    masks = [(stream.random_sample((rows, w)) >= PAPER_KNOBS["dropout"]).astype(np.float64) for w in dims[1:-1]]
+    input_mask = _input_masks(1234, rows, dims[0], PAPER_KNOBS["input_dropout"])
+    masks = _dropout_masks(1234, rows, dims[1:-1], PAPER_KNOBS["dropout"])
     assert 0.1 < 1 - input_mask.mean() < 0.3  # about the input rate dropped
     network = keras_adapter.compiled_network(model)
     assert (network.input_dropout, network.dropout, network.max_norm) == (0.2, 0.5, 1.0)
@@ -625,6 +625,74 @@ def _dropout_masks(seed, rows, widths, rate):
     uniform per unit, row by row, layer by layer."""
     stream = np.random.RandomState(seed)
     return [(stream.random_sample((rows, width)) >= rate).astype(np.float64) for width in widths]
+
+
+def _input_masks(seed, rows, width, rate, first_row=0):
+    """The inputs' keep masks ``kernels.train_epoch`` draws from ``seed`` for rows ``first_row ...``
+    of an epoch, rebuilt in NumPy from ``kernels.drop_inputs``'s documentation: SplitMix64 words
+    ``mix64(key + k * golden)``, ``k`` counting from 1 at the epoch's first row, ``ceil(width / 2)``
+    words a row, each split low half first; kept where a half is at least ``rate * 2**32``."""
+    def mix64(z):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    key = mix64(np.array([seed], np.uint64) ^ np.uint64(0x6A09E667F3BCC909))
+    half = (width + 1) // 2
+    counters = np.arange(first_row * half, (first_row + rows) * half, dtype=np.uint64) + np.uint64(1)
+    halves = mix64(key + counters * np.uint64(0x9E3779B97F4A7C15)).view(np.uint32).reshape(rows, 2 * half)
+    threshold = int(np.float64(np.float32(rate)) * 2.0**32 + 0.5)
+    return (halves[:, :width] >= threshold).astype(np.float64)
+
+
+@pytest.mark.parametrize("width, first_row", [(784, 0), (7, 5)])
+def test_input_masks_are_the_documented_generator_and_drop_the_rate(width, first_row):
+    """``drop_inputs`` keeps exactly the inputs the documented generator keeps (an odd width
+    included), scales them by 1 / (1 - rate), and drops about ``rate`` of them, independently of
+    row, position and seed."""
+    rate, rows = np.float32(0.2), 600
+    X = np.random.default_rng(0).random((rows, width), dtype=np.float32) + np.float32(0.5)
+    out = np.empty_like(X)
+    key = kernels.input_dropout_key(1234)
+    kernels.drop_inputs(X, out, key, first_row, rate, np.float32(1) / (np.float32(1) - rate))
+    mask = _input_masks(1234, rows, width, rate, first_row)
+    np.testing.assert_allclose(out, X * mask / (1 - rate), rtol=1e-6)
+    if width < 100:
+        return
+    dropped = 1 - mask
+    sd = np.sqrt(rate * (1 - rate) / dropped.size)
+    assert abs(dropped.mean() - rate) < 5 * sd
+    for by_row in (dropped.mean(axis=1), dropped.mean(axis=0)):  # no row or position dropped more than chance
+        assert np.abs(by_row - rate).max() < 6 * np.sqrt(rate * (1 - rate) / (dropped.size / by_row.size))
+    # neighbours and the same input a row apart are uncorrelated
+    assert abs(np.corrcoef(dropped[:, :-1].ravel(), dropped[:, 1:].ravel())[0, 1]) < 0.02
+    assert abs(np.corrcoef(dropped[:-1].ravel(), dropped[1:].ravel())[0, 1]) < 0.02
+    other_seed = _input_masks(1235, rows, width, rate, first_row)
+    assert abs(np.corrcoef(mask.ravel(), other_seed.ravel())[0, 1]) < 0.02
+
+
+def test_each_batch_of_an_epoch_draws_the_inputs_of_its_own_rows():
+    """Two batches of one epoch (and no learning: SGD at rate 0) report the loss of the inputs
+    masked as rows 0-3 and 4-7 of the epoch: a batch does not reuse another's masks."""
+    rate, seed, rows, dims = 0.5, 7, 8, (40, 6, 3)
+    keras.utils.set_random_seed(0)
+    model = _model(dims, "relu", None, 0.0, keras.optimizers.SGD(0.0), input_dropout=rate)
+    rng = np.random.default_rng(0)
+    X = rng.random((rows, dims[0]), dtype=np.float32)
+    y = rng.integers(0, dims[-1], rows).astype(np.int64)
+    network = keras_adapter.compiled_network(model)
+    theta = network.read()
+    w1, b1, w2, b2 = (w.astype(np.float64) for w in model.get_weights())
+    kept = X * _input_masks(seed, rows, dims[0], rate) / (1 - rate)
+    logits = np.maximum(kept @ w1 + b1, 0) @ w2 + b2
+    logits -= logits.max(axis=1, keepdims=True)
+    want = np.sum(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(rows), y])
+    opt = keras_adapter.OptimizerState(model, network)
+    loss_sum, _ = kernels.train_epoch(
+        theta, np.zeros_like(theta), opt.slots, opt.iterations, X, y, np.empty(0, np.int64), rows // 2,
+        network.offsets, network.dims, network.activation, np.float32(0.0), np.float32(rate), np.float32(0.0),
+        network.penalty, np.float32(0.0), opt.code, opt.hyper, seed, 1)
+    assert _relative_error(loss_sum, want, want) < 1e-5
 
 
 @pytest.mark.parametrize("activation, penalty, dims, rows", [
