@@ -95,6 +95,25 @@ def _penalty(text):
     return text.lower()
 
 
+def _optional_float(text):
+    """A number, or "none" / "" for None (MLproject passes every parameter, so "none" stands for absent)."""
+    if text.strip().lower() in ("none", ""):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none; got {text!r}") from None
+
+
+def _boolean(text):
+    """yes/no, true/false, 1/0 (MLproject passes a flag's value as a word)."""
+    value = {"true": True, "yes": True, "1": True, "1.0": True,
+             "false": False, "no": False, "0": False, "0.0": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false; got {text!r}")
+    return value
+
+
 def _layer_sizes(text):
     try:
         sizes = tuple(int(part) for part in text.split(","))
@@ -146,7 +165,20 @@ def _add_fit_command(command):
     model.add_argument("--penalty", type=_penalty, default=None, help="l1, l2 or none (default: none)")
     model.add_argument("--alpha", type=float, default=1e-4, help="strength of --penalty")
     model.add_argument("--dropout", type=float, default=0.0, help="dropout rate after each hidden layer")
+    model.add_argument("--input-dropout", type=float, default=0.0, help="dropout rate on the inputs")
+    model.add_argument("--max-norm", type=_optional_float, default=None, metavar="C",
+                       help="max-norm bound on each hidden unit's incoming weights, or none")
     training = fit.add_argument_group("training")
+    training.add_argument("--learning-rate-schedule", dest="learning_rate",
+                          choices=["constant", "invscaling", "adaptive", "cosine"], default="constant",
+                          help="scikit-learn's schedules, or a cosine decay to the last epoch")
+    training.add_argument("--early-stopping", type=_boolean, nargs="?", const=True, default=False, metavar="BOOL",
+                          help="stop when the validation accuracy stalls; keep the best epoch's weights")
+    training.add_argument("--n-iter-no-change", type=_whole, default=10,
+                          help="epochs without improvement that --early-stopping and 'adaptive' wait")
+    training.add_argument("--tol", type=float, default=1e-4, help="the least improvement that counts")
+    training.add_argument("--shuffle", type=_boolean, nargs="?", const=True, default=False, metavar="BOOL",
+                          help="shuffle the training rows each epoch (the study does not)")
     training.add_argument("--batch-size", type=_whole, default=256, help="samples per weight update")
     training.add_argument("--epochs", type=_whole, default=100, help="passes over the training data")
     training.add_argument("--validation-split", type=float, default=0.2,
@@ -555,7 +587,8 @@ def _print_where(experiment_names, run=None):
 
 # The fit command's options that are MLPClassifier parameters of the same name.
 _CLASSIFIER_ARGS = ("hidden_layer_sizes", "activation", "optimizer", "learning_rate_init", "kernel_initializer",
-                    "penalty", "alpha", "dropout", "batch_size", "epochs", "validation_split", "random_state",
+                    "penalty", "alpha", "dropout", "input_dropout", "max_norm", "learning_rate", "early_stopping",
+                    "n_iter_no_change", "tol", "shuffle", "batch_size", "epochs", "validation_split", "random_state",
                     "verbose")
 
 

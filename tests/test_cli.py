@@ -29,10 +29,49 @@ def test_fit_on_embedded_data_writes_results(tmp_path, capsys, monkeypatch):
     assert result["test_accuracy"] > 0.85
 
 
+def test_fit_takes_the_dropout_papers_knobs(tmp_path, capsys, monkeypatch):
+    """Input dropout, max-norm, a schedule, early stopping and shuffling reach the estimator from
+    the command line, train in the compiled loop and are recorded in the JSON and the run."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MNIST_MLP_DATA_DIR", raising=False)
+    monkeypatch.setenv("MNIST_MLP_TRACKING", "1")
+    out, uri = tmp_path / "result.json", f"sqlite:///{tmp_path}/runs.db"
+    assert main(["fit", "--epochs", "4", "--hidden-layer-sizes", "64", "--input-dropout", "0.2", "--dropout", "0.3",
+                 "--max-norm", "3", "--learning-rate-schedule", "cosine", "--early-stopping",
+                 "--n-iter-no-change", "2", "--tol", "0", "--shuffle", "yes", "--tracking-uri", uri,
+                 "--json", str(out)]) == 0
+    assert "compiled loop" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert {k: result["params"][k] for k in ("input_dropout", "max_norm", "learning_rate", "early_stopping",
+                                             "n_iter_no_change", "tol", "shuffle")} == {
+        "input_dropout": 0.2, "max_norm": 3.0, "learning_rate": "cosine", "early_stopping": True,
+        "n_iter_no_change": 2, "tol": 0.0, "shuffle": True}
+    assert result["test_accuracy"] > 0.8
+    run = MlflowClient(uri).get_run(result["run_id"])
+    # the run's names: "learning_rate" is the initial rate there (as the study's runs say), as on the command line
+    assert {k: run.data.params[k] for k in ("input_dropout", "max_norm", "learning_rate_schedule", "learning_rate",
+                                            "early_stopping", "n_iter_no_change", "shuffle")} == {
+        "input_dropout": "0.2", "max_norm": "3.0", "learning_rate_schedule": "cosine", "learning_rate": "0.001",
+        "early_stopping": "true", "n_iter_no_change": "2", "shuffle": "true"}
+    rates = [m.value for m in MlflowClient(uri).get_metric_history(result["run_id"], "learning_rate")]
+    assert len(rates) == result["epochs_run"] and rates == sorted(rates, reverse=True) and rates[0] > rates[-1]
+
+
+@pytest.mark.parametrize("argv", [["fit", "--max-norm", "big"], ["fit", "--early-stopping", "maybe"],
+                                  ["fit", "--learning-rate-schedule", "linear"]])
+def test_bad_knob_values_are_argument_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and argv[1] in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["fit", "--alpha", "-1", "--penalty", "l2", "--epochs", "1"], "alpha"),
+        (["fit", "--early-stopping", "--validation-split", "0", "--epochs", "1"], "early_stopping"),
+        (["fit", "--input-dropout", "1.5", "--epochs", "1"], "input_dropout"),
         (["fit", "--data-dir", "/no/such/dir"], "does not exist"),
         (["fit", "--optimizer", "adamm"], "optimizer"),
     ],
@@ -322,17 +361,19 @@ def test_the_cli_and_mlproject_defaults_are_the_estimators():
 
     fit = build_parser()._subparsers._group_actions[0].choices["fit"]
     cli = {a.dest: a.default for a in fit._actions if a.dest in estimator}
-    assert len(cli) >= 12, sorted(cli)
+    assert len(cli) >= 19, sorted(cli)
     for name, value in cli.items():
         assert value == deliberate.get(name, estimator[name]), (name, value, estimator[name])
 
     project = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())
     main = {k: v["default"] for k, v in project["entry_points"]["main"]["parameters"].items()}
-    names = {"learning_rate": "learning_rate_init"}
+    names = {"learning_rate": "learning_rate_init", "learning_rate_schedule": "learning_rate"}
+    from mnist_mlp.cli import _boolean, _optional_float
     as_estimator = {
         "hidden_layer_sizes": lambda v: tuple(int(s) for s in v.split(",")),
         "penalty": lambda v: None if v == "none" else v,
-        "epochs": int, "batch_size": int, "random_state": int,
+        "max_norm": _optional_float, "early_stopping": _boolean, "shuffle": _boolean,
+        "epochs": int, "batch_size": int, "random_state": int, "n_iter_no_change": int,
     }
     compared = 0
     for key, value in main.items():
@@ -341,7 +382,7 @@ def test_the_cli_and_mlproject_defaults_are_the_estimators():
             value = as_estimator.get(name, lambda v: v)(value)
             assert value == deliberate.get(name, estimator[name]), (key, value, estimator[name])
             compared += 1
-    assert compared >= 12
+    assert compared >= 18
 
 
 @pytest.mark.parametrize("args", [
