@@ -126,8 +126,12 @@ def data():
     return X, (X[:, :3].sum(axis=1) * 2).astype(int) % 3
 
 
-def test_early_stopping_gives_scikit_learns_fitted_attributes(data):
-    clf = MLPClassifier(**SMALL, early_stopping=True, n_iter_no_change=2, tol=0.05).fit(*data)
+@pytest.mark.parametrize("training_loop", ["auto", "xla", "keras"])
+def test_early_stopping_gives_scikit_learns_fitted_attributes(data, training_loop):
+    """In every loop (the compiled and XLA ones hand the callback their own arrays' best epoch)."""
+    clf = MLPClassifier(**SMALL, early_stopping=True, n_iter_no_change=2, tol=0.05,
+                        training_loop=training_loop).fit(*data)
+    assert clf.training_loop_ == {"auto": "compiled"}.get(training_loop, training_loop)
     assert clf.n_iter_ < 30 and len(clf.validation_scores_) == len(clf.loss_curve_) == clf.n_iter_
     assert clf.validation_scores_ == clf.history_["val_accuracy"] and clf.loss_curve_ == clf.history_["loss"]
     assert clf.best_validation_score_ == max(clf.validation_scores_) and clf.best_loss_ is None

@@ -76,6 +76,10 @@ class _Network:
         for var, part in self.slices():
             var.assign(theta[part].reshape(var.shape))
 
+    def weights(self, theta):
+        """``theta`` as ``model.get_weights()`` lists them (copies): the Dense layers' kernels and biases."""
+        return [theta[part].reshape(var.shape).copy() for var, part in self.slices()]
+
 
 def _activation_name(fn):
     for name in _ACTIVATIONS:

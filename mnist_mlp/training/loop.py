@@ -182,6 +182,11 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
     # Copying the weights back into Keras costs ~1 ms a variable: do it each
     # epoch only for callbacks that may look at the model.
     reads_model = any(not getattr(cb, "reads_logs_only", False) for cb in callbacks)
+    # A callback that reads only logs but now and then the weights (early stopping's best epoch) gets
+    # them from our arrays through its ``weights_snapshot``, as ``model.get_weights()`` would give them.
+    snapshots = [cb for cb in callbacks if hasattr(cb, "weights_snapshot")]
+    for cb in snapshots:
+        cb.weights_snapshot = lambda: trainer.sync() or network.weights(trainer.theta)
     model.stop_training = False
     callback_list.on_train_begin()
     logs = {}
@@ -201,6 +206,8 @@ def fit(model, X, y, *, batch_size, epochs, initial_epoch=0, validation_split=0.
             if model.stop_training:
                 break
     finally:
+        for cb in snapshots:
+            cb.weights_snapshot = None
         trainer.sync()
         network.write(trainer.theta)
         opt_state.write()

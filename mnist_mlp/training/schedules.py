@@ -117,8 +117,10 @@ class EpochRules(keras.callbacks.Callback):
             schedule, learning_rate_init, epochs, n_train)
         self.power_t, self.early_stopping = power_t, early_stopping
         self.n_iter_no_change, self.tol = n_iter_no_change, tol
-        # Without early stopping (and without the adaptive schedule) nothing reads the weights per epoch.
-        self.reads_logs_only = not early_stopping
+        # Reads the logs; the best epoch's weights come from weights_snapshot where a loop sets it (the
+        # compiled and XLA loops, from their own arrays), else from the Keras model (keras.Model.fit).
+        self.reads_logs_only = True
+        self.weights_snapshot = None
 
     def on_train_begin(self, logs=None):
         self._epoch, self._divisor, self._best_weights = 0, 1.0, None
@@ -143,7 +145,7 @@ class EpochRules(keras.callbacks.Callback):
         if best:
             self.best_score = value
             if self.early_stopping:
-                self._best_weights = self.model.get_weights()
+                self._best_weights = (self.weights_snapshot or self.model.get_weights)()
         if stalled:
             if self.schedule == "adaptive" and self._rate() > _ADAPTIVE_FLOOR:
                 self._divisor *= _ADAPTIVE_FACTOR
