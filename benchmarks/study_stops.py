@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -36,6 +37,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 from interrupted_search import group_members, kill_group, running_folds, statuses  # noqa: E402  (the same store and group reads)
@@ -73,13 +76,21 @@ def once(python, mode, folder, wait_s, moment="start"):
             ignored_sigint = child.poll() is None
         started = time.monotonic()
         os.killpg(pgid, signal.SIGTERM if mode == "background" else signal.SIGINT)
-        try:
-            rc = child.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            rc = None
-        exit_s = time.monotonic() - started
-        while group_members(pgid) and time.monotonic() - started < 120:
-            time.sleep(0.1)
+        # Every member of the group until it is gone: when the command and each worker (and anything
+        # else it started) were last seen, in seconds after the stop.
+        rc, exit_s, seen = None, None, {}
+        while time.monotonic() - started < 120:
+            members = group_members(pgid)
+            now = round(time.monotonic() - started, 2)
+            for pid in members:
+                with contextlib.suppress(psutil.Error):
+                    seen.setdefault(pid, [" ".join(psutil.Process(pid).cmdline())[-100:], now])[1] = now
+            if rc is None and (rc := child.poll()) is not None:
+                exit_s = time.monotonic() - started
+            if rc is not None and not members:
+                break
+            time.sleep(0.05)
+        exit_s = exit_s if exit_s is not None else time.monotonic() - started
         gone_s = time.monotonic() - started
         left = group_members(pgid)
         time.sleep(5)
@@ -91,7 +102,8 @@ def once(python, mode, folder, wait_s, moment="start"):
     ok = (rc == expected and gone_s <= _LIMIT_S and not left and "RUNNING" not in runs
           and ignored_sigint in (None, True))
     return {"wait_s": round(wait_s, 2), "rc": rc, "exit_s": round(exit_s, 2), "all_gone_s": round(gone_s, 2),
-            "processes_left": len(left), "runs_5s_later": runs, "ignored_sigint": ignored_sigint, "ok": ok,
+            "processes_left": len(left), "last_seen_s": sorted(seen.values(), key=lambda m: m[1]),
+            "runs_5s_later": runs, "ignored_sigint": ignored_sigint, "ok": ok,
             "stderr_tail": err.strip().splitlines()[-3:]}
 
 

@@ -755,8 +755,9 @@ def _describe_project_run(run, name):
 
 
 def console_main():
-    """The ``mnist-mlp`` command (and ``python -m mnist_mlp``): :func:`main`, then exit with its status."""
-    sys.exit(main(ends_process=True))
+    """The ``mnist-mlp`` command (and ``python -m mnist_mlp``): :func:`main`, then exit with its status
+    (:func:`mnist_mlp.interrupts.exit_process`: without the interpreter's seconds-long teardown)."""
+    interrupts.exit_process(main(ends_process=True))
 
 
 if __name__ == "__main__":

@@ -110,6 +110,36 @@ def test_a_stop_pickles_with_its_signal():
     assert pickle.loads(pickle.dumps(interrupts.Stopped(signal.SIGTERM))).signum == signal.SIGTERM
 
 
+_EXIT_SCRIPT = """
+import atexit, pathlib, sys, threading, time
+from mnist_mlp import interrupts
+out = pathlib.Path(sys.argv[1])
+def late_writer():
+    time.sleep(0.5)
+    (out / "thread").write_text("joined")
+threading.Thread(target=late_writer).start()  # not a daemon: the exit waits for it, as Python's does
+atexit.register(lambda: (out / "atexit").write_text("ran" + (out / "thread").read_text()))
+sys.stdout.write("unflushed, to a pipe")  # no newline: in the buffer until something flushes it
+print("to stderr", end="", file=sys.stderr)
+interrupts.exit_process(7)
+(out / "after").write_text("never")
+"""
+
+
+def test_exit_process_exits_as_python_does_less_its_teardown(tmp_path):
+    """The exit status, the non-daemon threads waited for first, then the atexit handlers, and
+    both streams flushed; nothing after it runs."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as most users run
+    done = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1], env=env)
+    assert (done.returncode, done.stdout, done.stderr) == (7, "unflushed, to a pipe", "to stderr")
+    assert (tmp_path / "atexit").read_text() == "ranjoined"
+    assert not (tmp_path / "after").exists()
+
+
 def test_a_deferred_interrupt_is_raised_once_the_block_is_whole():
     import signal
 

@@ -235,9 +235,12 @@ def worker(uri):
     with interrupts.handled():
         FitRun.open(run_name="stuck", tracking_uri=uri)
         side_by_side._stop_when_orphaned()
-        print("ready", flush=True)
-        while True:  # a main thread that swallows every stop
+        ready = False
+        while True:  # a main thread that swallows every stop, from before it says it is ready
             try:
+                if not ready:
+                    ready = True  # (the stop comes only once "ready" is read: printed inside the try)
+                    print("ready", flush=True)
                 time.sleep(100)
             except BaseException:
                 pass

@@ -139,6 +139,8 @@ def _stop_when_orphaned():
 
 def _worker(connection, name, data, run_kwargs, threads, launcher, ledger):
     """A worker process: run section ``name``, send back ``("done", result)`` or ``("error", exc, text)``."""
+    from mnist_mlp import interrupts  # (the standard library only: no import to wait for)
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the starting process decides when to stop
     # One fit per worker at a time: give it its share of the cores (read by the training loop).
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
@@ -147,7 +149,7 @@ def _worker(connection, name, data, run_kwargs, threads, launcher, ledger):
     try:
         # Until it opens a run, a worker holds nothing: SIGTERM's default, exit at once, is the
         # quickest stop (TensorFlow's import, seconds long, would otherwise finish first).
-        from mnist_mlp import interrupts, tracking
+        from mnist_mlp import tracking
         from mnist_mlp._tensorflow import tf
         from mnist_mlp.study.runner import run_experiment
 
@@ -171,6 +173,9 @@ def _worker(connection, name, data, run_kwargs, threads, launcher, ledger):
             _send(connection, ("error", RuntimeError(f"{type(exc).__name__}: {exc}"), text))
     finally:
         connection.close()
+    # Its runs ended and its answer sent: the interpreter's teardown (seconds, after TensorFlow's
+    # import) would only keep a stopped study waiting.
+    interrupts.exit_process(0)
 
 
 def _send(connection, message):
