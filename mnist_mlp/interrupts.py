@@ -158,10 +158,11 @@ def exit_process(status):
     """End this process with exit ``status``: what Python's exit does, then ``os._exit``.
 
     Why: after TensorFlow's import the interpreter's own teardown (clearing
-    every module, then TensorFlow's C++ destructors) took 2.0-2.2 s on a
-    loaded 2-core machine, and 0.7-0.9 s after MLflow's and scikit-learn's
-    alone (``benchmarks/results/startup.json``); a stopped study waited on it
-    in each worker and again in the command. What the exit must still do is
+    every module, then TensorFlow's C++ destructors) took 1.45 s on a loaded
+    2-core machine, and 0.59 s after MLflow's and scikit-learn's alone,
+    against 0.06 and 0.02 s this way (``benchmarks/teardown.py``,
+    ``benchmarks/results/teardown.json``); a stopped study waited on it in
+    each worker and again in the command, ``mnist-mlp predict`` once. What the exit must still do is
     done first, in Python's order: other non-daemon threads are waited for,
     the ``atexit`` handlers run (MLflow's, logging's flush, temporary
     folders, multiprocessing's), and the standard streams are flushed.
