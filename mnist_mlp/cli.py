@@ -533,7 +533,11 @@ def _load_model(uri):
     from mlflow.exceptions import MlflowException
 
     try:
-        return mlflow.pyfunc.load_model(uri)
+        # Without MLflow's check of the model's pip requirements against this environment: it maps
+        # every installed distribution to its modules (0.4-0.7 s of a 3 s command), to warn of a
+        # version that differs. The forward model needs only NumPy and scikit-learn, whose
+        # unpickling warns of another version itself (docs/cli.md#predict).
+        return mlflow.pyfunc.load_model(uri, suppress_warnings=True)
     except (MlflowException, OSError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"model {uri!r} cannot be loaded from {_store_uri()}: {message}") from None
