@@ -168,20 +168,23 @@ def exit_process(status):
     folders, multiprocessing's), and the standard streams are flushed.
 
     Only for code that owns the process (:func:`mnist_mlp.cli.console_main`,
-    a study's worker processes), never for a library call. Where Python no
-    longer offers ``atexit._run_exitfuncs``, it falls back to ``sys.exit``.
+    a study's worker processes), in its main thread, never for a library
+    call. Python's own steps are CPython's ``threading._shutdown`` (the
+    ``concurrent.futures`` pools told to finish their work, then every
+    non-daemon thread joined: joined alone, an idle pool's worker waits for
+    ever) and ``atexit._run_exitfuncs``; where either is gone, or off the
+    main thread, it falls back to ``sys.exit``.
 
     Parameters
     ----------
     status : int
     """
-    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's, used by its own shutdown
-    if run_exit_handlers is None:
+    shutdown_threads = getattr(threading, "_shutdown", None)  # what Python's own exit calls, in this order
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if shutdown_threads is None or run_exit_handlers is None or \
+            threading.current_thread() is not threading.main_thread():
         sys.exit(status)
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
+    shutdown_threads()
     run_exit_handlers()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed or broken stream: nothing left to write to

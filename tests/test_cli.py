@@ -454,6 +454,12 @@ def test_fit_says_where_its_run_is_and_predict_reads_it_back(tmp_path, capsys, m
     assert main(["predict", "runs:/0123456789abcdef/model", "digit.png"]) == 2
     assert "cannot be loaded" in capsys.readouterr().err
 
+    # The command itself (console_main: its exit skips the interpreter's teardown) ends, and prints
+    # what main() printed; a hang in its exit (an idle thread pool's worker joined) once took 600 s.
+    command = run_child([sys.executable, "-m", "mnist_mlp", "predict", model, "digit.png", "--tracking-uri", "runs.db"],
+                        cwd=tmp_path, timeout=120)
+    assert (command.returncode, command.stdout.split()) == (0, labels[:1]), command.stderr[-2000:]
+
 
 def test_help_shows_the_defaults(capsys):
     from mnist_mlp.cli import build_parser

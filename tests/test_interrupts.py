@@ -111,13 +111,18 @@ def test_a_stop_pickles_with_its_signal():
 
 
 _EXIT_SCRIPT = """
-import atexit, pathlib, sys, threading, time
+import atexit, concurrent.futures, pathlib, sys, threading, time
 from mnist_mlp import interrupts
 out = pathlib.Path(sys.argv[1])
 def late_writer():
     time.sleep(0.5)
     (out / "thread").write_text("joined")
 threading.Thread(target=late_writer).start()  # not a daemon: the exit waits for it, as Python's does
+# A pool (MLflow's artifact downloads use one) with work queued and an idle worker: Python's exit
+# lets the work finish and tells the idle worker to end; joined alone, that worker waits for ever.
+pool = concurrent.futures.ThreadPoolExecutor(2)
+pool.submit(lambda: (time.sleep(0.3), (out / "pool").write_text("finished")))
+pool.submit(lambda: None).result()
 atexit.register(lambda: (out / "atexit").write_text("ran" + (out / "thread").read_text()))
 sys.stdout.write("unflushed, to a pipe")  # no newline: in the buffer until something flushes it
 print("to stderr", end="", file=sys.stderr)
@@ -134,9 +139,9 @@ def test_exit_process_exits_as_python_does_less_its_teardown(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as most users run
     done = subprocess.run([sys.executable, "-c", _EXIT_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).resolve().parents[1], env=env)
+                          timeout=60, cwd=Path(__file__).resolve().parents[1], env=env)
     assert (done.returncode, done.stdout, done.stderr) == (7, "unflushed, to a pipe", "to stderr")
-    assert (tmp_path / "atexit").read_text() == "ranjoined"
+    assert (tmp_path / "atexit").read_text() == "ranjoined" and (tmp_path / "pool").read_text() == "finished"
     assert not (tmp_path / "after").exists()
 
 
