@@ -761,7 +761,12 @@ def _describe_project_run(run, name):
 def console_main():
     """The ``mnist-mlp`` command (and ``python -m mnist_mlp``): :func:`main`, then exit with its status
     (:func:`mnist_mlp.interrupts.exit_process`: without the interpreter's seconds-long teardown)."""
-    interrupts.exit_process(main(ends_process=True))
+    status = main(ends_process=True)
+    if status >= 128:
+        # Stopped: Python's own exit. Skipping the teardown after a stop early in the command (its
+        # imports cut) crashed it, SIGSEGV or SIGABRT, 3 times in 57 stops; 0 in 82 this way.
+        sys.exit(status)
+    interrupts.exit_process(status)
 
 
 if __name__ == "__main__":
